@@ -1,0 +1,155 @@
+//! Composition root: builds every part from the config and decides, in one place, the order in
+//! which a request meets them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use http::{HeaderValue, Request, header};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+
+use crate::admin::{self, AdminState};
+use crate::config::Config;
+use crate::listener::Listener;
+use crate::metrics::Metrics;
+use crate::pages::Brand;
+use crate::router::{Router, RouterService};
+use crate::upstream::Upstream;
+
+/// A started proxy: where it listens, and the handle to stop it.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Begins a graceful shutdown: readiness fails, no new connections, in-flight requests finish.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Resolves once the proxy has drained (or its grace period ran out).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// rustls needs exactly one process-wide crypto provider; several crates in the tree could each
+/// bring one, so choose explicitly. Safe to call more than once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// Binds both listeners and starts serving in the background.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    install_crypto_provider();
+    let metrics = Arc::new(Metrics::new());
+    let upstream = Upstream::new(&config.upstream, config.server.trusted_proxies.clone(), metrics.clone())?;
+    let brand = Brand {
+        app_name: config.app.name.clone(),
+        assets: format!("{}/assets", config.twofactor.prefix),
+    };
+    let router = Arc::new(Router::new(upstream, brand, config.twofactor.prefix.clone(), metrics.clone()));
+
+    // Outermost first.
+    let service = ServiceBuilder::new()
+        // Cookie and credential values print as "Sensitive" in any debug output and are never
+        // put in HTTP/2 header compression tables.
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::COOKIE,
+            header::AUTHORIZATION,
+            header::PROXY_AUTHORIZATION,
+        ]))
+        // Every request carries an id upstream and back, so app logs and ours can be joined.
+        .layer(SetRequestIdLayer::x_request_id(RequestIds::new()))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        // No catch-panic layer: each connection runs in its own task, so a panic ends one
+        // connection, never the process; our code denies panics by lint, and the layer would box
+        // every response body.
+        .service(RouterService(router));
+
+    let listener = Listener::bind(&config.server).await?;
+    let addr = listener.local_addr()?;
+    let admin_listener = TcpListener::bind(config.server.admin_listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (server.admin_listen): {e}", config.server.admin_listen))?;
+    let admin_addr = admin_listener.local_addr()?;
+
+    let shutdown = CancellationToken::new();
+    let admin_state = Arc::new(AdminState { metrics: metrics.clone(), ready: AtomicBool::new(true) });
+    let admin_stop = CancellationToken::new();
+    tokio::spawn(admin::serve(admin_listener, admin_state.clone(), admin_stop.clone()));
+
+    let grace = config.server.shutdown_grace;
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let draining = token.clone();
+        let state = admin_state.clone();
+        tokio::spawn(async move {
+            draining.cancelled().await;
+            state.ready.store(false, Ordering::Release);
+        });
+        listener.serve(service, metrics, token, grace).await;
+        // The admin listener outlives the drain so probes see "draining", not a refused port.
+        admin_stop.cancel();
+    });
+    tracing::info!(%addr, %admin_addr, upstream = %config.upstream.url, "twofa-proxy listening");
+    Ok(Running { addr, admin_addr, shutdown, task })
+}
+
+/// Request ids: a random per-process prefix and a counter; unique without a syscall per request.
+#[derive(Clone)]
+struct RequestIds {
+    prefix: u32,
+    next: Arc<AtomicU64>,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        let mut bytes = [0u8; 4];
+        // Uniqueness across restarts only; a fixed prefix would still be correct.
+        let _ = getrandom::fill(&mut bytes);
+        Self { prefix: u32::from_le_bytes(bytes), next: Arc::new(AtomicU64::new(1)) }
+    }
+}
+
+impl MakeRequestId for RequestIds {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::from_str(&format!("{:08x}-{n:x}", self.prefix)).ok().map(RequestId::new)
+    }
+}
+
+/// Waits for SIGTERM (Kubernetes) or SIGINT (a terminal's Ctrl-C).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Loads every file the config names (TLS cert and key, upstream CA), as `run` would; for
+/// `check-config`, which must find what `run` would trip over.
+pub fn check_files(config: &Config) -> anyhow::Result<()> {
+    install_crypto_provider();
+    if let Some(files) = &config.server.tls {
+        crate::listener::check_tls(files)?;
+    }
+    Upstream::new(&config.upstream, Vec::new(), Arc::new(Metrics::new()))?;
+    Ok(())
+}

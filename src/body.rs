@@ -1,0 +1,78 @@
+//! The one body type the proxy speaks: a streamed hyper body (requests and upstream answers pass
+//! through untouched) or bytes the proxy made itself (pages, errors, buffered logins).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use pin_project_lite::pin_project;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pin_project! {
+    /// An enum rather than a boxed trait object: the streamed case stays allocation-free.
+    #[project = BodyProj]
+    pub enum Body {
+        Streamed { #[pin] inner: Incoming },
+        Bytes { #[pin] inner: Full<Bytes> },
+    }
+}
+
+impl Body {
+    pub fn empty() -> Self {
+        Self::from(Bytes::new())
+    }
+}
+
+impl From<Incoming> for Body {
+    fn from(inner: Incoming) -> Self {
+        Self::Streamed { inner }
+    }
+}
+
+impl From<Bytes> for Body {
+    fn from(bytes: Bytes) -> Self {
+        Self::Bytes { inner: Full::new(bytes) }
+    }
+}
+
+impl From<String> for Body {
+    fn from(s: String) -> Self {
+        Self::from(Bytes::from(s))
+    }
+}
+
+impl From<&'static str> for Body {
+    fn from(s: &'static str) -> Self {
+        Self::from(Bytes::from_static(s.as_bytes()))
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            BodyProj::Streamed { inner } => inner.poll_frame(cx).map_err(Into::into),
+            BodyProj::Bytes { inner } => inner.poll_frame(cx).map_err(|never| match never {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Streamed { inner } => inner.is_end_stream(),
+            Body::Bytes { inner } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Streamed { inner } => inner.size_hint(),
+            Body::Bytes { inner } => inner.size_hint(),
+        }
+    }
+}

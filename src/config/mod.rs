@@ -1,0 +1,698 @@
+//! Configuration: one TOML file, `TWOFA_<SECTION>__<KEY>` env overrides and `<key>_file` secrets,
+//! read into typed values. Every problem is reported at once, named by its key.
+//!
+//! `config/example.toml` documents every key read here, with its default.
+
+mod reader;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::Uri;
+use ipnet::IpNet;
+use toml::{Table, Value};
+
+pub use reader::{Problem, Secret, parse_duration};
+use reader::Reader;
+
+/// Every problem found while loading; `Display` prints one per line.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<Problem>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for p in &self.0 {
+            writeln!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub upstream: UpstreamConfig,
+    pub app: AppConfig,
+    pub twofactor: TwoFactorConfig,
+    pub totp: TotpConfig,
+    pub email: EmailConfig,
+    pub session: SessionConfig,
+    pub store: StoreConfig,
+    pub secrets: SecretsConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub tls: Option<TlsFiles>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub shutdown_grace: Duration,
+    /// Time a client has to send a request's headers (slow-loris guard).
+    pub header_read_timeout: Duration,
+    /// Largest request head accepted; beyond it clients get 431.
+    pub max_header_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamScheme {
+    Http,
+    Https,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub url: Uri,
+    pub scheme: UpstreamScheme,
+    /// `host:port` of the upstream, used as Host when `preserve_host` is off.
+    pub authority: http::uri::Authority,
+    pub preserve_host: bool,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_host: usize,
+    /// Extra CA trusted for an https upstream (internal CAs, self-signed test servers).
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    pub name: String,
+    pub login_paths: Vec<String>,
+    pub username_field: String,
+    pub username_case_sensitive: bool,
+    pub success_status: Vec<u16>,
+    pub success_cookie: String,
+    pub user_header: Option<String>,
+    pub login_page: String,
+    pub next_param: String,
+    pub logout_paths: Vec<String>,
+    pub public_paths: Vec<String>,
+    pub identity_header: String,
+    /// Where the settings page links back to (the app's own account page).
+    pub account_settings_url: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enforcement {
+    Optional,
+    Required,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Totp,
+    Email,
+}
+
+#[derive(Debug, Clone)]
+pub struct TwoFactorConfig {
+    pub enforcement: Enforcement,
+    pub methods: Vec<Method>,
+    pub prefix: String,
+    pub challenge_ttl: Duration,
+    pub max_attempts_per_challenge: u32,
+    pub lockout_threshold: u32,
+    pub lockout_window: Duration,
+    pub lockout_duration: Duration,
+    pub recovery_codes: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct TotpConfig {
+    pub issuer: String,
+    pub skew: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailTransport {
+    Smtp,
+    File,
+    /// Prints codes to the log: demo and development only.
+    Log,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddressSource {
+    Input,
+    Username,
+    Header(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct EmailConfig {
+    pub transport: MailTransport,
+    pub from: String,
+    pub address_source: AddressSource,
+    pub code_ttl: Duration,
+    pub code_digits: u8,
+    pub resend_interval: Duration,
+    pub max_sends_per_hour: u32,
+    pub file_dir: Option<PathBuf>,
+    pub smtp: SmtpConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    StartTls,
+    Tls,
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub ca_file: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub idle_timeout: Duration,
+    pub absolute_timeout: Duration,
+    pub insecure_http_cookies: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreBackend {
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub backend: StoreBackend,
+    pub url: String,
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct SecretsConfig {
+    pub encryption_key: Option<Secret>,
+    pub previous_keys: Vec<Secret>,
+    pub admin_token: Option<Secret>,
+}
+
+/// Prefix of environment overrides: `TWOFA_UPSTREAM__URL` sets `[upstream] url`.
+pub const ENV_PREFIX: &str = "TWOFA_";
+
+impl Config {
+    /// Loads a config file with the process environment's overrides.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![Problem { key: path.display().to_string(), message: format!("cannot read: {e}") }])
+        })?;
+        Self::from_toml(&text, std::env::vars())
+    }
+
+    /// Parses TOML text, then applies overrides from `env` (pairs of variable name and value).
+    pub fn from_toml(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigErrors> {
+        let mut root: Table = text.parse().map_err(|e: toml::de::Error| {
+            ConfigErrors(vec![Problem { key: "(file)".into(), message: format!("not valid TOML: {e}") }])
+        })?;
+        let (env_sources, mut problems) = apply_env(&mut root, env);
+        let mut r = Reader::new(root, env_sources);
+        let config = read(&mut r);
+        problems.extend(r.finish());
+        if problems.is_empty() { Ok(config) } else { Err(ConfigErrors(problems)) }
+    }
+}
+
+/// Writes `TWOFA_A__B__C=value` into `[a.b] c = "value"`; the reader coerces strings to the type
+/// each key expects.
+fn apply_env(
+    root: &mut Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> (BTreeMap<String, String>, Vec<Problem>) {
+    let mut sources = BTreeMap::new();
+    let mut problems = Vec::new();
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+        // Variables without a section separator (TWOFA_CONFIG, TWOFA_LOG) are not overrides.
+        if !rest.contains("__") {
+            continue;
+        }
+        let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+        if path.iter().any(String::is_empty) {
+            problems.push(Problem { key: name, message: "malformed override name".into() });
+            continue;
+        }
+        if !insert_path(root, &path, value) {
+            problems.push(Problem { key: name, message: "does not name a config section".into() });
+            continue;
+        }
+        sources.insert(path.join("."), name);
+    }
+    (sources, problems)
+}
+
+/// Sets `path` (sections then key) in `table`, creating sections; false if a section is a value.
+fn insert_path(table: &mut Table, path: &[String], value: String) -> bool {
+    match path {
+        [] => false,
+        [leaf] => {
+            table.insert(leaf.clone(), Value::String(value));
+            true
+        }
+        [section, rest @ ..] => match table.entry(section.clone()).or_insert_with(|| Value::Table(Table::new())) {
+            Value::Table(inner) => insert_path(inner, rest, value),
+            _ => false,
+        },
+    }
+}
+
+fn read(r: &mut Reader) -> Config {
+    let app = read_app(r);
+    Config {
+        server: read_server(r),
+        upstream: read_upstream(r),
+        twofactor: read_twofactor(r),
+        totp: TotpConfig {
+            issuer: r.opt_string("totp.issuer").unwrap_or_else(|| app.name.clone()),
+            skew: r.uint("totp.skew", 1, 0..=2) as u8,
+        },
+        email: read_email(r, &app),
+        session: read_session(r),
+        store: read_store(r),
+        secrets: read_secrets(r),
+        app,
+    }
+}
+
+fn read_server(r: &mut Reader) -> ServerConfig {
+    let listen = r.parsed("server.listen", SocketAddr::from(([0, 0, 0, 0], 8080)), "an address like 0.0.0.0:8080");
+    let admin_listen =
+        r.parsed("server.admin_listen", SocketAddr::from(([127, 0, 0, 1], 9090)), "an address like 127.0.0.1:9090");
+    if listen == admin_listen {
+        r.problem("server.admin_listen", "must differ from server.listen: the admin API is never public");
+    }
+    let tls = match (r.path("server.tls_cert"), r.path("server.tls_key")) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        (None, None) => None,
+        (Some(_), None) => {
+            r.problem("server.tls_key", "tls_cert is set: tls_key is needed too");
+            None
+        }
+        (None, Some(_)) => {
+            r.problem("server.tls_cert", "tls_key is set: tls_cert is needed too");
+            None
+        }
+    };
+    let mut trusted_proxies = Vec::new();
+    for cidr in r.strings("server.trusted_proxies", &[]) {
+        // A bare address means that one host.
+        let parsed = cidr.parse::<IpNet>().or_else(|_| cidr.parse::<std::net::IpAddr>().map(IpNet::from));
+        match parsed {
+            Ok(net) => trusted_proxies.push(net),
+            Err(_) => r.problem("server.trusted_proxies", format!("expected CIDRs like 10.0.0.0/8, got {cidr:?}")),
+        }
+    }
+    ServerConfig {
+        listen,
+        admin_listen,
+        tls,
+        trusted_proxies,
+        shutdown_grace: r.duration("server.shutdown_grace", Duration::from_secs(30)),
+        header_read_timeout: r.duration("server.header_read_timeout", Duration::from_secs(10)),
+        max_header_bytes: r.uint("server.max_header_bytes", 16 * 1024, 8 * 1024..=1024 * 1024) as usize,
+    }
+}
+
+fn read_upstream(r: &mut Reader) -> UpstreamConfig {
+    let default_url = "http://127.0.0.1:3000";
+    let text = r.string("upstream.url", default_url);
+    let (url, scheme, authority) = match parse_upstream_url(&text) {
+        Ok(parts) => parts,
+        Err(message) => {
+            r.problem("upstream.url", message);
+            parse_upstream_url(default_url).unwrap_or_else(|_| unreachable_default())
+        }
+    };
+    UpstreamConfig {
+        url,
+        scheme,
+        authority,
+        preserve_host: r.bool("upstream.preserve_host", true),
+        connect_timeout: r.duration("upstream.connect_timeout", Duration::from_secs(5)),
+        response_timeout: r.duration("upstream.response_timeout", Duration::from_secs(60)),
+        pool_idle_timeout: r.duration("upstream.pool_idle_timeout", Duration::from_secs(90)),
+        pool_max_idle_per_host: r.uint("upstream.pool_max_idle_per_host", 256, 0..=65_536) as usize,
+        ca_file: r.path("upstream.ca_file"),
+    }
+}
+
+/// The built-in default always parses; this keeps the type checker honest without a panic.
+fn unreachable_default() -> (Uri, UpstreamScheme, http::uri::Authority) {
+    let authority = http::uri::Authority::from_static("127.0.0.1:3000");
+    (Uri::from_static("http://127.0.0.1:3000"), UpstreamScheme::Http, authority)
+}
+
+fn parse_upstream_url(text: &str) -> Result<(Uri, UpstreamScheme, http::uri::Authority), String> {
+    let url: Uri = text.parse().map_err(|_| format!("expected a URL like http://127.0.0.1:3000, got {text:?}"))?;
+    let scheme = match url.scheme_str() {
+        Some("http") => UpstreamScheme::Http,
+        Some("https") => UpstreamScheme::Https,
+        _ => return Err(format!("expected an http:// or https:// URL, got {text:?}")),
+    };
+    let authority = url.authority().cloned().ok_or_else(|| format!("{text:?} has no host"))?;
+    if !matches!(url.path(), "" | "/") || url.query().is_some() {
+        return Err(format!("{text:?}: the upstream URL takes no path or query; paths are forwarded as requested"));
+    }
+    Ok((url, scheme, authority))
+}
+
+fn read_app(r: &mut Reader) -> AppConfig {
+    let name = r.string("app.name", "DCKAP Integrator");
+    if name.trim().is_empty() {
+        r.problem("app.name", "must not be empty: pages and the authenticator app show it");
+    }
+    let login_paths = r.strings("app.login_paths", &["/login"]);
+    let logout_paths = r.strings("app.logout_paths", &["/logout"]);
+    let public_paths = r.strings("app.public_paths", &["/login", "/static/"]);
+    for (key, paths) in
+        [("app.login_paths", &login_paths), ("app.logout_paths", &logout_paths), ("app.public_paths", &public_paths)]
+    {
+        for p in paths {
+            if !p.starts_with('/') {
+                r.problem(key, format!("paths start with '/', got {p:?}"));
+            }
+        }
+    }
+    let mut success_status = Vec::new();
+    for s in r.strings_or_numbers("app.success_status", &[302, 303]) {
+        if (100..=599).contains(&s) {
+            success_status.push(s as u16);
+        } else {
+            r.problem("app.success_status", format!("{s} is not an HTTP status"));
+        }
+    }
+    let login_page = r.string("app.login_page", "/login");
+    let identity_header = r.string("app.identity_header", "X-Twofa-User");
+    if http::HeaderName::try_from(identity_header.as_str()).is_err() {
+        r.problem("app.identity_header", format!("{identity_header:?} is not a valid header name"));
+    }
+    let user_header = r.opt_string("app.user_header");
+    if let Some(h) = &user_header
+        && http::HeaderName::try_from(h.as_str()).is_err()
+    {
+        r.problem("app.user_header", format!("{h:?} is not a valid header name"));
+    }
+    AppConfig {
+        name,
+        login_paths,
+        username_field: r.string("app.username_field", "username"),
+        username_case_sensitive: r.bool("app.username_case_sensitive", false),
+        success_status,
+        success_cookie: r.string("app.success_cookie", "session"),
+        user_header,
+        login_page,
+        next_param: r.string("app.next_param", "next"),
+        logout_paths,
+        public_paths,
+        identity_header,
+        account_settings_url: r.string("app.account_settings_url", "/"),
+    }
+}
+
+fn read_twofactor(r: &mut Reader) -> TwoFactorConfig {
+    let enforcement = r.choice(
+        "twofactor.enforcement",
+        Enforcement::Optional,
+        &[("optional", Enforcement::Optional), ("required", Enforcement::Required)],
+    );
+    let mut methods = Vec::new();
+    for m in r.strings("twofactor.methods", &["totp", "email"]) {
+        match m.as_str() {
+            "totp" => methods.push(Method::Totp),
+            "email" => methods.push(Method::Email),
+            other => r.problem("twofactor.methods", format!("unknown method {other:?} (known: \"totp\", \"email\")")),
+        }
+    }
+    if methods.is_empty() {
+        r.problem("twofactor.methods", "at least one method is needed");
+    }
+    let prefix = r.string("twofactor.prefix", "/_2fa");
+    if !prefix.starts_with('/') || prefix.ends_with('/') || prefix.len() < 2 {
+        r.problem("twofactor.prefix", format!("expected a path like \"/_2fa\", got {prefix:?}"));
+    }
+    TwoFactorConfig {
+        enforcement,
+        methods,
+        prefix,
+        challenge_ttl: r.duration("twofactor.challenge_ttl", Duration::from_secs(300)),
+        max_attempts_per_challenge: r.uint("twofactor.max_attempts_per_challenge", 5, 1..=100) as u32,
+        // NIST SP 800-63B 5.2.2: never more than 100 consecutive failed attempts.
+        lockout_threshold: r.uint("twofactor.lockout_threshold", 10, 1..=100) as u32,
+        lockout_window: r.duration("twofactor.lockout_window", Duration::from_secs(900)),
+        lockout_duration: r.duration("twofactor.lockout_duration", Duration::from_secs(900)),
+        recovery_codes: r.uint("twofactor.recovery_codes", 10, 0..=50) as u32,
+    }
+}
+
+fn read_email(r: &mut Reader, app: &AppConfig) -> EmailConfig {
+    let transport = r.choice(
+        "email.transport",
+        MailTransport::Smtp,
+        &[("smtp", MailTransport::Smtp), ("file", MailTransport::File), ("log", MailTransport::Log)],
+    );
+    let address_source = match r.string("email.address_source", "input").as_str() {
+        "input" => AddressSource::Input,
+        "username" => AddressSource::Username,
+        other => match other.strip_prefix("header:") {
+            Some(h) if http::HeaderName::try_from(h).is_ok() => AddressSource::Header(h.to_owned()),
+            _ => {
+                r.problem(
+                    "email.address_source",
+                    format!("expected \"input\", \"username\" or \"header:<Header-Name>\", got {other:?}"),
+                );
+                AddressSource::Input
+            }
+        },
+    };
+    let file_dir = r.path("email.file_dir");
+    if transport == MailTransport::File && file_dir.is_none() {
+        r.problem("email.file_dir", "transport = \"file\" needs a folder to write to");
+    }
+    let tls = r.choice(
+        "email.smtp.tls",
+        SmtpTls::StartTls,
+        &[("starttls", SmtpTls::StartTls), ("tls", SmtpTls::Tls), ("none", SmtpTls::None)],
+    );
+    EmailConfig {
+        transport,
+        from: r.string("email.from", &format!("{} <no-reply@example.com>", app.name)),
+        address_source,
+        code_ttl: r.duration("email.code_ttl", Duration::from_secs(600)),
+        code_digits: r.uint("email.code_digits", 6, 6..=10) as u8,
+        resend_interval: r.duration("email.resend_interval", Duration::from_secs(30)),
+        max_sends_per_hour: r.uint("email.max_sends_per_hour", 5, 1..=1000) as u32,
+        file_dir,
+        smtp: SmtpConfig {
+            host: r.string("email.smtp.host", "127.0.0.1"),
+            port: r.uint("email.smtp.port", 587, 1..=65_535) as u16,
+            tls,
+            username: r.opt_string("email.smtp.username"),
+            password: r.secret("email.smtp.password"),
+            ca_file: r.path("email.smtp.ca_file"),
+            timeout: r.duration("email.smtp.timeout", Duration::from_secs(10)),
+        },
+    }
+}
+
+fn read_session(r: &mut Reader) -> SessionConfig {
+    let idle_timeout = r.duration("session.idle_timeout", Duration::from_secs(30 * 60));
+    let absolute_timeout = r.duration("session.absolute_timeout", Duration::from_secs(12 * 3600));
+    if idle_timeout > absolute_timeout {
+        r.problem("session.idle_timeout", "is longer than session.absolute_timeout");
+    }
+    SessionConfig {
+        idle_timeout,
+        absolute_timeout,
+        insecure_http_cookies: r.bool("session.insecure_http_cookies", false),
+    }
+}
+
+fn read_store(r: &mut Reader) -> StoreConfig {
+    let backend =
+        r.choice("store.backend", StoreBackend::Memory, &[("memory", StoreBackend::Memory), ("redis", StoreBackend::Redis)]);
+    let url = r.string("store.url", "redis://127.0.0.1:6379/0");
+    if backend == StoreBackend::Redis
+        && !["redis://", "rediss://", "redis+sentinel://", "redis+cluster://"].iter().any(|s| url.starts_with(s))
+    {
+        r.problem("store.url", format!("expected a redis:// or rediss:// URL, got {url:?}"));
+    }
+    StoreConfig { backend, url, key_prefix: r.string("store.key_prefix", "twofa:") }
+}
+
+fn read_secrets(r: &mut Reader) -> SecretsConfig {
+    let encryption_key = r.secret("secrets.encryption_key");
+    if let Some(key) = &encryption_key {
+        check_key(r, "secrets.encryption_key", key);
+    }
+    let previous_keys: Vec<Secret> = r.strings("secrets.previous_keys", &[]).into_iter().map(Secret::new).collect();
+    for key in &previous_keys {
+        check_key(r, "secrets.previous_keys", key);
+    }
+    let backend_is_redis = matches!(r.opt_string("store.backend").as_deref(), Some("redis"));
+    if backend_is_redis && encryption_key.is_none() {
+        r.problem(
+            "secrets.encryption_key",
+            "the redis store keeps secrets outside this process: set encryption_key or encryption_key_file",
+        );
+    }
+    SecretsConfig { encryption_key, previous_keys, admin_token: r.secret("secrets.admin_token") }
+}
+
+fn check_key(r: &mut Reader, key: &str, secret: &Secret) {
+    use base64::Engine as _;
+    match base64::engine::general_purpose::STANDARD.decode(secret.expose().trim()) {
+        Ok(bytes) if bytes.len() == 32 => {}
+        // Never echo the value: it is a secret even when malformed.
+        _ => r.problem(key, "expected the base64 of 32 random bytes (e.g. `openssl rand -base64 32`)"),
+    }
+}
+
+impl Reader {
+    /// Status lists are written as numbers in files and as strings in env overrides.
+    fn strings_or_numbers(&mut self, key: &str, default: &[u64]) -> Vec<u64> {
+        if !self.is_set(key) {
+            return default.to_vec();
+        }
+        let mut out = Vec::new();
+        match self.raw(key) {
+            Some(Value::Array(items)) => {
+                for item in items {
+                    match item {
+                        Value::Integer(i) if i >= 0 => out.push(i as u64),
+                        other => self.problem(key, format!("expected status numbers, got {other}")),
+                    }
+                }
+            }
+            _ => {
+                for s in self.strings(key, &[]) {
+                    match s.parse() {
+                        Ok(n) => out.push(n),
+                        Err(_) => self.problem(key, format!("expected status numbers, got {s:?}")),
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    #[test]
+    fn empty_file_gives_the_documented_defaults() {
+        let c = Config::from_toml("", no_env()).unwrap();
+        assert_eq!(c.server.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(c.upstream.url, "http://127.0.0.1:3000");
+        assert_eq!(c.app.login_paths, ["/login"]);
+        assert_eq!(c.app.success_status, [302, 303]);
+        assert_eq!(c.twofactor.prefix, "/_2fa");
+        assert_eq!(c.totp.issuer, "DCKAP Integrator");
+        assert_eq!(c.session.idle_timeout, Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn env_overrides_win_and_are_typed() {
+        let env = [
+            ("TWOFA_UPSTREAM__URL", "https://app.internal:8443"),
+            ("TWOFA_SERVER__TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.1"),
+            ("TWOFA_APP__SUCCESS_STATUS", "200,302"),
+            ("TWOFA_EMAIL__SMTP__PORT", "2525"),
+            ("TWOFA_SESSION__INSECURE_HTTP_COOKIES", "true"),
+            ("TWOFA_CONFIG", "/ignored/not/an/override"),
+            ("PATH", "/usr/bin"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let c = Config::from_toml("[upstream]\nurl = \"http://x:1\"\n", env).unwrap();
+        assert_eq!(c.upstream.scheme, UpstreamScheme::Https);
+        assert_eq!(c.upstream.authority.as_str(), "app.internal:8443");
+        assert_eq!(c.server.trusted_proxies.len(), 2);
+        assert_eq!(c.app.success_status, [200, 302]);
+        assert_eq!(c.email.smtp.port, 2525);
+        assert!(c.session.insecure_http_cookies);
+    }
+
+    #[test]
+    fn a_mistyped_override_is_reported_by_variable_name() {
+        let env = [("TWOFA_UPSTREAM__ULR".to_owned(), "http://x".to_owned())];
+        let errs = Config::from_toml("", env).unwrap_err();
+        assert_eq!(errs.0.len(), 1);
+        assert_eq!(errs.0[0].key, "upstream.ulr (from TWOFA_UPSTREAM__ULR)");
+    }
+
+    #[test]
+    fn all_problems_at_once() {
+        let text = r#"
+            [server]
+            listen = "nowhere"
+            tls_cert = "/x.pem"
+            trusted_proxies = ["10.0.0.0/33"]
+            [upstream]
+            url = "ftp://x"
+            response_timeout = "soon"
+            [twofactor]
+            enforcement = "sometimes"
+            lockout_threshold = 1000
+            [store]
+            backend = "redis"
+            [colour]
+            blue = true
+        "#;
+        let errs = Config::from_toml(text, no_env()).unwrap_err();
+        let keys: Vec<&str> = errs.0.iter().map(|p| p.key.as_str()).collect();
+        for expected in [
+            "server.listen",
+            "server.tls_key",
+            "server.trusted_proxies",
+            "upstream.url",
+            "upstream.response_timeout",
+            "twofactor.enforcement",
+            "twofactor.lockout_threshold",
+            "secrets.encryption_key",
+            "colour",
+        ] {
+            assert!(keys.contains(&expected), "{expected} missing from {keys:?}");
+        }
+        assert_eq!(keys.len(), 9, "{errs}");
+    }
+
+    #[test]
+    fn upstream_url_takes_no_path() {
+        assert!(Config::from_toml("[upstream]\nurl = \"http://x:1/app\"\n", no_env()).is_err());
+        assert!(Config::from_toml("[upstream]\nurl = \"http://x:1/\"\n", no_env()).is_ok());
+    }
+
+    #[test]
+    fn bad_keys_are_never_echoed() {
+        let errs = Config::from_toml("[secrets]\nencryption_key = \"not-base64-secret-value\"\n", no_env()).unwrap_err();
+        assert!(!errs.to_string().contains("not-base64-secret-value"));
+    }
+}

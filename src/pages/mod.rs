@@ -1,0 +1,148 @@
+//! HTML the proxy serves itself: branded pages rendered from compiled templates, and their CSS.
+//! All user-facing words live in this module so they can be translated later.
+
+use askama::Template;
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::Body;
+
+/// The stylesheet served at `<prefix>/assets/style.css`.
+pub const STYLE_CSS: &str = include_str!("style.css");
+
+/// Security headers on every page the proxy renders: no framing, no inline script, no caching.
+pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; \
+                       base-uri 'none'; frame-ancestors 'none'";
+
+/// What every page needs to draw its frame.
+#[derive(Debug, Clone)]
+pub struct Brand {
+    pub app_name: String,
+    /// URL prefix of the stylesheet, e.g. `/_2fa/assets`.
+    pub assets: String,
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    app_name: &'a str,
+    assets: &'a str,
+    heading: &'a str,
+    message: String,
+    retry: Option<&'a str>,
+    status: u16,
+}
+
+/// The words for an error status: heading, explanation, and when to retry.
+fn error_words(status: StatusCode, app: &str) -> (&'static str, String, Option<&'static str>) {
+    match status {
+        StatusCode::BAD_GATEWAY => (
+            "The application is not answering",
+            format!("{app} could not be reached right now."),
+            Some("This is usually brief. Try again in a minute."),
+        ),
+        StatusCode::GATEWAY_TIMEOUT => (
+            "The application took too long",
+            format!("{app} did not answer in time."),
+            Some("Try again in a minute. If it keeps happening, tell your administrator."),
+        ),
+        StatusCode::SERVICE_UNAVAILABLE => (
+            "Temporarily unavailable",
+            "Sign-in checks cannot be made right now, so nothing was sent on.".to_owned(),
+            Some("Try again in a minute."),
+        ),
+        StatusCode::NOT_FOUND => ("Page not found", "There is no page at this address.".to_owned(), None),
+        StatusCode::PAYLOAD_TOO_LARGE => ("Request too large", "The request was larger than allowed.".to_owned(), None),
+        _ if status.is_client_error() => {
+            ("Request not understood", "The request could not be handled as sent.".to_owned(), None)
+        }
+        _ => (
+            "Something went wrong",
+            "The request could not be completed.".to_owned(),
+            Some("Try again in a minute."),
+        ),
+    }
+}
+
+/// A branded error page, or a JSON error for clients that do not want HTML.
+pub fn error(brand: &Brand, status: StatusCode, wants_html: bool) -> Response<Body> {
+    let (heading, message, retry) = error_words(status, &brand.app_name);
+    if !wants_html {
+        let code = status.canonical_reason().unwrap_or("error").to_ascii_lowercase().replace(' ', "_");
+        let body = serde_json::json!({ "error": code, "message": message }).to_string();
+        return respond(status, "application/json", body.into());
+    }
+    let page = ErrorPage { app_name: &brand.app_name, assets: &brand.assets, heading, message, retry, status: status.as_u16() };
+    match page.render() {
+        Ok(html) => html_response(status, html),
+        // Templates are compiled in; rendering fails only on a formatter error. Say it plainly.
+        Err(_) => respond(status, "text/plain; charset=utf-8", Body::from(heading)),
+    }
+}
+
+pub fn html_response(status: StatusCode, html: String) -> Response<Body> {
+    let mut res = respond(status, "text/html; charset=utf-8", html.into());
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    res
+}
+
+pub fn stylesheet() -> Response<Body> {
+    let mut res = respond(StatusCode::OK, "text/css; charset=utf-8", Body::from(Bytes::from_static(STYLE_CSS.as_bytes())));
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+    res
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: Body) -> Response<Body> {
+    let mut res = Response::new(body);
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    res
+}
+
+/// Whether the client would rather read a page than JSON (browsers send `text/html` first).
+pub fn wants_html(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/html"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    fn brand() -> Brand {
+        Brand { app_name: "Acme <Books>".into(), assets: "/_2fa/assets".into() }
+    }
+
+    async fn text(res: Response<Body>) -> String {
+        String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn error_pages_are_branded_escaped_and_framed() {
+        let res = error(&brand(), StatusCode::BAD_GATEWAY, true);
+        assert_eq!(res.status(), 502);
+        assert!(res.headers()[header::CONTENT_SECURITY_POLICY].to_str().unwrap().contains("frame-ancestors 'none'"));
+        let html = text(res).await;
+        assert!(html.contains("Acme &#60;Books&#62;") || html.contains("Acme &lt;Books&gt;"), "{html}");
+        assert!(!html.contains("<Books>"));
+        assert!(html.contains("Try again in a minute"));
+        assert!(!html.contains("<script"));
+    }
+
+    #[tokio::test]
+    async fn api_clients_get_json() {
+        let res = error(&brand(), StatusCode::GATEWAY_TIMEOUT, false);
+        let v: serde_json::Value = serde_json::from_str(&text(res).await).unwrap();
+        assert_eq!(v["error"], "gateway_timeout");
+    }
+}
