@@ -51,7 +51,10 @@ fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
         "/metrics" => {
             let mut res = Response::new(Body::from(state.metrics.encode()));
-            res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(metrics::CONTENT_TYPE));
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(metrics::CONTENT_TYPE),
+            );
             res
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
@@ -61,6 +64,9 @@ fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut res = Response::new(Body::from(body));
     *res.status_mut() = status;
-    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     res
 }

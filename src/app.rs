@@ -10,7 +10,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 use crate::admin::{self, AdminState};
@@ -51,12 +53,21 @@ pub fn install_crypto_provider() {
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     install_crypto_provider();
     let metrics = Arc::new(Metrics::new());
-    let upstream = Upstream::new(&config.upstream, config.server.trusted_proxies.clone(), metrics.clone())?;
+    let upstream = Upstream::new(
+        &config.upstream,
+        config.server.trusted_proxies.clone(),
+        metrics.clone(),
+    )?;
     let brand = Brand {
         app_name: config.app.name.clone(),
         assets: format!("{}/assets", config.twofactor.prefix),
     };
-    let router = Arc::new(Router::new(upstream, brand, config.twofactor.prefix.clone(), metrics.clone()));
+    let router = Arc::new(Router::new(
+        upstream,
+        brand,
+        config.twofactor.prefix.clone(),
+        metrics.clone(),
+    ));
 
     // Outermost first.
     let service = ServiceBuilder::new()
@@ -79,13 +90,25 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     let admin_listener = TcpListener::bind(config.server.admin_listen)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {} (server.admin_listen): {e}", config.server.admin_listen))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {} (server.admin_listen): {e}",
+                config.server.admin_listen
+            )
+        })?;
     let admin_addr = admin_listener.local_addr()?;
 
     let shutdown = CancellationToken::new();
-    let admin_state = Arc::new(AdminState { metrics: metrics.clone(), ready: AtomicBool::new(true) });
+    let admin_state = Arc::new(AdminState {
+        metrics: metrics.clone(),
+        ready: AtomicBool::new(true),
+    });
     let admin_stop = CancellationToken::new();
-    tokio::spawn(admin::serve(admin_listener, admin_state.clone(), admin_stop.clone()));
+    tokio::spawn(admin::serve(
+        admin_listener,
+        admin_state.clone(),
+        admin_stop.clone(),
+    ));
 
     let grace = config.server.shutdown_grace;
     let token = shutdown.clone();
@@ -101,7 +124,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         admin_stop.cancel();
     });
     tracing::info!(%addr, %admin_addr, upstream = %config.upstream.url, "twofa-proxy listening");
-    Ok(Running { addr, admin_addr, shutdown, task })
+    Ok(Running {
+        addr,
+        admin_addr,
+        shutdown,
+        task,
+    })
 }
 
 /// Request ids: a random per-process prefix and a counter; unique without a syscall per request.
@@ -116,14 +144,19 @@ impl RequestIds {
         let mut bytes = [0u8; 4];
         // Uniqueness across restarts only; a fixed prefix would still be correct.
         let _ = getrandom::fill(&mut bytes);
-        Self { prefix: u32::from_le_bytes(bytes), next: Arc::new(AtomicU64::new(1)) }
+        Self {
+            prefix: u32::from_le_bytes(bytes),
+            next: Arc::new(AtomicU64::new(1)),
+        }
     }
 }
 
 impl MakeRequestId for RequestIds {
     fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{:08x}-{n:x}", self.prefix)).ok().map(RequestId::new)
+        HeaderValue::from_str(&format!("{:08x}-{n:x}", self.prefix))
+            .ok()
+            .map(RequestId::new)
     }
 }
 

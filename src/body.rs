@@ -35,7 +35,9 @@ impl From<Incoming> for Body {
 
 impl From<Bytes> for Body {
     fn from(bytes: Bytes) -> Self {
-        Self::Bytes { inner: Full::new(bytes) }
+        Self::Bytes {
+            inner: Full::new(bytes),
+        }
     }
 }
 
@@ -55,7 +57,10 @@ impl http_body::Body for Body {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
             BodyProj::Streamed { inner } => inner.poll_frame(cx).map_err(Into::into),
             BodyProj::Bytes { inner } => inner.poll_frame(cx).map_err(|never| match never {}),

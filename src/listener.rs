@@ -56,9 +56,17 @@ impl Listener {
 
     /// Serves until `shutdown` fires, then stops accepting and gives open connections `grace` to
     /// finish their requests.
-    pub async fn serve<S>(self, service: S, metrics: Arc<Metrics>, shutdown: CancellationToken, grace: Duration)
-    where
-        S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    pub async fn serve<S>(
+        self,
+        service: S,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+        grace: Duration,
+    ) where
+        S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
         S::Future: Send + 'static,
     {
         let graceful = GracefulShutdown::new();
@@ -77,7 +85,10 @@ impl Listener {
                 },
             };
             let _ = stream.set_nodelay(true);
-            let conn = ConnInfo { peer, tls: self.tls.is_some() };
+            let conn = ConnInfo {
+                peer,
+                tls: self.tls.is_some(),
+            };
             let service = service.clone();
             let hyper_service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                 req.extensions_mut().insert(conn);
@@ -91,16 +102,27 @@ impl Listener {
                 let _open = OpenConnection::new(&metrics);
                 match tls {
                     None => serve_io(&builder, watcher, stream, hyper_service).await,
-                    Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => serve_io(&builder, watcher, tls_stream, hyper_service).await,
-                        Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    },
+                    Some(acceptor) => {
+                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(tls_stream)) => {
+                                serve_io(&builder, watcher, tls_stream, hyper_service).await
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, %peer, "TLS handshake failed")
+                            }
+                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        }
+                    }
                 }
             });
         }
         drop(self.tcp);
-        tracing::info!(grace_secs = grace.as_secs(), "stopped accepting; draining open connections");
+        tracing::info!(
+            grace_secs = grace.as_secs(),
+            "stopped accepting; draining open connections"
+        );
         tokio::select! {
             _ = graceful.shutdown() => tracing::info!("all connections drained"),
             _ = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
@@ -108,10 +130,16 @@ impl Listener {
     }
 }
 
-async fn serve_io<I, S>(builder: &auto::Builder<TokioExecutor>, watcher: hyper_util::server::graceful::Watcher, io: I, service: S)
-where
+async fn serve_io<I, S>(
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    io: I,
+    service: S,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Send
+        + 'static,
     S::Future: Send + 'static,
 {
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
@@ -163,7 +191,9 @@ pub fn check_tls(files: &TlsFiles) -> anyhow::Result<()> {
 /// A connection handed to a plain hyper HTTP/1 server (admin listener, demo app).
 pub fn serve_plain<S>(stream: TcpStream, service: S)
 where
-    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Send
+        + 'static,
     S::Future: Send + 'static,
 {
     tokio::spawn(async move {

@@ -12,7 +12,11 @@ use twofa_proxy::telemetry::{self, LogFormat};
 const EXIT_CONFIG: u8 = 2;
 
 #[derive(Parser)]
-#[command(name = "twofa-proxy", version, about = "Two-factor authentication in front of an existing web app")]
+#[command(
+    name = "twofa-proxy",
+    version,
+    about = "Two-factor authentication in front of an existing web app"
+)]
 struct Cli {
     /// Config file (TOML); `TWOFA_<SECTION>__<KEY>` variables override it.
     #[arg(long, global = true, env = "TWOFA_CONFIG")]
@@ -50,7 +54,10 @@ fn main() -> ExitCode {
         _ => LogFormat::Json,
     };
     telemetry::init(format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("twofa-proxy: cannot start the runtime: {e}");
@@ -59,7 +66,10 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Run) {
-            Command::Demo { listen, admin_listen } => report(twofa_proxy::demo::run(listen, admin_listen).await),
+            Command::Demo {
+                listen,
+                admin_listen,
+            } => report(twofa_proxy::demo::run(listen, admin_listen).await),
             Command::CheckConfig => check_config(cli.config),
             Command::Run => match load(cli.config) {
                 Ok(config) => report(run(config).await),
@@ -75,11 +85,17 @@ fn cli_log_format_given() -> bool {
 
 fn load(path: Option<PathBuf>) -> Result<Config, ExitCode> {
     let Some(path) = path else {
-        eprintln!("twofa-proxy: --config FILE is required (or TWOFA_CONFIG); try `twofa-proxy demo`");
+        eprintln!(
+            "twofa-proxy: --config FILE is required (or TWOFA_CONFIG); try `twofa-proxy demo`"
+        );
         return Err(ExitCode::from(EXIT_CONFIG));
     };
     Config::load(&path).map_err(|errors: ConfigErrors| {
-        eprintln!("twofa-proxy: {} has {} problem(s):\n{errors}", path.display(), errors.0.len());
+        eprintln!(
+            "twofa-proxy: {} has {} problem(s):\n{errors}",
+            path.display(),
+            errors.0.len()
+        );
         ExitCode::from(EXIT_CONFIG)
     })
 }

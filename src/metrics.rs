@@ -66,7 +66,11 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("twofa");
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("http_requests", "Requests answered, by route class and status", requests.clone());
+        registry.register(
+            "http_requests",
+            "Requests answered, by route class and status",
+            requests.clone(),
+        );
         // 0.5 ms .. ~16 s: loopback upstreams answer in well under a millisecond.
         let upstream_seconds = Histogram::new([
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -77,20 +81,46 @@ impl Metrics {
             upstream_seconds.clone(),
         );
         let upstream_failures = Family::<FailureLabels, Counter>::default();
-        registry.register("upstream_failures", "Upstream requests that failed, by kind", upstream_failures.clone());
+        registry.register(
+            "upstream_failures",
+            "Upstream requests that failed, by kind",
+            upstream_failures.clone(),
+        );
         let open_connections = Gauge::default();
-        registry.register("open_connections", "Client connections open now", open_connections.clone());
+        registry.register(
+            "open_connections",
+            "Client connections open now",
+            open_connections.clone(),
+        );
         let connections = Counter::default();
-        registry.register("connections", "Client connections accepted", connections.clone());
-        Self { registry, requests, upstream_seconds, upstream_failures, open_connections, connections }
+        registry.register(
+            "connections",
+            "Client connections accepted",
+            connections.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            upstream_seconds,
+            upstream_failures,
+            open_connections,
+            connections,
+        }
     }
 
     pub fn count(&self, class: RouteClass, status: http::StatusCode) {
-        self.requests.get_or_create(&RequestLabels { class, status: status.as_u16() }).inc();
+        self.requests
+            .get_or_create(&RequestLabels {
+                class,
+                status: status.as_u16(),
+            })
+            .inc();
     }
 
     pub fn upstream_failure(&self, kind: UpstreamFailure) {
-        self.upstream_failures.get_or_create(&FailureLabels { kind }).inc();
+        self.upstream_failures
+            .get_or_create(&FailureLabels { kind })
+            .inc();
     }
 
     /// OpenMetrics text, as served on the admin listener's `/metrics`.

@@ -1,5 +1,10 @@
-//! The proxy's own service: refuses smuggling-shaped requests, serves its own prefix (`/_2fa`),
-//! and forwards everything else upstream. Errors become responses here and only here.
+//! The proxy's own service: serves its own prefix (`/_2fa`) and forwards everything else
+//! upstream. Errors become responses here and only here.
+//!
+//! Message framing (RFC 9112 6.1/6.3, request smuggling) is hyper's: it rejects invalid or
+//! conflicting `Content-Length`/`Transfer-Encoding`, drops `Content-Length` when chunked
+//! encoding is present and closes that connection after answering. `tests/it/malformed.rs`
+//! pins that behaviour for the hyper version in Cargo.toml.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -26,7 +31,12 @@ pub struct Router {
 
 impl Router {
     pub fn new(upstream: Upstream, brand: Brand, prefix: String, metrics: Arc<Metrics>) -> Self {
-        Self { upstream, brand, prefix, metrics }
+        Self {
+            upstream,
+            brand,
+            prefix,
+            metrics,
+        }
     }
 
     pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
@@ -48,21 +58,21 @@ impl Router {
         res
     }
 
-    async fn route(&self, req: Request<Incoming>, conn: Option<ConnInfo>) -> (RouteClass, Response<Body>) {
-        if let Err(reason) = check_framing(&req) {
-            tracing::info!(reason, "refused a request with ambiguous framing");
-            let mut res = pages::error(&self.brand, StatusCode::BAD_REQUEST, false);
-            // RFC 9112 6.1: after such a request the connection must not be reused.
-            res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return (RouteClass::Rejected, res);
-        }
+    async fn route(
+        &self,
+        req: Request<Incoming>,
+        conn: Option<ConnInfo>,
+    ) -> (RouteClass, Response<Body>) {
         if self.is_own(req.uri().path()) {
             return (RouteClass::Own, self.own(&req));
         }
         let Some(conn) = conn else {
             // The listener always inserts ConnInfo; without it we cannot set X-Forwarded-For honestly.
             tracing::error!("request without connection info");
-            return (RouteClass::Rejected, pages::error(&self.brand, StatusCode::INTERNAL_SERVER_ERROR, false));
+            return (
+                RouteClass::Rejected,
+                pages::error(&self.brand, StatusCode::INTERNAL_SERVER_ERROR, false),
+            );
         };
         let wants_html = pages::wants_html(req.headers());
         match self.upstream.forward(req.map(Body::from), &conn).await {
@@ -72,43 +82,43 @@ impl Router {
     }
 
     fn is_own(&self, path: &str) -> bool {
-        path.strip_prefix(self.prefix.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        path.strip_prefix(self.prefix.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     }
 
     fn own(&self, req: &Request<Incoming>) -> Response<Body> {
         let rest = &req.uri().path()[self.prefix.len()..];
         match (req.method(), rest) {
             (&Method::GET | &Method::HEAD, "/assets/style.css") => pages::stylesheet(),
-            _ => pages::error(&self.brand, StatusCode::NOT_FOUND, pages::wants_html(req.headers())),
+            _ => pages::error(
+                &self.brand,
+                StatusCode::NOT_FOUND,
+                pages::wants_html(req.headers()),
+            ),
         }
     }
 
     fn upstream_error(&self, e: &UpstreamError, wants_html: bool) -> Response<Body> {
         let status = e.status();
-        tracing::warn!(error = %e, status = status.as_u16(), "upstream request failed");
+        if status.is_client_error() {
+            tracing::debug!(error = %e, "client request failed while forwarding");
+        } else {
+            tracing::warn!(error = %e, status = status.as_u16(), "upstream request failed");
+        }
         let mut res = pages::error(&self.brand, status, wants_html);
-        if status == StatusCode::GATEWAY_TIMEOUT || status == StatusCode::BAD_GATEWAY {
-            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+        match status {
+            StatusCode::GATEWAY_TIMEOUT | StatusCode::BAD_GATEWAY => {
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+            }
+            // The client's request broke mid-stream; this connection's framing is not to be trusted.
+            _ => {
+                res.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
         }
         res
     }
-}
-
-/// Refuses the message shapes that let two HTTP parsers disagree about where a request ends
-/// (RFC 9112 6.1 and 6.3; request smuggling). hyper rejects most of them itself; a request with
-/// both `Transfer-Encoding` and `Content-Length` it lets through.
-fn check_framing<B>(req: &Request<B>) -> Result<(), &'static str> {
-    let h = req.headers();
-    if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
-        return Err("both Transfer-Encoding and Content-Length");
-    }
-    let mut lengths = h.get_all(header::CONTENT_LENGTH).iter();
-    if let (Some(first), Some(_)) = (lengths.next(), lengths.next())
-        && h.get_all(header::CONTENT_LENGTH).iter().any(|v| v != first)
-    {
-        return Err("differing Content-Length values");
-    }
-    Ok(())
 }
 
 /// tower glue: the router is shared by every connection; each call clones an `Arc`.
@@ -127,26 +137,5 @@ impl tower::Service<Request<Incoming>> for RouterService {
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
         let router = self.0.clone();
         Box::pin(async move { Ok(router.handle(req).await) })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn framing() {
-        let req = |headers: &[(&str, &str)]| {
-            let mut b = Request::builder();
-            for (k, v) in headers {
-                b = b.header(*k, *v);
-            }
-            b.body(()).unwrap()
-        };
-        assert!(check_framing(&req(&[("content-length", "5")])).is_ok());
-        assert!(check_framing(&req(&[("transfer-encoding", "chunked")])).is_ok());
-        assert!(check_framing(&req(&[("content-length", "5"), ("content-length", "5")])).is_ok());
-        assert!(check_framing(&req(&[("content-length", "5"), ("transfer-encoding", "chunked")])).is_err());
-        assert!(check_framing(&req(&[("content-length", "5"), ("content-length", "6")])).is_err());
     }
 }

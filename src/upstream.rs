@@ -35,6 +35,9 @@ pub enum UpstreamError {
     Timeout(Duration),
     #[error("upstream broke the exchange: {0}")]
     Protocol(#[source] hyper_util::client::legacy::Error),
+    /// The client's own request (usually its body) broke while it was being forwarded.
+    #[error("client request broke while forwarding: {0}")]
+    ClientRequest(#[source] hyper_util::client::legacy::Error),
 }
 
 impl UpstreamError {
@@ -42,6 +45,7 @@ impl UpstreamError {
         match self {
             UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             UpstreamError::Connect(_) | UpstreamError::Protocol(_) => StatusCode::BAD_GATEWAY,
+            UpstreamError::ClientRequest(_) => StatusCode::BAD_REQUEST,
         }
     }
 }
@@ -95,7 +99,11 @@ impl Upstream {
     }
 
     /// Sends `req` upstream and returns the upstream's answer with its body still streaming.
-    pub async fn forward(&self, mut req: Request<Body>, conn: &ConnInfo) -> Result<Response<Body>, UpstreamError> {
+    pub async fn forward(
+        &self,
+        mut req: Request<Body>,
+        conn: &ConnInfo,
+    ) -> Result<Response<Body>, UpstreamError> {
         let upgrade = upgrade_protocol(&req);
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let client_host = client_host(&req);
@@ -109,12 +117,17 @@ impl Upstream {
         }
         let host = match (&client_host, self.preserve_host) {
             (Some(h), true) => h.clone(),
-            _ => HeaderValue::from_str(self.authority.as_str()).unwrap_or(HeaderValue::from_static("localhost")),
+            _ => HeaderValue::from_str(self.authority.as_str())
+                .unwrap_or(HeaderValue::from_static("localhost")),
         };
         headers.insert(header::HOST, host);
 
         // The pooled client wants absolute-form URIs; the upstream is always spoken to in HTTP/1.1.
-        let path = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let path = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
         *req.uri_mut() = Uri::from_parts({
             let mut parts = http::uri::Parts::default();
             parts.scheme = Some(self.scheme.clone());
@@ -136,19 +149,25 @@ impl Upstream {
                 self.metrics.upstream_failure(UpstreamFailure::Connect);
                 return Err(UpstreamError::Connect(e));
             }
+            Ok(Err(e)) if is_client_fault(&e) => return Err(UpstreamError::ClientRequest(e)),
             Ok(Err(e)) => {
                 self.metrics.upstream_failure(UpstreamFailure::Protocol);
                 return Err(UpstreamError::Protocol(e));
             }
             Ok(Ok(res)) => res,
         };
-        self.metrics.upstream_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .upstream_seconds
+            .observe(started.elapsed().as_secs_f64());
 
         let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS;
         let accepted_protocol = res.headers().get(header::UPGRADE).cloned();
         remove_hop_by_hop(res.headers_mut());
-        if let (true, Some(client_upgrade), Some(protocol)) = (switching, client_upgrade, accepted_protocol) {
-            res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        if let (true, Some(client_upgrade), Some(protocol)) =
+            (switching, client_upgrade, accepted_protocol)
+        {
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             res.headers_mut().insert(header::UPGRADE, protocol);
             let upstream_upgrade = hyper::upgrade::on(&mut res);
             tokio::spawn(splice(client_upgrade, upstream_upgrade));
@@ -161,9 +180,15 @@ impl Upstream {
         self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
 
-    fn set_forwarded(&self, headers: &mut HeaderMap, conn: &ConnInfo, client_host: Option<&HeaderValue>) {
+    fn set_forwarded(
+        &self,
+        headers: &mut HeaderMap,
+        conn: &ConnInfo,
+        client_host: Option<&HeaderValue>,
+    ) {
         let peer = canonical_ip(conn.peer.ip());
-        let peer_text = HeaderValue::from_str(&peer.to_string()).unwrap_or(HeaderValue::from_static("unknown"));
+        let peer_text =
+            HeaderValue::from_str(&peer.to_string()).unwrap_or(HeaderValue::from_static("unknown"));
         let proto = HeaderValue::from_static(if conn.tls { "https" } else { "http" });
         if self.is_trusted(peer) {
             // Extend the chain the trusted proxy started; keep what it said about proto and host.
@@ -173,7 +198,11 @@ impl Upstream {
                 .filter_map(|v| v.to_str().ok())
                 .collect::<Vec<_>>()
                 .join(", ");
-            let value = if chain.is_empty() { peer.to_string() } else { format!("{chain}, {peer}") };
+            let value = if chain.is_empty() {
+                peer.to_string()
+            } else {
+                format!("{chain}, {peer}")
+            };
             if let Ok(v) = HeaderValue::from_str(&value) {
                 headers.insert(X_FORWARDED_FOR, v);
             }
@@ -253,6 +282,19 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether the failure came from our side of the exchange: hyper reports a request body that
+/// errored (a client's malformed chunked encoding, a client gone mid-upload) as a "user" error.
+fn is_client_fault(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(hyper_error) = err.downcast_ref::<hyper::Error>() {
+            return hyper_error.is_user();
+        }
+        source = err.source();
+    }
+    false
+}
+
 /// `Some(protocol)` for an HTTP/1.1 request asking to switch protocols (WebSocket and friends).
 fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
     if req.version() != Version::HTTP_11 {
@@ -265,15 +307,20 @@ fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    if asks { req.headers().get(header::UPGRADE).cloned() } else { None }
+    if asks {
+        req.headers().get(header::UPGRADE).cloned()
+    } else {
+        None
+    }
 }
 
 /// The host the client addressed: `Host` in HTTP/1.1, the `:authority` in HTTP/2.
 pub fn client_host<B>(req: &Request<B>) -> Option<HeaderValue> {
-    req.headers()
-        .get(header::HOST)
-        .cloned()
-        .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()))
+    req.headers().get(header::HOST).cloned().or_else(|| {
+        req.uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    })
 }
 
 /// IPv4 peers on a dual-stack socket show up as `::ffff:a.b.c.d`; CIDRs are written as IPv4.
@@ -314,10 +361,14 @@ fn upstream_tls(config: &UpstreamConfig) -> anyhow::Result<rustls::ClientConfig>
             .and_then(|it| it.collect::<Result<Vec<_>, _>>())
             .map_err(|e| anyhow::anyhow!("upstream.ca_file {}: {e}", path.display()))?;
         for cert in certs {
-            roots.add(cert).map_err(|e| anyhow::anyhow!("upstream.ca_file {}: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| anyhow::anyhow!("upstream.ca_file {}: {e}", path.display()))?;
         }
     }
-    Ok(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth())
+    Ok(rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 #[cfg(test)]
@@ -328,11 +379,17 @@ mod tests {
     fn hop_by_hop_and_connection_named_headers_go() {
         let mut h = HeaderMap::new();
         h.append(header::CONNECTION, HeaderValue::from_static(""));
-        h.append(header::CONNECTION, HeaderValue::from_static("close, X-Secret , keep-alive"));
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static("close, X-Secret , keep-alive"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));
-        h.insert(header::PROXY_AUTHORIZATION, HeaderValue::from_static("Basic x"));
+        h.insert(
+            header::PROXY_AUTHORIZATION,
+            HeaderValue::from_static("Basic x"),
+        );
         h.insert("x-kept", HeaderValue::from_static("1"));
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");

@@ -15,8 +15,8 @@ use http::Uri;
 use ipnet::IpNet;
 use toml::{Table, Value};
 
-pub use reader::{Problem, Secret, parse_duration};
 use reader::Reader;
+pub use reader::{Problem, Secret, parse_duration};
 
 /// Every problem found while loading; `Display` prints one per line.
 #[derive(Debug)]
@@ -215,7 +215,10 @@ impl Config {
     /// Loads a config file with the process environment's overrides.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![Problem { key: path.display().to_string(), message: format!("cannot read: {e}") }])
+            ConfigErrors(vec![Problem {
+                key: path.display().to_string(),
+                message: format!("cannot read: {e}"),
+            }])
         })?;
         Self::from_toml(&text, std::env::vars())
     }
@@ -226,13 +229,32 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigErrors> {
         let mut root: Table = text.parse().map_err(|e: toml::de::Error| {
-            ConfigErrors(vec![Problem { key: "(file)".into(), message: format!("not valid TOML: {e}") }])
+            ConfigErrors(vec![Problem {
+                key: "(file)".into(),
+                message: format!("not valid TOML: {e}"),
+            }])
         })?;
         let (env_sources, mut problems) = apply_env(&mut root, env);
         let mut r = Reader::new(root, env_sources);
         let config = read(&mut r);
         problems.extend(r.finish());
-        if problems.is_empty() { Ok(config) } else { Err(ConfigErrors(problems)) }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(problems))
+        }
+    }
+}
+
+impl Config {
+    /// Every key the reader knows, dotted (`server.listen`); a test checks each is documented in
+    /// `config/example.toml`.
+    pub fn known_keys() -> Vec<String> {
+        let mut r = Reader::new(Table::new(), BTreeMap::new());
+        let _ = read(&mut r);
+        let mut keys = r.asked();
+        keys.sort();
+        keys
     }
 }
 
@@ -245,18 +267,26 @@ fn apply_env(
     let mut sources = BTreeMap::new();
     let mut problems = Vec::new();
     for (name, value) in env {
-        let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
         // Variables without a section separator (TWOFA_CONFIG, TWOFA_LOG) are not overrides.
         if !rest.contains("__") {
             continue;
         }
         let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
         if path.iter().any(String::is_empty) {
-            problems.push(Problem { key: name, message: "malformed override name".into() });
+            problems.push(Problem {
+                key: name,
+                message: "malformed override name".into(),
+            });
             continue;
         }
         if !insert_path(root, &path, value) {
-            problems.push(Problem { key: name, message: "does not name a config section".into() });
+            problems.push(Problem {
+                key: name,
+                message: "does not name a config section".into(),
+            });
             continue;
         }
         sources.insert(path.join("."), name);
@@ -272,7 +302,10 @@ fn insert_path(table: &mut Table, path: &[String], value: String) -> bool {
             table.insert(leaf.clone(), Value::String(value));
             true
         }
-        [section, rest @ ..] => match table.entry(section.clone()).or_insert_with(|| Value::Table(Table::new())) {
+        [section, rest @ ..] => match table
+            .entry(section.clone())
+            .or_insert_with(|| Value::Table(Table::new()))
+        {
             Value::Table(inner) => insert_path(inner, rest, value),
             _ => false,
         },
@@ -286,7 +319,9 @@ fn read(r: &mut Reader) -> Config {
         upstream: read_upstream(r),
         twofactor: read_twofactor(r),
         totp: TotpConfig {
-            issuer: r.opt_string("totp.issuer").unwrap_or_else(|| app.name.clone()),
+            issuer: r
+                .opt_string("totp.issuer")
+                .unwrap_or_else(|| app.name.clone()),
             skew: r.uint("totp.skew", 1, 0..=2) as u8,
         },
         email: read_email(r, &app),
@@ -298,11 +333,21 @@ fn read(r: &mut Reader) -> Config {
 }
 
 fn read_server(r: &mut Reader) -> ServerConfig {
-    let listen = r.parsed("server.listen", SocketAddr::from(([0, 0, 0, 0], 8080)), "an address like 0.0.0.0:8080");
-    let admin_listen =
-        r.parsed("server.admin_listen", SocketAddr::from(([127, 0, 0, 1], 9090)), "an address like 127.0.0.1:9090");
-    if listen == admin_listen {
-        r.problem("server.admin_listen", "must differ from server.listen: the admin API is never public");
+    let listen = r.parsed(
+        "server.listen",
+        SocketAddr::from(([0, 0, 0, 0], 8080)),
+        "an address like 0.0.0.0:8080",
+    );
+    let admin_listen = r.parsed(
+        "server.admin_listen",
+        SocketAddr::from(([127, 0, 0, 1], 9090)),
+        "an address like 127.0.0.1:9090",
+    );
+    if listen == admin_listen && listen.port() != 0 {
+        r.problem(
+            "server.admin_listen",
+            "must differ from server.listen: the admin API is never public",
+        );
     }
     let tls = match (r.path("server.tls_cert"), r.path("server.tls_key")) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
@@ -319,10 +364,15 @@ fn read_server(r: &mut Reader) -> ServerConfig {
     let mut trusted_proxies = Vec::new();
     for cidr in r.strings("server.trusted_proxies", &[]) {
         // A bare address means that one host.
-        let parsed = cidr.parse::<IpNet>().or_else(|_| cidr.parse::<std::net::IpAddr>().map(IpNet::from));
+        let parsed = cidr
+            .parse::<IpNet>()
+            .or_else(|_| cidr.parse::<std::net::IpAddr>().map(IpNet::from));
         match parsed {
             Ok(net) => trusted_proxies.push(net),
-            Err(_) => r.problem("server.trusted_proxies", format!("expected CIDRs like 10.0.0.0/8, got {cidr:?}")),
+            Err(_) => r.problem(
+                "server.trusted_proxies",
+                format!("expected CIDRs like 10.0.0.0/8, got {cidr:?}"),
+            ),
         }
     }
     ServerConfig {
@@ -332,7 +382,8 @@ fn read_server(r: &mut Reader) -> ServerConfig {
         trusted_proxies,
         shutdown_grace: r.duration("server.shutdown_grace", Duration::from_secs(30)),
         header_read_timeout: r.duration("server.header_read_timeout", Duration::from_secs(10)),
-        max_header_bytes: r.uint("server.max_header_bytes", 16 * 1024, 8 * 1024..=1024 * 1024) as usize,
+        max_header_bytes: r.uint("server.max_header_bytes", 32 * 1024, 8 * 1024..=1024 * 1024)
+            as usize,
     }
 }
 
@@ -362,19 +413,30 @@ fn read_upstream(r: &mut Reader) -> UpstreamConfig {
 /// The built-in default always parses; this keeps the type checker honest without a panic.
 fn unreachable_default() -> (Uri, UpstreamScheme, http::uri::Authority) {
     let authority = http::uri::Authority::from_static("127.0.0.1:3000");
-    (Uri::from_static("http://127.0.0.1:3000"), UpstreamScheme::Http, authority)
+    (
+        Uri::from_static("http://127.0.0.1:3000"),
+        UpstreamScheme::Http,
+        authority,
+    )
 }
 
 fn parse_upstream_url(text: &str) -> Result<(Uri, UpstreamScheme, http::uri::Authority), String> {
-    let url: Uri = text.parse().map_err(|_| format!("expected a URL like http://127.0.0.1:3000, got {text:?}"))?;
+    let url: Uri = text
+        .parse()
+        .map_err(|_| format!("expected a URL like http://127.0.0.1:3000, got {text:?}"))?;
     let scheme = match url.scheme_str() {
         Some("http") => UpstreamScheme::Http,
         Some("https") => UpstreamScheme::Https,
         _ => return Err(format!("expected an http:// or https:// URL, got {text:?}")),
     };
-    let authority = url.authority().cloned().ok_or_else(|| format!("{text:?} has no host"))?;
+    let authority = url
+        .authority()
+        .cloned()
+        .ok_or_else(|| format!("{text:?} has no host"))?;
     if !matches!(url.path(), "" | "/") || url.query().is_some() {
-        return Err(format!("{text:?}: the upstream URL takes no path or query; paths are forwarded as requested"));
+        return Err(format!(
+            "{text:?}: the upstream URL takes no path or query; paths are forwarded as requested"
+        ));
     }
     Ok((url, scheme, authority))
 }
@@ -382,14 +444,19 @@ fn parse_upstream_url(text: &str) -> Result<(Uri, UpstreamScheme, http::uri::Aut
 fn read_app(r: &mut Reader) -> AppConfig {
     let name = r.string("app.name", "DCKAP Integrator");
     if name.trim().is_empty() {
-        r.problem("app.name", "must not be empty: pages and the authenticator app show it");
+        r.problem(
+            "app.name",
+            "must not be empty: pages and the authenticator app show it",
+        );
     }
     let login_paths = r.strings("app.login_paths", &["/login"]);
     let logout_paths = r.strings("app.logout_paths", &["/logout"]);
     let public_paths = r.strings("app.public_paths", &["/login", "/static/"]);
-    for (key, paths) in
-        [("app.login_paths", &login_paths), ("app.logout_paths", &logout_paths), ("app.public_paths", &public_paths)]
-    {
+    for (key, paths) in [
+        ("app.login_paths", &login_paths),
+        ("app.logout_paths", &logout_paths),
+        ("app.public_paths", &public_paths),
+    ] {
         for p in paths {
             if !p.starts_with('/') {
                 r.problem(key, format!("paths start with '/', got {p:?}"));
@@ -407,13 +474,19 @@ fn read_app(r: &mut Reader) -> AppConfig {
     let login_page = r.string("app.login_page", "/login");
     let identity_header = r.string("app.identity_header", "X-Twofa-User");
     if http::HeaderName::try_from(identity_header.as_str()).is_err() {
-        r.problem("app.identity_header", format!("{identity_header:?} is not a valid header name"));
+        r.problem(
+            "app.identity_header",
+            format!("{identity_header:?} is not a valid header name"),
+        );
     }
     let user_header = r.opt_string("app.user_header");
     if let Some(h) = &user_header
         && http::HeaderName::try_from(h.as_str()).is_err()
     {
-        r.problem("app.user_header", format!("{h:?} is not a valid header name"));
+        r.problem(
+            "app.user_header",
+            format!("{h:?} is not a valid header name"),
+        );
     }
     AppConfig {
         name,
@@ -436,14 +509,20 @@ fn read_twofactor(r: &mut Reader) -> TwoFactorConfig {
     let enforcement = r.choice(
         "twofactor.enforcement",
         Enforcement::Optional,
-        &[("optional", Enforcement::Optional), ("required", Enforcement::Required)],
+        &[
+            ("optional", Enforcement::Optional),
+            ("required", Enforcement::Required),
+        ],
     );
     let mut methods = Vec::new();
     for m in r.strings("twofactor.methods", &["totp", "email"]) {
         match m.as_str() {
             "totp" => methods.push(Method::Totp),
             "email" => methods.push(Method::Email),
-            other => r.problem("twofactor.methods", format!("unknown method {other:?} (known: \"totp\", \"email\")")),
+            other => r.problem(
+                "twofactor.methods",
+                format!("unknown method {other:?} (known: \"totp\", \"email\")"),
+            ),
         }
     }
     if methods.is_empty() {
@@ -451,14 +530,18 @@ fn read_twofactor(r: &mut Reader) -> TwoFactorConfig {
     }
     let prefix = r.string("twofactor.prefix", "/_2fa");
     if !prefix.starts_with('/') || prefix.ends_with('/') || prefix.len() < 2 {
-        r.problem("twofactor.prefix", format!("expected a path like \"/_2fa\", got {prefix:?}"));
+        r.problem(
+            "twofactor.prefix",
+            format!("expected a path like \"/_2fa\", got {prefix:?}"),
+        );
     }
     TwoFactorConfig {
         enforcement,
         methods,
         prefix,
         challenge_ttl: r.duration("twofactor.challenge_ttl", Duration::from_secs(300)),
-        max_attempts_per_challenge: r.uint("twofactor.max_attempts_per_challenge", 5, 1..=100) as u32,
+        max_attempts_per_challenge: r.uint("twofactor.max_attempts_per_challenge", 5, 1..=100)
+            as u32,
         // NIST SP 800-63B 5.2.2: never more than 100 consecutive failed attempts.
         lockout_threshold: r.uint("twofactor.lockout_threshold", 10, 1..=100) as u32,
         lockout_window: r.duration("twofactor.lockout_window", Duration::from_secs(900)),
@@ -471,7 +554,11 @@ fn read_email(r: &mut Reader, app: &AppConfig) -> EmailConfig {
     let transport = r.choice(
         "email.transport",
         MailTransport::Smtp,
-        &[("smtp", MailTransport::Smtp), ("file", MailTransport::File), ("log", MailTransport::Log)],
+        &[
+            ("smtp", MailTransport::Smtp),
+            ("file", MailTransport::File),
+            ("log", MailTransport::Log),
+        ],
     );
     let address_source = match r.string("email.address_source", "input").as_str() {
         "input" => AddressSource::Input,
@@ -489,16 +576,26 @@ fn read_email(r: &mut Reader, app: &AppConfig) -> EmailConfig {
     };
     let file_dir = r.path("email.file_dir");
     if transport == MailTransport::File && file_dir.is_none() {
-        r.problem("email.file_dir", "transport = \"file\" needs a folder to write to");
+        r.problem(
+            "email.file_dir",
+            "transport = \"file\" needs a folder to write to",
+        );
     }
     let tls = r.choice(
         "email.smtp.tls",
         SmtpTls::StartTls,
-        &[("starttls", SmtpTls::StartTls), ("tls", SmtpTls::Tls), ("none", SmtpTls::None)],
+        &[
+            ("starttls", SmtpTls::StartTls),
+            ("tls", SmtpTls::Tls),
+            ("none", SmtpTls::None),
+        ],
     );
     EmailConfig {
         transport,
-        from: r.string("email.from", &format!("{} <no-reply@example.com>", app.name)),
+        from: r.string(
+            "email.from",
+            &format!("{} <no-reply@example.com>", app.name),
+        ),
         address_source,
         code_ttl: r.duration("email.code_ttl", Duration::from_secs(600)),
         code_digits: r.uint("email.code_digits", 6, 6..=10) as u8,
@@ -521,7 +618,10 @@ fn read_session(r: &mut Reader) -> SessionConfig {
     let idle_timeout = r.duration("session.idle_timeout", Duration::from_secs(30 * 60));
     let absolute_timeout = r.duration("session.absolute_timeout", Duration::from_secs(12 * 3600));
     if idle_timeout > absolute_timeout {
-        r.problem("session.idle_timeout", "is longer than session.absolute_timeout");
+        r.problem(
+            "session.idle_timeout",
+            "is longer than session.absolute_timeout",
+        );
     }
     SessionConfig {
         idle_timeout,
@@ -531,15 +631,35 @@ fn read_session(r: &mut Reader) -> SessionConfig {
 }
 
 fn read_store(r: &mut Reader) -> StoreConfig {
-    let backend =
-        r.choice("store.backend", StoreBackend::Memory, &[("memory", StoreBackend::Memory), ("redis", StoreBackend::Redis)]);
+    let backend = r.choice(
+        "store.backend",
+        StoreBackend::Memory,
+        &[
+            ("memory", StoreBackend::Memory),
+            ("redis", StoreBackend::Redis),
+        ],
+    );
     let url = r.string("store.url", "redis://127.0.0.1:6379/0");
     if backend == StoreBackend::Redis
-        && !["redis://", "rediss://", "redis+sentinel://", "redis+cluster://"].iter().any(|s| url.starts_with(s))
+        && ![
+            "redis://",
+            "rediss://",
+            "redis+sentinel://",
+            "redis+cluster://",
+        ]
+        .iter()
+        .any(|s| url.starts_with(s))
     {
-        r.problem("store.url", format!("expected a redis:// or rediss:// URL, got {url:?}"));
+        r.problem(
+            "store.url",
+            format!("expected a redis:// or rediss:// URL, got {url:?}"),
+        );
     }
-    StoreConfig { backend, url, key_prefix: r.string("store.key_prefix", "twofa:") }
+    StoreConfig {
+        backend,
+        url,
+        key_prefix: r.string("store.key_prefix", "twofa:"),
+    }
 }
 
 fn read_secrets(r: &mut Reader) -> SecretsConfig {
@@ -547,7 +667,11 @@ fn read_secrets(r: &mut Reader) -> SecretsConfig {
     if let Some(key) = &encryption_key {
         check_key(r, "secrets.encryption_key", key);
     }
-    let previous_keys: Vec<Secret> = r.strings("secrets.previous_keys", &[]).into_iter().map(Secret::new).collect();
+    let previous_keys: Vec<Secret> = r
+        .strings("secrets.previous_keys", &[])
+        .into_iter()
+        .map(Secret::new)
+        .collect();
     for key in &previous_keys {
         check_key(r, "secrets.previous_keys", key);
     }
@@ -558,7 +682,11 @@ fn read_secrets(r: &mut Reader) -> SecretsConfig {
             "the redis store keeps secrets outside this process: set encryption_key or encryption_key_file",
         );
     }
-    SecretsConfig { encryption_key, previous_keys, admin_token: r.secret("secrets.admin_token") }
+    SecretsConfig {
+        encryption_key,
+        previous_keys,
+        admin_token: r.secret("secrets.admin_token"),
+    }
 }
 
 fn check_key(r: &mut Reader, key: &str, secret: &Secret) {
@@ -566,7 +694,10 @@ fn check_key(r: &mut Reader, key: &str, secret: &Secret) {
     match base64::engine::general_purpose::STANDARD.decode(secret.expose().trim()) {
         Ok(bytes) if bytes.len() == 32 => {}
         // Never echo the value: it is a secret even when malformed.
-        _ => r.problem(key, "expected the base64 of 32 random bytes (e.g. `openssl rand -base64 32`)"),
+        _ => r.problem(
+            key,
+            "expected the base64 of 32 random bytes (e.g. `openssl rand -base64 32`)",
+        ),
     }
 }
 
@@ -692,7 +823,11 @@ mod tests {
 
     #[test]
     fn bad_keys_are_never_echoed() {
-        let errs = Config::from_toml("[secrets]\nencryption_key = \"not-base64-secret-value\"\n", no_env()).unwrap_err();
+        let errs = Config::from_toml(
+            "[secrets]\nencryption_key = \"not-base64-secret-value\"\n",
+            no_env(),
+        )
+        .unwrap_err();
         assert!(!errs.to_string().contains("not-base64-secret-value"));
     }
 }

@@ -34,7 +34,12 @@ pub(crate) struct Reader {
 
 impl Reader {
     pub(crate) fn new(root: Table, env_sources: BTreeMap<String, String>) -> Self {
-        Self { root, env_sources, used: HashSet::new(), problems: Vec::new() }
+        Self {
+            root,
+            env_sources,
+            used: HashSet::new(),
+            problems: Vec::new(),
+        }
     }
 
     pub(crate) fn problem(&mut self, key: &str, message: impl Into<String>) {
@@ -42,7 +47,10 @@ impl Reader {
             Some(var) => format!("{key} (from {var})"),
             None => key.to_owned(),
         };
-        self.problems.push(Problem { key, message: message.into() });
+        self.problems.push(Problem {
+            key,
+            message: message.into(),
+        });
     }
 
     fn lookup(&mut self, key: &str) -> Option<Value> {
@@ -95,7 +103,12 @@ impl Reader {
         }
     }
 
-    pub(crate) fn uint(&mut self, key: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> u64 {
+    pub(crate) fn uint(
+        &mut self,
+        key: &str,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> u64 {
         let value = match self.lookup(key) {
             None => return default,
             Some(Value::Integer(i)) => u64::try_from(i).ok(),
@@ -107,7 +120,11 @@ impl Reader {
             _ => {
                 self.problem(
                     key,
-                    format!("expected a whole number from {} to {}", range.start(), range.end()),
+                    format!(
+                        "expected a whole number from {} to {}",
+                        range.start(),
+                        range.end()
+                    ),
                 );
                 default
             }
@@ -115,7 +132,9 @@ impl Reader {
     }
 
     pub(crate) fn duration(&mut self, key: &str, default: Duration) -> Duration {
-        let Some(text) = self.opt_string(key) else { return default };
+        let Some(text) = self.opt_string(key) else {
+            return default;
+        };
         match parse_duration(&text) {
             Ok(d) => d,
             Err(message) => {
@@ -143,12 +162,17 @@ impl Reader {
 
     /// One of a fixed set of words.
     pub(crate) fn choice<T: Copy>(&mut self, key: &str, default: T, choices: &[(&str, T)]) -> T {
-        let Some(text) = self.opt_string(key) else { return default };
+        let Some(text) = self.opt_string(key) else {
+            return default;
+        };
         if let Some((_, v)) = choices.iter().find(|(name, _)| *name == text) {
             return *v;
         }
         let names: Vec<String> = choices.iter().map(|(n, _)| format!("{n:?}")).collect();
-        self.problem(key, format!("expected one of {}, got {text:?}", names.join(", ")));
+        self.problem(
+            key,
+            format!("expected one of {}, got {text:?}", names.join(", ")),
+        );
         default
     }
 
@@ -165,9 +189,15 @@ impl Reader {
                     return Vec::new();
                 }
             },
-            Some(Value::String(s)) => s.split(',').map(|p| Value::String(p.trim().to_owned())).collect(),
+            Some(Value::String(s)) => s
+                .split(',')
+                .map(|p| Value::String(p.trim().to_owned()))
+                .collect(),
             Some(other) => {
-                self.problem(key, format!("expected a list of strings, got {}", other.type_str()));
+                self.problem(
+                    key,
+                    format!("expected a list of strings, got {}", other.type_str()),
+                );
                 return Vec::new();
             }
         };
@@ -175,7 +205,10 @@ impl Reader {
         for item in items {
             match item {
                 Value::String(s) => out.push(s),
-                other => self.problem(key, format!("expected strings in the list, got {}", show(&other))),
+                other => self.problem(
+                    key,
+                    format!("expected strings in the list, got {}", show(&other)),
+                ),
             }
         }
         out
@@ -208,6 +241,11 @@ impl Reader {
         self.opt_string(key).map(PathBuf::from)
     }
 
+    /// Every key read so far.
+    pub(crate) fn asked(&self) -> Vec<String> {
+        self.used.iter().cloned().collect()
+    }
+
     /// Reports every key that no read asked for, then hands back all problems.
     pub(crate) fn finish(mut self) -> Vec<Problem> {
         let mut unknown = Vec::new();
@@ -221,7 +259,11 @@ impl Reader {
 
 fn collect_unknown(table: &Table, prefix: &str, used: &HashSet<String>, out: &mut Vec<String>) {
     for (name, value) in table {
-        let key = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+        let key = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
         match value {
             Value::Table(inner) => {
                 let is_known_section = used.iter().any(|u| u.starts_with(&format!("{key}.")));
@@ -255,9 +297,12 @@ fn show(value: &Value) -> String {
 /// Parses `250ms`, `30s`, `5m`, `12h`, `1d` (one unit; whole numbers).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let bad = || format!("expected a duration like \"250ms\", \"30s\", \"5m\" or \"12h\", got {text:?}");
+    let bad =
+        || format!("expected a duration like \"250ms\", \"30s\", \"5m\" or \"12h\", got {text:?}");
     let n: u64 = number.parse().map_err(|_| bad())?;
     let ms = match unit.trim() {
         "ms" => 1,
@@ -305,20 +350,35 @@ mod tests {
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(43_200)));
-        for bad in ["", "s", "5", "5 parsecs", "-5s", "1.5s", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "s",
+            "5",
+            "5 parsecs",
+            "-5s",
+            "1.5s",
+            "99999999999999999999d",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
         }
     }
 
     #[test]
     fn every_problem_is_reported() {
-        let mut r = reader(
-            "[server]\nlisten = 5\nshutdown_grace = \"soon\"\ntypo = 1\n[nosuch]\nx = 1\n",
-        );
+        let mut r =
+            reader("[server]\nlisten = 5\nshutdown_grace = \"soon\"\ntypo = 1\n[nosuch]\nx = 1\n");
         let _ = r.opt_parsed::<std::net::SocketAddr>("server.listen", "an address");
         let _ = r.duration("server.shutdown_grace", Duration::ZERO);
         let keys: Vec<String> = r.finish().into_iter().map(|p| p.key).collect();
-        assert_eq!(keys, ["server.listen", "server.shutdown_grace", "nosuch", "server.typo"]);
+        assert_eq!(
+            keys,
+            [
+                "server.listen",
+                "server.shutdown_grace",
+                "nosuch",
+                "server.typo"
+            ]
+        );
     }
 
     #[test]
@@ -335,7 +395,10 @@ mod tests {
     fn secrets_come_from_files_and_never_print() {
         let dir = std::env::temp_dir().join(format!("twofa-secret-{}", std::process::id()));
         std::fs::write(&dir, "hunter2\n").unwrap();
-        let mut r = reader(&format!("[s]\npassword_file = {:?}\n", dir.display().to_string()));
+        let mut r = reader(&format!(
+            "[s]\npassword_file = {:?}\n",
+            dir.display().to_string()
+        ));
         let secret = r.secret("s.password").unwrap();
         assert_eq!(secret.expose(), "hunter2");
         assert!(!format!("{secret:?}").contains("hunter2"));

@@ -74,7 +74,12 @@ struct AccountPage<'a> {
 impl DemoApp {
     /// `settings_url` is where "Enable Two-Factor Authentication" points (the proxy's settings).
     pub fn new(settings_url: &str) -> Self {
-        Self { inner: Arc::new(Inner { sessions: Mutex::new(HashMap::new()), settings_url: settings_url.to_owned() }) }
+        Self {
+            inner: Arc::new(Inner {
+                sessions: Mutex::new(HashMap::new()),
+                settings_url: settings_url.to_owned(),
+            }),
+        }
     }
 
     /// Serves on `listener` until `stop` fires.
@@ -103,7 +108,11 @@ impl DemoApp {
     }
 
     /// Binds `addr` and serves in the background; returns the bound address.
-    pub async fn spawn(self, addr: SocketAddr, stop: CancellationToken) -> std::io::Result<SocketAddr> {
+    pub async fn spawn(
+        self,
+        addr: SocketAddr,
+        stop: CancellationToken,
+    ) -> std::io::Result<SocketAddr> {
         let listener = TcpListener::bind(addr).await?;
         let bound = listener.local_addr()?;
         tokio::spawn(self.serve(listener, stop));
@@ -115,7 +124,11 @@ impl DemoApp {
         match (req.method().clone(), path.as_str()) {
             (Method::GET, "/login") => {
                 let next = query_param(&req, "next").unwrap_or_else(|| "/".into());
-                let page = LoginPage { user: None, failed: false, next: &next };
+                let page = LoginPage {
+                    user: None,
+                    failed: false,
+                    next: &next,
+                };
                 html(StatusCode::OK, page.render())
             }
             (Method::POST, "/login") => self.form_login(req).await,
@@ -125,20 +138,37 @@ impl DemoApp {
                     self.sessions().remove(&token);
                 }
                 let mut res = redirect("/login");
-                set_cookie(&mut res, &format!("{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"));
+                set_cookie(
+                    &mut res,
+                    &format!("{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"),
+                );
                 res
             }
             (Method::GET, "/static/app.css") => {
-                let mut res = bytes(StatusCode::OK, "text/css", Bytes::from_static(include_bytes!("app.css")));
-                res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=3600"));
+                let mut res = bytes(
+                    StatusCode::OK,
+                    "text/css",
+                    Bytes::from_static(include_bytes!("app.css")),
+                );
+                res.headers_mut().insert(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("max-age=3600"),
+                );
                 res
             }
-            (Method::GET, "/debug/hello") => bytes(StatusCode::OK, "text/plain", Bytes::from_static(b"hello\n")),
+            (Method::GET, "/debug/hello") => {
+                bytes(StatusCode::OK, "text/plain", Bytes::from_static(b"hello\n"))
+            }
             (Method::GET, "/debug/headers") => echo_headers(&req),
             (Method::GET, "/debug/bytes") => {
-                let n = query_param(&req, "n").and_then(|n| n.parse().ok()).unwrap_or(1024);
+                let n = query_param(&req, "n")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(1024);
                 let mut res = Response::new(Repeat::new(n).boxed());
-                res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+                res.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
                 res
             }
             (Method::POST, "/debug/upload") => {
@@ -147,30 +177,53 @@ impl DemoApp {
                 while let Some(frame) = body.frame().await {
                     match frame {
                         Ok(f) => total += f.data_ref().map_or(0, |d| d.len() as u64),
-                        Err(_) => return text(StatusCode::BAD_REQUEST, "upload broke off\n".into()),
+                        Err(_) => {
+                            return text(StatusCode::BAD_REQUEST, "upload broke off\n".into());
+                        }
                     }
                 }
                 json(StatusCode::OK, serde_json::json!({ "bytes": total }))
             }
             (Method::GET, "/debug/slow") => {
-                let ms = query_param(&req, "ms").and_then(|n| n.parse().ok()).unwrap_or(1000);
+                let ms = query_param(&req, "ms")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(1000);
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 text(StatusCode::OK, format!("slept {ms} ms\n"))
             }
             (Method::GET, _) => match self.current_user(&req) {
                 None => redirect(&format!("/login?next={}", encode(&path))),
                 Some(name) => match path.as_str() {
-                    "/" => html(StatusCode::OK, DashboardPage { user: Some(User { name }), name }.render()),
+                    "/" => html(
+                        StatusCode::OK,
+                        DashboardPage {
+                            user: Some(User { name }),
+                            name,
+                        }
+                        .render(),
+                    ),
                     "/account" => {
                         let email = USERS.iter().find(|u| u.0 == name).map_or("", |u| u.2);
                         let settings_url = &self.inner.settings_url;
-                        html(StatusCode::OK, AccountPage { user: Some(User { name }), name, email, settings_url }.render())
+                        html(
+                            StatusCode::OK,
+                            AccountPage {
+                                user: Some(User { name }),
+                                name,
+                                email,
+                                settings_url,
+                            }
+                            .render(),
+                        )
                     }
                     "/api/me" => json(StatusCode::OK, serde_json::json!({ "user": name })),
                     _ => text(StatusCode::NOT_FOUND, "no such page\n".into()),
                 },
             },
-            _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n".into()),
+            _ => text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed\n".into(),
+            ),
         }
     }
 
@@ -181,7 +234,9 @@ impl DemoApp {
         let fields: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
         let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or("");
         let next = match field("next") {
-            n if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") => n.to_owned(),
+            n if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") => {
+                n.to_owned()
+            }
             _ => "/".to_owned(),
         };
         match check_password(field("username"), field("password")) {
@@ -191,7 +246,11 @@ impl DemoApp {
                 res
             }
             None => {
-                let page = LoginPage { user: None, failed: true, next: &next };
+                let page = LoginPage {
+                    user: None,
+                    failed: true,
+                    next: &next,
+                };
                 html(StatusCode::UNAUTHORIZED, page.render())
             }
         }
@@ -205,17 +264,26 @@ impl DemoApp {
         let field = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_owned();
         match check_password(&field("username"), &field("password")) {
             Some(user) => {
-                let mut res = json(StatusCode::OK, serde_json::json!({ "ok": true, "user": user }));
+                let mut res = json(
+                    StatusCode::OK,
+                    serde_json::json!({ "ok": true, "user": user }),
+                );
                 set_cookie(&mut res, &self.new_session(user));
                 res
             }
-            None => json(StatusCode::UNAUTHORIZED, serde_json::json!({ "ok": false, "error": "invalid_credentials" })),
+            None => json(
+                StatusCode::UNAUTHORIZED,
+                serde_json::json!({ "ok": false, "error": "invalid_credentials" }),
+            ),
         }
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, &'static str>> {
         // A poisoned lock only means another request panicked mid-update; the map is still usable.
-        self.inner.sessions.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     fn new_session(&self, user: &'static str) -> String {
@@ -235,7 +303,10 @@ impl DemoApp {
 fn check_password(username: &str, password: &str) -> Option<&'static str> {
     // Like many real apps, the demo ignores the case of the username.
     let username = username.trim().to_lowercase();
-    USERS.iter().find(|(u, p, _)| *u == username && *p == password).map(|(u, _, _)| *u)
+    USERS
+        .iter()
+        .find(|(u, p, _)| *u == username && *p == password)
+        .map(|(u, _, _)| *u)
 }
 
 fn session_token<B>(req: &Request<B>) -> Option<String> {
@@ -250,12 +321,18 @@ fn session_token<B>(req: &Request<B>) -> Option<String> {
 }
 
 async fn read_small(req: Request<Incoming>) -> Option<Bytes> {
-    Limited::new(req.into_body(), 64 * 1024).collect().await.ok().map(|c| c.to_bytes())
+    Limited::new(req.into_body(), 64 * 1024)
+        .collect()
+        .await
+        .ok()
+        .map(|c| c.to_bytes())
 }
 
 fn query_param<B>(req: &Request<B>, name: &str) -> Option<String> {
     let query = req.uri().query()?;
-    form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
 fn encode(s: &str) -> String {
@@ -266,7 +343,12 @@ fn echo_headers(req: &Request<Incoming>) -> Response<DemoBody> {
     let headers: Vec<(String, String)> = req
         .headers()
         .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     json(
         StatusCode::OK,
@@ -311,7 +393,8 @@ fn text(status: StatusCode, body: String) -> Response<DemoBody> {
 fn bytes(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<DemoBody> {
     let mut res = Response::new(Full::new(body).map_err(|never| match never {}).boxed());
     *res.status_mut() = status;
-    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     res
 }
 
@@ -323,7 +406,10 @@ struct Repeat {
 
 impl Repeat {
     fn new(n: u64) -> Self {
-        Self { left: n, chunk: Bytes::from(vec![b'x'; 64 * 1024]) }
+        Self {
+            left: n,
+            chunk: Bytes::from(vec![b'x'; 64 * 1024]),
+        }
     }
 }
 
@@ -331,7 +417,10 @@ impl http_body::Body for Repeat {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if self.left == 0 {
             return Poll::Ready(None);
         }

@@ -15,11 +15,21 @@ pub const DEMO_TOML: &str = include_str!("demo.toml");
 
 /// The demo configuration pointed at an upstream, with the caller's listen addresses; process
 /// env overrides still apply on top.
-pub fn config(upstream: SocketAddr, listen: SocketAddr, admin_listen: SocketAddr) -> Result<Config, ConfigErrors> {
+pub fn config(
+    upstream: SocketAddr,
+    listen: SocketAddr,
+    admin_listen: SocketAddr,
+) -> Result<Config, ConfigErrors> {
     let fixed = [
-        ("TWOFA_UPSTREAM__URL".to_owned(), format!("http://{upstream}")),
+        (
+            "TWOFA_UPSTREAM__URL".to_owned(),
+            format!("http://{upstream}"),
+        ),
         ("TWOFA_SERVER__LISTEN".to_owned(), listen.to_string()),
-        ("TWOFA_SERVER__ADMIN_LISTEN".to_owned(), admin_listen.to_string()),
+        (
+            "TWOFA_SERVER__ADMIN_LISTEN".to_owned(),
+            admin_listen.to_string(),
+        ),
     ];
     Config::from_toml(DEMO_TOML, fixed.into_iter().chain(std::env::vars()))
 }
@@ -27,8 +37,11 @@ pub fn config(upstream: SocketAddr, listen: SocketAddr, admin_listen: SocketAddr
 /// Runs the demo until SIGINT/SIGTERM. Returns after a clean shutdown.
 pub async fn run(listen: SocketAddr, admin_listen: SocketAddr) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
-    let upstream = DemoApp::new("/_2fa/settings").spawn(SocketAddr::from(([127, 0, 0, 1], 0)), stop.clone()).await?;
-    let config = config(upstream, listen, admin_listen).map_err(|e| anyhow::anyhow!("demo config:\n{e}"))?;
+    let upstream = DemoApp::new("/_2fa/settings")
+        .spawn(SocketAddr::from(([127, 0, 0, 1], 0)), stop.clone())
+        .await?;
+    let config =
+        config(upstream, listen, admin_listen).map_err(|e| anyhow::anyhow!("demo config:\n{e}"))?;
     tracing::warn!(
         "demo mode: plain-http cookies (session.insecure_http_cookies) and in-memory store; not for production"
     );

@@ -51,11 +51,21 @@ fn error_words(status: StatusCode, app: &str) -> (&'static str, String, Option<&
             "Sign-in checks cannot be made right now, so nothing was sent on.".to_owned(),
             Some("Try again in a minute."),
         ),
-        StatusCode::NOT_FOUND => ("Page not found", "There is no page at this address.".to_owned(), None),
-        StatusCode::PAYLOAD_TOO_LARGE => ("Request too large", "The request was larger than allowed.".to_owned(), None),
-        _ if status.is_client_error() => {
-            ("Request not understood", "The request could not be handled as sent.".to_owned(), None)
-        }
+        StatusCode::NOT_FOUND => (
+            "Page not found",
+            "There is no page at this address.".to_owned(),
+            None,
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "Request too large",
+            "The request was larger than allowed.".to_owned(),
+            None,
+        ),
+        _ if status.is_client_error() => (
+            "Request not understood",
+            "The request could not be handled as sent.".to_owned(),
+            None,
+        ),
         _ => (
             "Something went wrong",
             "The request could not be completed.".to_owned(),
@@ -68,11 +78,22 @@ fn error_words(status: StatusCode, app: &str) -> (&'static str, String, Option<&
 pub fn error(brand: &Brand, status: StatusCode, wants_html: bool) -> Response<Body> {
     let (heading, message, retry) = error_words(status, &brand.app_name);
     if !wants_html {
-        let code = status.canonical_reason().unwrap_or("error").to_ascii_lowercase().replace(' ', "_");
+        let code = status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase()
+            .replace(' ', "_");
         let body = serde_json::json!({ "error": code, "message": message }).to_string();
         return respond(status, "application/json", body.into());
     }
-    let page = ErrorPage { app_name: &brand.app_name, assets: &brand.assets, heading, message, retry, status: status.as_u16() };
+    let page = ErrorPage {
+        app_name: &brand.app_name,
+        assets: &brand.assets,
+        heading,
+        message,
+        retry,
+        status: status.as_u16(),
+    };
     match page.render() {
         Ok(html) => html_response(status, html),
         // Templates are compiled in; rendering fails only on a formatter error. Say it plainly.
@@ -83,16 +104,29 @@ pub fn error(brand: &Brand, status: StatusCode, wants_html: bool) -> Response<Bo
 pub fn html_response(status: StatusCode, html: String) -> Response<Body> {
     let mut res = respond(status, "text/html; charset=utf-8", html.into());
     let h = res.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
     res
 }
 
 pub fn stylesheet() -> Response<Body> {
-    let mut res = respond(StatusCode::OK, "text/css; charset=utf-8", Body::from(Bytes::from_static(STYLE_CSS.as_bytes())));
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+    let mut res = respond(
+        StatusCode::OK,
+        "text/css; charset=utf-8",
+        Body::from(Bytes::from_static(STYLE_CSS.as_bytes())),
+    );
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
     res
 }
 
@@ -101,7 +135,10 @@ fn respond(status: StatusCode, content_type: &'static str, body: Body) -> Respon
     *res.status_mut() = status;
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     res
 }
 
@@ -120,7 +157,10 @@ mod tests {
     use http_body_util::BodyExt;
 
     fn brand() -> Brand {
-        Brand { app_name: "Acme <Books>".into(), assets: "/_2fa/assets".into() }
+        Brand {
+            app_name: "Acme <Books>".into(),
+            assets: "/_2fa/assets".into(),
+        }
     }
 
     async fn text(res: Response<Body>) -> String {
@@ -131,9 +171,17 @@ mod tests {
     async fn error_pages_are_branded_escaped_and_framed() {
         let res = error(&brand(), StatusCode::BAD_GATEWAY, true);
         assert_eq!(res.status(), 502);
-        assert!(res.headers()[header::CONTENT_SECURITY_POLICY].to_str().unwrap().contains("frame-ancestors 'none'"));
+        assert!(
+            res.headers()[header::CONTENT_SECURITY_POLICY]
+                .to_str()
+                .unwrap()
+                .contains("frame-ancestors 'none'")
+        );
         let html = text(res).await;
-        assert!(html.contains("Acme &#60;Books&#62;") || html.contains("Acme &lt;Books&gt;"), "{html}");
+        assert!(
+            html.contains("Acme &#60;Books&#62;") || html.contains("Acme &lt;Books&gt;"),
+            "{html}"
+        );
         assert!(!html.contains("<Books>"));
         assert!(html.contains("Try again in a minute"));
         assert!(!html.contains("<script"));

@@ -1,0 +1,19 @@
+//! Integration tests: real sockets on 127.0.0.1, the demo app and scripted upstreams, the proxy
+//! in-process or as the real binary.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::zombie_processes
+)]
+
+mod support;
+
+mod config;
+mod forwarding;
+mod lifecycle;
+mod malformed;
+mod streaming;
+mod tls;
+mod websocket;
