@@ -43,6 +43,11 @@ enum Command {
     },
     /// Validate the config: print every problem, exit 2 if there is any.
     CheckConfig,
+    /// Only the demo app (no proxy): the upstream the load benches measure against.
+    DemoApp {
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        listen: SocketAddr,
+    },
 }
 
 fn main() -> ExitCode {
@@ -71,6 +76,7 @@ fn main() -> ExitCode {
                 admin_listen,
             } => report(twofa_proxy::demo::run(listen, admin_listen).await),
             Command::CheckConfig => check_config(cli.config),
+            Command::DemoApp { listen } => report(twofa_proxy::demo::run_app(listen).await),
             Command::Run => match load(cli.config) {
                 Ok(config) => report(run(config).await),
                 Err(code) => code,
