@@ -9,7 +9,12 @@
 //! the release proxy binary, nginx. The load generator below keeps one request in flight per
 //! connection (closed loop), so latencies are per request, not per batch.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -24,11 +29,17 @@ use hyper_util::rt::TokioIo;
 const BIN: &str = env!("CARGO_BIN_EXE_twofa-proxy");
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 struct Process(Child);
@@ -87,7 +98,9 @@ fn start_proxy(upstream: SocketAddr, dir: &std::path::Path) -> (Process, SocketA
 }
 
 fn start_nginx(upstream: SocketAddr, dir: &std::path::Path) -> Option<(Process, SocketAddr)> {
-    let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| std::path::Path::new(p).exists())?;
+    let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())?;
     let addr = free_addr();
     let conf = dir.join("nginx.conf");
     // As close to the proxy's work as nginx gets: HTTP/1.1 keep-alive upstream pool, no
@@ -144,7 +157,13 @@ impl Outcome {
 }
 
 /// Closed-loop load: `connections` keep-alive connections, one request in flight on each.
-async fn load(addr: SocketAddr, path: &str, connections: usize, warmup: Duration, measure: Duration) -> Outcome {
+async fn load(
+    addr: SocketAddr,
+    path: &str,
+    connections: usize,
+    warmup: Duration,
+    measure: Duration,
+) -> Outcome {
     let start = Instant::now() + warmup;
     let end = start + measure;
     let mut tasks = Vec::new();
@@ -160,7 +179,10 @@ async fn load(addr: SocketAddr, path: &str, connections: usize, warmup: Duration
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+                let (mut sender, conn) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                        .await
+                        .unwrap();
                 tokio::spawn(conn);
                 loop {
                     let now = Instant::now();
@@ -171,9 +193,14 @@ async fn load(addr: SocketAddr, path: &str, connections: usize, warmup: Duration
                         errors += 1;
                         continue 'reconnect;
                     }
-                    let req = Request::get(&path).header("host", "bench").body(Empty::<Bytes>::new()).unwrap();
+                    let req = Request::get(&path)
+                        .header("host", "bench")
+                        .body(Empty::<Bytes>::new())
+                        .unwrap();
                     let ok = match sender.send_request(req).await {
-                        Ok(res) => res.status().is_success() && res.into_body().collect().await.is_ok(),
+                        Ok(res) => {
+                            res.status().is_success() && res.into_body().collect().await.is_ok()
+                        }
                         Err(_) => false,
                     };
                     if now >= start {
@@ -199,7 +226,12 @@ async fn load(addr: SocketAddr, path: &str, connections: usize, warmup: Duration
         errors += err;
     }
     all.sort_unstable();
-    Outcome { requests: all.len() as u64, errors, seconds: measure.as_secs_f64(), latencies_us: all }
+    Outcome {
+        requests: all.len() as u64,
+        errors,
+        seconds: measure.as_secs_f64(),
+        latencies_us: all,
+    }
 }
 
 fn main() {
@@ -221,13 +253,27 @@ fn main() {
         targets.push(("nginx", *addr));
     }
 
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!("load bench: GET {path}, {connections} connections, {seconds}s each, {cores} cores, all on loopback");
-    println!("{:<13} {:>10} {:>9} {:>9} {:>9} {:>7}", "target", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors");
+    println!(
+        "load bench: GET {path}, {connections} connections, {seconds}s each, {cores} cores, all on loopback"
+    );
+    println!(
+        "{:<13} {:>10} {:>9} {:>9} {:>9} {:>7}",
+        "target", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors"
+    );
     let mut results = Vec::new();
     for (name, addr) in &targets {
-        let out = rt.block_on(load(*addr, &path, connections, Duration::from_secs(1), Duration::from_secs(seconds)));
+        let out = rt.block_on(load(
+            *addr,
+            &path,
+            connections,
+            Duration::from_secs(1),
+            Duration::from_secs(seconds),
+        ));
         println!(
             "{:<13} {:>10.0} {:>9.3} {:>9.3} {:>9.3} {:>7}",
             name,
@@ -242,14 +288,23 @@ fn main() {
     let direct_rps = results[0].1.rps();
     let proxy = &results[1].1;
     println!();
-    println!("twofa-proxy / direct throughput: {:.2}", proxy.rps() / direct_rps);
+    println!(
+        "twofa-proxy / direct throughput: {:.2}",
+        proxy.rps() / direct_rps
+    );
     println!(
         "twofa-proxy p99 - direct p99:    {:+.3} ms",
         proxy.percentile_ms(0.99) - results[0].1.percentile_ms(0.99)
     );
     if let Some((_, ng)) = results.get(2) {
-        println!("twofa-proxy / nginx throughput:  {:.2}", proxy.rps() / ng.rps());
-        println!("twofa-proxy p99 - nginx p99:     {:+.3} ms", proxy.percentile_ms(0.99) - ng.percentile_ms(0.99));
+        println!(
+            "twofa-proxy / nginx throughput:  {:.2}",
+            proxy.rps() / ng.rps()
+        );
+        println!(
+            "twofa-proxy p99 - nginx p99:     {:+.3} ms",
+            proxy.percentile_ms(0.99) - ng.percentile_ms(0.99)
+        );
     } else {
         println!("(nginx not installed: apt-get install nginx-light to add the nginx baseline)");
     }

@@ -68,7 +68,9 @@ pub async fn run(listen: SocketAddr, admin_listen: SocketAddr) -> anyhow::Result
 /// Runs only the demo app on `listen` until SIGINT/SIGTERM.
 pub async fn run_app(listen: SocketAddr) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
-    let addr = DemoApp::new("/_2fa/settings").spawn(listen, stop.clone()).await?;
+    let addr = DemoApp::new("/_2fa/settings")
+        .spawn(listen, stop.clone())
+        .await?;
     tracing::info!(%addr, "demo app listening");
     crate::app::shutdown_signal().await;
     stop.cancel();
