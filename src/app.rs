@@ -11,13 +11,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+    MakeRequestId, PropagateRequestId, PropagateRequestIdLayer, RequestId, SetRequestId,
+    SetRequestIdLayer,
 };
-use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::sensitive_headers::{SetSensitiveRequestHeaders, SetSensitiveRequestHeadersLayer};
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
-use crate::listener::Listener;
+use crate::listener::{Listener, Workers};
 use crate::metrics::Metrics;
 use crate::pages::Brand;
 use crate::router::{Router, RouterService};
@@ -53,39 +54,6 @@ pub fn install_crypto_provider() {
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     install_crypto_provider();
     let metrics = Arc::new(Metrics::new());
-    let upstream = Upstream::new(
-        &config.upstream,
-        config.server.trusted_proxies.clone(),
-        metrics.clone(),
-    )?;
-    let brand = Brand {
-        app_name: config.app.name.clone(),
-        assets: format!("{}/assets", config.twofactor.prefix),
-    };
-    let router = Arc::new(Router::new(
-        upstream,
-        brand,
-        config.twofactor.prefix.clone(),
-        metrics.clone(),
-    ));
-
-    // Outermost first.
-    let service = ServiceBuilder::new()
-        // Cookie and credential values print as "Sensitive" in any debug output and are never
-        // put in HTTP/2 header compression tables.
-        .layer(SetSensitiveRequestHeadersLayer::new([
-            header::COOKIE,
-            header::AUTHORIZATION,
-            header::PROXY_AUTHORIZATION,
-        ]))
-        // Every request carries an id upstream and back, so app logs and ours can be joined.
-        .layer(SetRequestIdLayer::x_request_id(RequestIds::new()))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        // No catch-panic layer: each connection runs in its own task, so a panic ends one
-        // connection, never the process; our code denies panics by lint, and the layer would box
-        // every response body.
-        .service(RouterService(router));
-
     let listener = Listener::bind(&config.server).await?;
     let addr = listener.local_addr()?;
     let admin_listener = TcpListener::bind(config.server.admin_listen)
@@ -97,6 +65,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             )
         })?;
     let admin_addr = admin_listener.local_addr()?;
+
+    let workers = Workers::start(config.server.workers)?;
+    let stacks: anyhow::Result<Vec<_>> = workers
+        .handles()
+        .map(|handle| Ok((handle.clone(), service_stack(&config, &metrics)?)))
+        .collect();
+    let stacks = match stacks {
+        Ok(stacks) => stacks,
+        Err(e) => {
+            let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
+            return Err(e);
+        }
+    };
 
     let shutdown = CancellationToken::new();
     let admin_state = Arc::new(AdminState {
@@ -119,7 +100,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             draining.cancelled().await;
             state.ready.store(false, Ordering::Release);
         });
-        listener.serve(service, metrics, token, grace).await;
+        listener.serve(stacks, metrics, token, grace).await;
+        // Connections are drained (or out of time): the workers can go.
+        let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
         // The admin listener outlives the drain so probes see "draining", not a refused port.
         admin_stop.cancel();
     });
@@ -131,6 +114,44 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         task,
     })
 }
+
+/// One worker's request path, outermost layer first. Each worker has its own, so upstream
+/// connection pools stay on the worker's thread.
+fn service_stack(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Stack> {
+    let upstream = Upstream::new(
+        &config.upstream,
+        config.server.trusted_proxies.clone(),
+        metrics.clone(),
+    )?;
+    let brand = Brand {
+        app_name: config.app.name.clone(),
+        assets: format!("{}/assets", config.twofactor.prefix),
+    };
+    let router = Arc::new(Router::new(
+        upstream,
+        brand,
+        config.twofactor.prefix.clone(),
+        metrics.clone(),
+    ));
+    Ok(ServiceBuilder::new()
+        // Cookie and credential values print as "Sensitive" in any debug output and are never
+        // put in HTTP/2 header compression tables.
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::COOKIE,
+            header::AUTHORIZATION,
+            header::PROXY_AUTHORIZATION,
+        ]))
+        // Every request carries an id upstream and back, so app logs and ours can be joined.
+        .layer(SetRequestIdLayer::x_request_id(RequestIds::new()))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        // No catch-panic layer: each connection runs in its own task, so a panic ends one
+        // connection, never the process; our code denies panics by lint, and the layer would box
+        // every response body.
+        .service(RouterService(router)))
+}
+
+type Stack =
+    SetSensitiveRequestHeaders<SetRequestId<PropagateRequestId<RouterService>, RequestIds>>;
 
 /// Request ids: a random per-process prefix and a counter; unique without a syscall per request.
 #[derive(Clone)]

@@ -13,6 +13,8 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -54,11 +56,12 @@ impl Listener {
         self.tcp.local_addr()
     }
 
-    /// Serves until `shutdown` fires, then stops accepting and gives open connections `grace` to
+    /// Accepts until `shutdown` fires, handing each connection to the next worker in turn (with
+    /// that worker's own service), then stops accepting and gives open connections `grace` to
     /// finish their requests.
     pub async fn serve<S>(
         self,
-        service: S,
+        workers: Vec<(Handle, S)>,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
         grace: Duration,
@@ -71,6 +74,7 @@ impl Listener {
     {
         let graceful = GracefulShutdown::new();
         let builder = Arc::new(self.builder);
+        let mut next = 0usize;
         loop {
             let (stream, peer) = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -85,6 +89,19 @@ impl Listener {
                 },
             };
             let _ = stream.set_nodelay(true);
+            // Round robin: every worker gets its share however few connections there are.
+            let Some((handle, service)) = workers.get(next % workers.len().max(1)) else {
+                return;
+            };
+            next = next.wrapping_add(1);
+            // Move the socket to the worker's own reactor.
+            let stream = match stream.into_std() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(error = %e, "could not hand over a connection");
+                    continue;
+                }
+            };
             let conn = ConnInfo {
                 peer,
                 tls: self.tls.is_some(),
@@ -98,8 +115,11 @@ impl Listener {
             let builder = builder.clone();
             let metrics = metrics.clone();
             let watcher = graceful.watcher();
-            tokio::spawn(async move {
+            handle.spawn(async move {
                 let _open = OpenConnection::new(&metrics);
+                let Ok(stream) = TcpStream::from_std(stream) else {
+                    return;
+                };
                 match tls {
                     None => serve_io(&builder, watcher, stream, hyper_service).await,
                     Some(acceptor) => {
@@ -126,6 +146,62 @@ impl Listener {
         tokio::select! {
             _ = graceful.shutdown() => tracing::info!("all connections drained"),
             _ = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
+        }
+    }
+}
+
+/// Worker threads, each running a single-threaded tokio runtime. A client connection lives its
+/// whole life on one worker, together with the upstream connections its requests use, so the
+/// hot path has no cross-thread wake-ups (the thread-per-core shape of nginx and pingora).
+pub struct Workers {
+    workers: Vec<Worker>,
+}
+
+struct Worker {
+    handle: Handle,
+    stop: oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Workers {
+    /// Starts `count` workers; 0 means one per available core.
+    pub fn start(count: usize) -> std::io::Result<Self> {
+        let count = match count {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let mut workers = Vec::with_capacity(count);
+        for i in 0..count {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let handle = runtime.handle().clone();
+            let (stop, stopped) = oneshot::channel::<()>();
+            let thread = std::thread::Builder::new()
+                .name(format!("twofa-worker-{i}"))
+                .spawn(move || {
+                    runtime.block_on(async {
+                        let _ = stopped.await;
+                    });
+                })?;
+            workers.push(Worker {
+                handle,
+                stop,
+                thread,
+            });
+        }
+        Ok(Self { workers })
+    }
+
+    pub fn handles(&self) -> impl Iterator<Item = &Handle> {
+        self.workers.iter().map(|w| &w.handle)
+    }
+
+    /// Stops every worker (tasks still running are dropped) and waits for the threads.
+    pub fn stop(self) {
+        for w in self.workers {
+            let _ = w.stop.send(());
+            let _ = w.thread.join();
         }
     }
 }

@@ -59,6 +59,8 @@ fn main() -> ExitCode {
         _ => LogFormat::Json,
     };
     telemetry::init(format);
+    // For `run` this runtime only accepts connections, serves the admin listener and waits for
+    // signals; requests are served on the proxy's own worker threads (listener::Workers).
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -57,6 +57,8 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// Largest request head accepted; beyond it clients get 431.
     pub max_header_bytes: usize,
+    /// Worker threads serving connections; 0 = one per core.
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -384,6 +386,7 @@ fn read_server(r: &mut Reader) -> ServerConfig {
         header_read_timeout: r.duration("server.header_read_timeout", Duration::from_secs(10)),
         max_header_bytes: r.uint("server.max_header_bytes", 32 * 1024, 8 * 1024..=1024 * 1024)
             as usize,
+        workers: r.uint("server.workers", 0, 0..=1024) as usize,
     }
 }
 
