@@ -16,11 +16,14 @@
 pub mod admin;
 pub mod app;
 pub mod body;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod listener;
 pub mod metrics;
 pub mod pages;
 pub mod router;
+pub mod secrets;
+pub mod store;
 pub mod telemetry;
 pub mod upstream;

@@ -10,10 +10,12 @@
 
 mod support;
 
+mod browser;
 mod config;
 mod forwarding;
 mod lifecycle;
 mod malformed;
+mod store;
 mod streaming;
 mod tls;
 mod websocket;

@@ -1,0 +1,318 @@
+//! The embedded store: everything in this process's memory, expiring by the injected clock.
+//! For one replica and the demo; nothing survives a restart.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::{Enrollment, PendingLogin, SessionRecord, Store, StoreResult, TwoFactorRecord};
+use crate::clock::SharedClock;
+
+/// A value and the unix second after which it is gone.
+struct Expiring<T> {
+    value: T,
+    expires: u64,
+}
+
+#[derive(Default)]
+struct Maps {
+    sessions: HashMap<String, Expiring<SessionRecord>>,
+    user_sessions: HashMap<String, HashSet<String>>,
+    pending: HashMap<String, Expiring<PendingLogin>>,
+    attempts: HashMap<String, Expiring<u32>>,
+    two_factor: HashMap<String, TwoFactorRecord>,
+    recovery: HashMap<String, HashSet<String>>,
+    enrollments: HashMap<String, Expiring<Enrollment>>,
+    totp_steps: HashMap<String, Expiring<u64>>,
+    failures: HashMap<(String, u64), Expiring<u32>>,
+    locks: HashMap<String, Expiring<u64>>,
+    writes: u64,
+}
+
+pub struct MemoryStore {
+    maps: Mutex<Maps>,
+    clock: SharedClock,
+}
+
+impl MemoryStore {
+    pub fn new(clock: SharedClock) -> Self {
+        Self {
+            maps: Mutex::new(Maps::default()),
+            clock,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Maps> {
+        // A panic while holding the lock cannot leave a map half-written in a way that matters
+        // more than losing the whole store would.
+        self.maps.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn expiry(&self, ttl: Duration) -> u64 {
+        self.clock.now().saturating_add(ttl.as_secs().max(1))
+    }
+
+    /// Every so many writes, drop what has expired so the maps do not grow without bound.
+    fn note_write(&self, maps: &mut Maps) {
+        maps.writes += 1;
+        if maps.writes % 1024 != 0 {
+            return;
+        }
+        let now = self.clock.now();
+        maps.sessions.retain(|_, e| e.expires > now);
+        let live: HashSet<&String> = maps.sessions.keys().collect();
+        for ids in maps.user_sessions.values_mut() {
+            ids.retain(|id| live.contains(id));
+        }
+        maps.user_sessions.retain(|_, ids| !ids.is_empty());
+        maps.pending.retain(|_, e| e.expires > now);
+        maps.attempts.retain(|_, e| e.expires > now);
+        maps.enrollments.retain(|_, e| e.expires > now);
+        maps.totp_steps.retain(|_, e| e.expires > now);
+        maps.failures.retain(|_, e| e.expires > now);
+        maps.locks.retain(|_, e| e.expires > now);
+    }
+}
+
+fn live<'a, K, T>(map: &'a HashMap<K, Expiring<T>>, key: &K, now: u64) -> Option<&'a T>
+where
+    K: std::hash::Hash + Eq,
+{
+    map.get(key).filter(|e| e.expires > now).map(|e| &e.value)
+}
+
+impl Store for MemoryStore {
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn put_session(
+        &self,
+        id: &str,
+        session: &SessionRecord,
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        let expires = self.expiry(ttl);
+        let mut m = self.lock();
+        m.user_sessions
+            .entry(session.user.clone())
+            .or_default()
+            .insert(id.to_owned());
+        m.sessions.insert(
+            id.to_owned(),
+            Expiring {
+                value: session.clone(),
+                expires,
+            },
+        );
+        self.note_write(&mut m);
+        Ok(())
+    }
+
+    async fn session(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
+        let now = self.clock.now();
+        Ok(live(&self.lock().sessions, &id.to_owned(), now).cloned())
+    }
+
+    async fn delete_session(&self, id: &str) -> StoreResult<()> {
+        let mut m = self.lock();
+        if let Some(e) = m.sessions.remove(id)
+            && let Some(ids) = m.user_sessions.get_mut(&e.value.user)
+        {
+            ids.remove(id);
+        }
+        Ok(())
+    }
+
+    async fn end_user_sessions(&self, user: &str, keep: Option<&str>) -> StoreResult<u32> {
+        let mut m = self.lock();
+        let ids = m.user_sessions.remove(user).unwrap_or_default();
+        let mut ended = 0;
+        let mut kept = HashSet::new();
+        for id in ids {
+            if Some(id.as_str()) == keep {
+                kept.insert(id);
+            } else if m.sessions.remove(&id).is_some() {
+                ended += 1;
+            }
+        }
+        if !kept.is_empty() {
+            m.user_sessions.insert(user.to_owned(), kept);
+        }
+        Ok(ended)
+    }
+
+    async fn park_login(&self, id: &str, login: &PendingLogin, ttl: Duration) -> StoreResult<()> {
+        let expires = self.expiry(ttl);
+        let mut m = self.lock();
+        m.pending.insert(
+            id.to_owned(),
+            Expiring {
+                value: login.clone(),
+                expires,
+            },
+        );
+        self.note_write(&mut m);
+        Ok(())
+    }
+
+    async fn pending_login(&self, id: &str) -> StoreResult<Option<PendingLogin>> {
+        let now = self.clock.now();
+        Ok(live(&self.lock().pending, &id.to_owned(), now).cloned())
+    }
+
+    async fn take_login(&self, id: &str) -> StoreResult<Option<PendingLogin>> {
+        let now = self.clock.now();
+        let mut m = self.lock();
+        m.attempts.remove(id);
+        Ok(m.pending
+            .remove(id)
+            .filter(|e| e.expires > now)
+            .map(|e| e.value))
+    }
+
+    async fn count_attempt(&self, id: &str, ttl: Duration) -> StoreResult<u32> {
+        let now = self.clock.now();
+        let expires = self.expiry(ttl);
+        let mut m = self.lock();
+        let entry = m
+            .attempts
+            .entry(id.to_owned())
+            .or_insert(Expiring { value: 0, expires });
+        if entry.expires <= now {
+            *entry = Expiring { value: 0, expires };
+        }
+        entry.value += 1;
+        let n = entry.value;
+        self.note_write(&mut m);
+        Ok(n)
+    }
+
+    async fn two_factor(&self, user: &str) -> StoreResult<Option<TwoFactorRecord>> {
+        Ok(self.lock().two_factor.get(user).cloned())
+    }
+
+    async fn save_two_factor(&self, user: &str, record: &TwoFactorRecord) -> StoreResult<()> {
+        self.lock()
+            .two_factor
+            .insert(user.to_owned(), record.clone());
+        Ok(())
+    }
+
+    async fn remove_two_factor(&self, user: &str) -> StoreResult<bool> {
+        let mut m = self.lock();
+        m.recovery.remove(user);
+        Ok(m.two_factor.remove(user).is_some())
+    }
+
+    async fn set_recovery_codes(&self, user: &str, hashes: &[String]) -> StoreResult<()> {
+        self.lock()
+            .recovery
+            .insert(user.to_owned(), hashes.iter().cloned().collect());
+        Ok(())
+    }
+
+    async fn use_recovery_code(&self, user: &str, hash: &str) -> StoreResult<bool> {
+        Ok(self
+            .lock()
+            .recovery
+            .get_mut(user)
+            .is_some_and(|set| set.remove(hash)))
+    }
+
+    async fn recovery_codes_left(&self, user: &str) -> StoreResult<u32> {
+        Ok(self.lock().recovery.get(user).map_or(0, |s| s.len() as u32))
+    }
+
+    async fn put_enrollment(
+        &self,
+        user: &str,
+        enrollment: &Enrollment,
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        let expires = self.expiry(ttl);
+        let mut m = self.lock();
+        m.enrollments.insert(
+            user.to_owned(),
+            Expiring {
+                value: enrollment.clone(),
+                expires,
+            },
+        );
+        self.note_write(&mut m);
+        Ok(())
+    }
+
+    async fn enrollment(&self, user: &str) -> StoreResult<Option<Enrollment>> {
+        let now = self.clock.now();
+        Ok(live(&self.lock().enrollments, &user.to_owned(), now).cloned())
+    }
+
+    async fn delete_enrollment(&self, user: &str) -> StoreResult<()> {
+        self.lock().enrollments.remove(user);
+        Ok(())
+    }
+
+    async fn claim_totp_step(&self, user: &str, step: u64, ttl: Duration) -> StoreResult<bool> {
+        let now = self.clock.now();
+        let expires = self.expiry(ttl);
+        let mut m = self.lock();
+        let last = live(&m.totp_steps, &user.to_owned(), now).copied();
+        if last.is_some_and(|last| step <= last) {
+            return Ok(false);
+        }
+        m.totp_steps.insert(
+            user.to_owned(),
+            Expiring {
+                value: step,
+                expires,
+            },
+        );
+        self.note_write(&mut m);
+        Ok(true)
+    }
+
+    async fn count_failure(&self, user: &str, bucket: u64, ttl: Duration) -> StoreResult<u32> {
+        let now = self.clock.now();
+        let expires = self.expiry(ttl);
+        let mut m = self.lock();
+        let entry = m
+            .failures
+            .entry((user.to_owned(), bucket))
+            .or_insert(Expiring { value: 0, expires });
+        if entry.expires <= now {
+            *entry = Expiring { value: 0, expires };
+        }
+        entry.value += 1;
+        let n = entry.value;
+        self.note_write(&mut m);
+        Ok(n)
+    }
+
+    async fn clear_failures(&self, user: &str, bucket: u64) -> StoreResult<()> {
+        self.lock().failures.remove(&(user.to_owned(), bucket));
+        Ok(())
+    }
+
+    async fn lock_account(&self, user: &str, until: u64, ttl: Duration) -> StoreResult<()> {
+        let expires = self.expiry(ttl);
+        self.lock().locks.insert(
+            user.to_owned(),
+            Expiring {
+                value: until,
+                expires,
+            },
+        );
+        Ok(())
+    }
+
+    async fn locked_until(&self, user: &str) -> StoreResult<Option<u64>> {
+        let now = self.clock.now();
+        Ok(live(&self.lock().locks, &user.to_owned(), now).copied())
+    }
+
+    async fn unlock_account(&self, user: &str) -> StoreResult<()> {
+        self.lock().locks.remove(user);
+        Ok(())
+    }
+}

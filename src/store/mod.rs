@@ -1,0 +1,242 @@
+//! Where pending logins, sessions, 2FA records and counters live: [`memory`] for one process,
+//! [`redis`] shared by replicas. Methods are named after what the proxy does and say how atomic
+//! they are; one contract test suite (`tests/it/store.rs`) runs against both backends.
+//!
+//! Validity (idle and absolute timeouts, lock expiry) is decided by the caller against the
+//! injected clock from timestamps in the records; store TTLs only clean up.
+
+pub mod memory;
+pub mod redis;
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store record unreadable: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A proxy session: the user passed the second factor (or has none, under the optional policy).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub user: String,
+    /// Unix seconds.
+    pub created: u64,
+    pub last_seen: u64,
+    /// Token the session's forms must echo.
+    pub csrf: String,
+    /// Under `enforcement = "required"`: only the enrollment pages until the user enrolls.
+    #[serde(default)]
+    pub must_enroll: bool,
+    /// The app's login answer (sealed), replayed once a forced enrollment completes.
+    #[serde(default)]
+    pub parked: Option<String>,
+}
+
+/// A login the app accepted, held back until the second factor is proven.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingLogin {
+    pub user: String,
+    pub created: u64,
+    /// The app's answer (status, headers, body), sealed.
+    pub parked: String,
+    pub csrf: String,
+    /// The login came as JSON: answer the challenge in JSON too.
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MethodKind {
+    Totp,
+    Email,
+}
+
+/// A user's enabled second factor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TwoFactorRecord {
+    pub method: MethodKind,
+    /// The TOTP key, sealed.
+    pub totp_secret: Option<String>,
+    pub email: Option<String>,
+    pub enabled_at: u64,
+}
+
+/// A TOTP enrollment started but not yet confirmed with a first code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrollment {
+    /// The new TOTP key, sealed.
+    pub secret: String,
+    pub created: u64,
+}
+
+/// The store's contract. Every method is one round trip and, where it says so, atomic across
+/// all replicas sharing the backend.
+pub trait Store: Send + Sync + 'static {
+    fn ping(&self) -> impl Future<Output = StoreResult<()>> + Send;
+
+    fn put_session(
+        &self,
+        id: &str,
+        session: &SessionRecord,
+        ttl: Duration,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    fn session(&self, id: &str) -> impl Future<Output = StoreResult<Option<SessionRecord>>> + Send;
+    fn delete_session(&self, id: &str) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Ends every session of `user` except `keep`; returns how many ended.
+    fn end_user_sessions(
+        &self,
+        user: &str,
+        keep: Option<&str>,
+    ) -> impl Future<Output = StoreResult<u32>> + Send;
+
+    fn park_login(
+        &self,
+        id: &str,
+        login: &PendingLogin,
+        ttl: Duration,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Reads a pending login without consuming it.
+    fn pending_login(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = StoreResult<Option<PendingLogin>>> + Send;
+    /// Consumes a pending login: of any number of concurrent takers, exactly one gets it.
+    fn take_login(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = StoreResult<Option<PendingLogin>>> + Send;
+    /// Counts one code attempt against a pending login; returns the count so far.
+    fn count_attempt(
+        &self,
+        id: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = StoreResult<u32>> + Send;
+
+    fn two_factor(
+        &self,
+        user: &str,
+    ) -> impl Future<Output = StoreResult<Option<TwoFactorRecord>>> + Send;
+    fn save_two_factor(
+        &self,
+        user: &str,
+        record: &TwoFactorRecord,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Removes the 2FA record and its recovery codes; true if there was one.
+    fn remove_two_factor(&self, user: &str) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// Replaces the user's recovery codes (their keyed hashes).
+    fn set_recovery_codes(
+        &self,
+        user: &str,
+        hashes: &[String],
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Uses up one recovery code: true for exactly one of any concurrent callers.
+    fn use_recovery_code(
+        &self,
+        user: &str,
+        hash: &str,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    fn recovery_codes_left(&self, user: &str) -> impl Future<Output = StoreResult<u32>> + Send;
+
+    fn put_enrollment(
+        &self,
+        user: &str,
+        enrollment: &Enrollment,
+        ttl: Duration,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    fn enrollment(
+        &self,
+        user: &str,
+    ) -> impl Future<Output = StoreResult<Option<Enrollment>>> + Send;
+    fn delete_enrollment(&self, user: &str) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Accepts TOTP time step `step` for `user` only if it is later than every step accepted
+    /// before (RFC 6238 5.2: each code once). Atomic compare-and-set.
+    fn claim_totp_step(
+        &self,
+        user: &str,
+        step: u64,
+        ttl: Duration,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// Counts one failed code for `user` in the window bucket `bucket` (callers derive it from
+    /// the clock); returns the count in that bucket.
+    fn count_failure(
+        &self,
+        user: &str,
+        bucket: u64,
+        ttl: Duration,
+    ) -> impl Future<Output = StoreResult<u32>> + Send;
+    /// Forgets the failures counted in `bucket`.
+    fn clear_failures(
+        &self,
+        user: &str,
+        bucket: u64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Locks the account until the unix time `until`.
+    fn lock_account(
+        &self,
+        user: &str,
+        until: u64,
+        ttl: Duration,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// When the lock set by [`Store::lock_account`] ends, if there is one (past or not).
+    fn locked_until(&self, user: &str) -> impl Future<Output = StoreResult<Option<u64>>> + Send;
+    fn unlock_account(&self, user: &str) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// The backend chosen by config, dispatched statically.
+pub enum AnyStore {
+    Memory(memory::MemoryStore),
+    Redis(redis::RedisStore),
+}
+
+macro_rules! delegate {
+    ($( fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty; )*) => {
+        impl Store for AnyStore {
+            $(
+                async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                    match self {
+                        AnyStore::Memory(s) => s.$name($($arg),*).await,
+                        AnyStore::Redis(s) => s.$name($($arg),*).await,
+                    }
+                }
+            )*
+        }
+    };
+}
+
+delegate! {
+    fn ping(&self) -> StoreResult<()>;
+    fn put_session(&self, id: &str, session: &SessionRecord, ttl: Duration) -> StoreResult<()>;
+    fn session(&self, id: &str) -> StoreResult<Option<SessionRecord>>;
+    fn delete_session(&self, id: &str) -> StoreResult<()>;
+    fn end_user_sessions(&self, user: &str, keep: Option<&str>) -> StoreResult<u32>;
+    fn park_login(&self, id: &str, login: &PendingLogin, ttl: Duration) -> StoreResult<()>;
+    fn pending_login(&self, id: &str) -> StoreResult<Option<PendingLogin>>;
+    fn take_login(&self, id: &str) -> StoreResult<Option<PendingLogin>>;
+    fn count_attempt(&self, id: &str, ttl: Duration) -> StoreResult<u32>;
+    fn two_factor(&self, user: &str) -> StoreResult<Option<TwoFactorRecord>>;
+    fn save_two_factor(&self, user: &str, record: &TwoFactorRecord) -> StoreResult<()>;
+    fn remove_two_factor(&self, user: &str) -> StoreResult<bool>;
+    fn set_recovery_codes(&self, user: &str, hashes: &[String]) -> StoreResult<()>;
+    fn use_recovery_code(&self, user: &str, hash: &str) -> StoreResult<bool>;
+    fn recovery_codes_left(&self, user: &str) -> StoreResult<u32>;
+    fn put_enrollment(&self, user: &str, enrollment: &Enrollment, ttl: Duration) -> StoreResult<()>;
+    fn enrollment(&self, user: &str) -> StoreResult<Option<Enrollment>>;
+    fn delete_enrollment(&self, user: &str) -> StoreResult<()>;
+    fn claim_totp_step(&self, user: &str, step: u64, ttl: Duration) -> StoreResult<bool>;
+    fn count_failure(&self, user: &str, bucket: u64, ttl: Duration) -> StoreResult<u32>;
+    fn clear_failures(&self, user: &str, bucket: u64) -> StoreResult<()>;
+    fn lock_account(&self, user: &str, until: u64, ttl: Duration) -> StoreResult<()>;
+    fn locked_until(&self, user: &str) -> StoreResult<Option<u64>>;
+    fn unlock_account(&self, user: &str) -> StoreResult<()>;
+}

@@ -1,0 +1,274 @@
+//! The store contract, run against every backend: what the login flow relies on, including
+//! the atomic operations (single-use pending logins and recovery codes, one TOTP step once).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use twofa_proxy::clock::ManualClock;
+use twofa_proxy::store::memory::MemoryStore;
+use twofa_proxy::store::redis::RedisStore;
+use twofa_proxy::store::{
+    Enrollment, MethodKind, PendingLogin, SessionRecord, Store, TwoFactorRecord,
+};
+
+use crate::support::redis::RedisServer;
+
+const TTL: Duration = Duration::from_secs(300);
+
+fn session(user: &str) -> SessionRecord {
+    SessionRecord {
+        user: user.into(),
+        created: 1,
+        last_seen: 2,
+        csrf: "c".into(),
+        must_enroll: false,
+        parked: None,
+    }
+}
+
+fn pending(user: &str) -> PendingLogin {
+    PendingLogin {
+        user: user.into(),
+        created: 1,
+        parked: "sealed".into(),
+        csrf: "t".into(),
+        json: false,
+    }
+}
+
+/// Each run uses its own user and id names so suites can share a backend.
+async fn contract<S: Store>(store: Arc<S>, tag: &str) {
+    let alice = format!("alice-{tag}");
+    let bob = format!("bob-{tag}");
+    store.ping().await.unwrap();
+
+    // Sessions: round trip, delete, end all of a user's but one.
+    let (s1, s2, s3, s4) = (
+        format!("s1-{tag}"),
+        format!("s2-{tag}"),
+        format!("s3-{tag}"),
+        format!("s4-{tag}"),
+    );
+    assert_eq!(store.session(&s1).await.unwrap(), None);
+    store.put_session(&s1, &session(&alice), TTL).await.unwrap();
+    store.put_session(&s2, &session(&alice), TTL).await.unwrap();
+    store.put_session(&s3, &session(&alice), TTL).await.unwrap();
+    store.put_session(&s4, &session(&bob), TTL).await.unwrap();
+    assert_eq!(store.session(&s1).await.unwrap(), Some(session(&alice)));
+    store.delete_session(&s1).await.unwrap();
+    assert_eq!(store.session(&s1).await.unwrap(), None);
+    assert_eq!(store.end_user_sessions(&alice, Some(&s3)).await.unwrap(), 1);
+    assert_eq!(store.session(&s2).await.unwrap(), None);
+    assert!(
+        store.session(&s3).await.unwrap().is_some(),
+        "the kept session ended"
+    );
+    assert!(
+        store.session(&s4).await.unwrap().is_some(),
+        "another user's session ended"
+    );
+    assert_eq!(store.end_user_sessions(&alice, None).await.unwrap(), 1);
+    assert_eq!(store.session(&s3).await.unwrap(), None);
+
+    // Pending logins: peek does not consume; take does, exactly once under concurrency.
+    let p = format!("p-{tag}");
+    store.park_login(&p, &pending(&alice), TTL).await.unwrap();
+    assert_eq!(
+        store.pending_login(&p).await.unwrap(),
+        Some(pending(&alice))
+    );
+    assert_eq!(store.count_attempt(&p, TTL).await.unwrap(), 1);
+    assert_eq!(store.count_attempt(&p, TTL).await.unwrap(), 2);
+    let takers: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            let p = p.clone();
+            tokio::spawn(async move { store.take_login(&p).await.unwrap() })
+        })
+        .collect();
+    let mut won = 0;
+    for t in takers {
+        if t.await.unwrap().is_some() {
+            won += 1;
+        }
+    }
+    assert_eq!(won, 1, "a pending login was taken {won} times");
+    assert_eq!(store.pending_login(&p).await.unwrap(), None);
+
+    // 2FA records and recovery codes.
+    assert_eq!(store.two_factor(&alice).await.unwrap(), None);
+    let record = TwoFactorRecord {
+        method: MethodKind::Totp,
+        totp_secret: Some("sealed".into()),
+        email: None,
+        enabled_at: 5,
+    };
+    store.save_two_factor(&alice, &record).await.unwrap();
+    assert_eq!(
+        store.two_factor(&alice).await.unwrap(),
+        Some(record.clone())
+    );
+    let hashes: Vec<String> = (0..10).map(|i| format!("h{i}")).collect();
+    store.set_recovery_codes(&alice, &hashes).await.unwrap();
+    assert_eq!(store.recovery_codes_left(&alice).await.unwrap(), 10);
+    let users: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            let alice = alice.clone();
+            tokio::spawn(async move { store.use_recovery_code(&alice, "h3").await.unwrap() })
+        })
+        .collect();
+    let mut used = 0;
+    for u in users {
+        if u.await.unwrap() {
+            used += 1;
+        }
+    }
+    assert_eq!(used, 1, "a recovery code was used {used} times");
+    assert!(!store.use_recovery_code(&alice, "nope").await.unwrap());
+    assert!(
+        !store.use_recovery_code(&bob, "h4").await.unwrap(),
+        "codes are per user"
+    );
+    assert_eq!(store.recovery_codes_left(&alice).await.unwrap(), 9);
+    store
+        .set_recovery_codes(&alice, &["n1".to_owned()])
+        .await
+        .unwrap();
+    assert!(
+        !store.use_recovery_code(&alice, "h4").await.unwrap(),
+        "old codes survived regeneration"
+    );
+    assert!(store.remove_two_factor(&alice).await.unwrap());
+    assert!(!store.remove_two_factor(&alice).await.unwrap());
+    assert_eq!(store.two_factor(&alice).await.unwrap(), None);
+    assert_eq!(store.recovery_codes_left(&alice).await.unwrap(), 0);
+
+    // Enrollments.
+    let e = Enrollment {
+        secret: "sealed".into(),
+        created: 9,
+    };
+    store.put_enrollment(&alice, &e, TTL).await.unwrap();
+    assert_eq!(store.enrollment(&alice).await.unwrap(), Some(e));
+    store.delete_enrollment(&alice).await.unwrap();
+    assert_eq!(store.enrollment(&alice).await.unwrap(), None);
+
+    // TOTP steps: only later steps, once; concurrent claims of one step: one winner.
+    assert!(store.claim_totp_step(&alice, 100, TTL).await.unwrap());
+    assert!(!store.claim_totp_step(&alice, 100, TTL).await.unwrap());
+    assert!(!store.claim_totp_step(&alice, 99, TTL).await.unwrap());
+    assert!(
+        store.claim_totp_step(&bob, 100, TTL).await.unwrap(),
+        "steps are per user"
+    );
+    let claims: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            let alice = alice.clone();
+            tokio::spawn(async move { store.claim_totp_step(&alice, 101, TTL).await.unwrap() })
+        })
+        .collect();
+    let mut claimed = 0;
+    for c in claims {
+        if c.await.unwrap() {
+            claimed += 1;
+        }
+    }
+    assert_eq!(claimed, 1);
+
+    // Failures per bucket; locks.
+    assert_eq!(store.count_failure(&alice, 7, TTL).await.unwrap(), 1);
+    assert_eq!(store.count_failure(&alice, 7, TTL).await.unwrap(), 2);
+    assert_eq!(
+        store.count_failure(&alice, 8, TTL).await.unwrap(),
+        1,
+        "buckets are separate"
+    );
+    assert_eq!(
+        store.count_failure(&bob, 7, TTL).await.unwrap(),
+        1,
+        "counts are per user"
+    );
+    store.clear_failures(&alice, 7).await.unwrap();
+    assert_eq!(store.count_failure(&alice, 7, TTL).await.unwrap(), 1);
+    assert_eq!(store.locked_until(&alice).await.unwrap(), None);
+    store.lock_account(&alice, 12345, TTL).await.unwrap();
+    assert_eq!(store.locked_until(&alice).await.unwrap(), Some(12345));
+    assert_eq!(store.locked_until(&bob).await.unwrap(), None);
+    store.unlock_account(&alice).await.unwrap();
+    assert_eq!(store.locked_until(&alice).await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_keeps_the_contract() {
+    contract(
+        Arc::new(MemoryStore::new(ManualClock::new(1_000_000))),
+        "mem",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_expires_by_the_clock() {
+    let clock = ManualClock::new(1_000_000);
+    let store = MemoryStore::new(clock.clone());
+    store
+        .put_session("s", &session("a"), Duration::from_secs(60))
+        .await
+        .unwrap();
+    store
+        .park_login("p", &pending("a"), Duration::from_secs(60))
+        .await
+        .unwrap();
+    clock.advance(59);
+    assert!(store.session("s").await.unwrap().is_some());
+    clock.advance(2);
+    assert!(store.session("s").await.unwrap().is_none());
+    assert!(store.take_login("p").await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_keeps_the_contract() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&server.url(), "test:").await.unwrap();
+    contract(Arc::new(store), "redis").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_expires_by_ttl() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&server.url(), "test:").await.unwrap();
+    store
+        .put_session("s", &session("a"), Duration::from_secs(1))
+        .await
+        .unwrap();
+    store
+        .park_login("p", &pending("a"), Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(store.session("s").await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(store.session("s").await.unwrap().is_none());
+    assert!(store.take_login("p").await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_reports_an_outage_and_recovers() {
+    let mut server = RedisServer::start();
+    let store = RedisStore::connect(&server.url(), "test:").await.unwrap();
+    store.ping().await.unwrap();
+    server.stop();
+    assert!(store.ping().await.is_err(), "a stopped Redis answered");
+    assert!(store.session("s").await.is_err());
+    server.restart();
+    let mut ok = false;
+    for _ in 0..50 {
+        if store.ping().await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "the store did not reconnect after Redis came back");
+}
