@@ -16,6 +16,7 @@
 pub mod admin;
 pub mod app;
 pub mod body;
+pub mod challenge;
 pub mod clock;
 pub mod config;
 pub mod demo;

@@ -1,0 +1,4 @@
+//! Proving the second factor: TOTP codes, recovery codes, and the counters that stop guessing.
+
+pub mod recovery;
+pub mod totp;
