@@ -21,6 +21,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod listener;
+pub mod login;
 pub mod metrics;
 pub mod pages;
 pub mod router;

@@ -1,0 +1,356 @@
+//! The gate: for every request, a pure decision from the normalised path, the method and what
+//! the store said about the session. The router only carries it out.
+
+use std::borrow::Cow;
+
+use http::Method;
+
+/// Why a path is refused before any decision (answered with 400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathError {
+    /// Not an absolute path (`/...`) or `*`.
+    NotAbsolute,
+    /// `%2F`, `%5C` or `%00`: a separator or NUL the upstream might decode after we decided.
+    EncodedSeparator,
+    /// A malformed percent escape.
+    BadEscape,
+    /// A raw backslash (some servers treat it as `/`).
+    Backslash,
+    /// `..;x` and friends: a dot segment that some servers resolve and we would not.
+    DotSegmentParameter,
+    ControlCharacter,
+}
+
+/// The canonical path the proxy decides on and forwards: percent-escapes of unreserved
+/// characters decoded and the rest upper-cased (RFC 3986 6.2.2), `.` and `..` resolved (5.2.4),
+/// repeated slashes merged. Anything an upstream could read differently is refused.
+pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
+    if raw == "*" {
+        return Ok(Cow::Borrowed(raw));
+    }
+    if !raw.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    let clean = !raw.contains(['%', '\\']) && !raw.contains("//") && !raw.contains("/.")
+        && raw.bytes().all(|b| b > 0x20 && b != 0x7f);
+    if clean {
+        return Ok(Cow::Borrowed(raw));
+    }
+    let decoded = decode_unreserved(raw)?;
+    let mut segments: Vec<&str> = Vec::new();
+    let parts: Vec<&str> = decoded.split('/').skip(1).collect();
+    let last = parts.len().saturating_sub(1);
+    let mut trailing_slash = false;
+    for (i, segment) in parts.iter().enumerate() {
+        let base = segment.split(';').next().unwrap_or("");
+        if (base == "." || base == "..") && base.len() != segment.len() {
+            return Err(PathError::DotSegmentParameter);
+        }
+        match *segment {
+            "" => trailing_slash = i == last,
+            "." => trailing_slash = i == last,
+            ".." => {
+                segments.pop();
+                trailing_slash = i == last;
+            }
+            s => {
+                segments.push(s);
+                trailing_slash = false;
+            }
+        }
+    }
+    let mut out = String::with_capacity(decoded.len());
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if trailing_slash || out.is_empty() {
+        out.push('/');
+    }
+    Ok(Cow::Owned(out))
+}
+
+fn decode_unreserved(raw: &str) -> Result<String, PathError> {
+    let bytes = raw.as_bytes();
+    let mut out = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3).ok_or(PathError::BadEscape)?;
+                let value = std::str::from_utf8(hex)
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or(PathError::BadEscape)?;
+                match value {
+                    b'/' | b'\\' | 0 => return Err(PathError::EncodedSeparator),
+                    v if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') => {
+                        out.push(v as char)
+                    }
+                    v => {
+                        out.push('%');
+                        out.push_str(&format!("{v:02X}"));
+                    }
+                }
+                i += 3;
+            }
+            b'\\' => return Err(PathError::Backslash),
+            b if b <= 0x20 || b == 0x7f => return Err(PathError::ControlCharacter),
+            _ => {
+                // Multi-byte UTF-8 passes through whole.
+                let ch_len = utf8_len(b);
+                let end = (i + ch_len).min(bytes.len());
+                out.push_str(std::str::from_utf8(&bytes[i..end]).map_err(|_| PathError::BadEscape)?);
+                i = end;
+                continue;
+            }
+        }
+        if b != b'%' {
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+fn utf8_len(first: u8) -> usize {
+    match first {
+        0xf0.. => 4,
+        0xe0.. => 3,
+        0xc0.. => 2,
+        _ => 1,
+    }
+}
+
+/// Path rules from `[app]`, matched against normalised paths.
+#[derive(Debug, Clone)]
+pub struct PathRules {
+    pub prefix: String,
+    pub login_paths: Vec<String>,
+    pub logout_paths: Vec<String>,
+    pub public_paths: Vec<String>,
+}
+
+impl PathRules {
+    pub fn is_own(&self, path: &str) -> bool {
+        path.strip_prefix(self.prefix.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+
+    /// `"/static/"` covers everything below it; `"/login"` covers `/login` and `/login/...`,
+    /// never `/login-admin`.
+    pub fn is_public(&self, path: &str) -> bool {
+        self.public_paths.iter().any(|p| {
+            if p.ends_with('/') {
+                path.starts_with(p.as_str())
+            } else {
+                path.strip_prefix(p.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            }
+        })
+    }
+
+    pub fn is_login(&self, path: &str) -> bool {
+        self.login_paths.iter().any(|p| p == path)
+    }
+
+    pub fn is_logout(&self, path: &str) -> bool {
+        self.logout_paths.iter().any(|p| p == path)
+    }
+}
+
+/// What the store said about the request's proxy session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    None,
+    Valid,
+    /// Logged in, but must enroll before anything else (`enforcement = "required"`).
+    MustEnroll,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// The proxy's own pages and API.
+    Own,
+    /// A login POST: forward it and watch the app's answer.
+    WatchLogin,
+    /// End the proxy session, then forward.
+    Logout,
+    /// Forward without an identity.
+    Public,
+    /// Forward with the session's identity.
+    Forward,
+    /// Send the browser to the 2FA enrollment pages.
+    Enroll,
+    /// Send the browser to the app's login page; expire the app's cookie if it sent one.
+    SignIn { expire_app_cookie: bool },
+    /// 401 for API clients.
+    Unauthorized { expire_app_cookie: bool },
+}
+
+/// The whole policy, one pure function (tested with a table of tricky paths below).
+pub fn decide(
+    rules: &PathRules,
+    method: &Method,
+    path: &str,
+    wants_html: bool,
+    has_app_cookie: bool,
+    session: SessionState,
+) -> Decision {
+    if rules.is_own(path) {
+        return Decision::Own;
+    }
+    if method == Method::POST && rules.is_login(path) {
+        return Decision::WatchLogin;
+    }
+    if rules.is_logout(path) {
+        return Decision::Logout;
+    }
+    if rules.is_public(path) {
+        return Decision::Public;
+    }
+    match session {
+        SessionState::Valid => Decision::Forward,
+        SessionState::MustEnroll if wants_html => Decision::Enroll,
+        SessionState::MustEnroll => Decision::Unauthorized { expire_app_cookie: false },
+        SessionState::None => {
+            let expire_app_cookie = has_app_cookie;
+            let navigable = method == Method::GET || method == Method::HEAD;
+            if navigable && wants_html {
+                Decision::SignIn { expire_app_cookie }
+            } else {
+                Decision::Unauthorized { expire_app_cookie }
+            }
+        }
+    }
+}
+
+/// Whether `next` is a safe place to send a browser after login: a same-origin relative path.
+/// Refuses `//host`, `/\host`, schemes, and control or space characters that browsers strip.
+pub fn is_safe_redirect(next: &str) -> bool {
+    let bytes = next.as_bytes();
+    bytes.first() == Some(&b'/')
+        && !matches!(bytes.get(1), Some(b'/') | Some(b'\\'))
+        && !next.chars().any(|c| c.is_control() || c.is_whitespace() || c == '\\')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> PathRules {
+        PathRules {
+            prefix: "/_2fa".into(),
+            login_paths: vec!["/login".into(), "/api/login".into()],
+            logout_paths: vec!["/logout".into()],
+            public_paths: vec!["/login".into(), "/static/".into()],
+        }
+    }
+
+    #[test]
+    fn normalisation_table() {
+        let ok = [
+            ("/", "/"),
+            ("/a/b", "/a/b"),
+            ("//admin", "/admin"),
+            ("/static//../admin", "/admin"),
+            ("/static/../admin", "/admin"),
+            ("/static/./x", "/static/x"),
+            ("/static/%2e%2e/admin", "/admin"),
+            ("/static/%2E%2E/admin", "/admin"),
+            ("/static/.%2e/admin", "/admin"),
+            ("/%61dmin", "/admin"),
+            ("/a%20b", "/a%20b"),
+            ("/a%3bb", "/a%3Bb"),
+            ("/../../etc", "/etc"),
+            ("/a/", "/a/"),
+            ("/a/.", "/a/"),
+            ("/a/..", "/"),
+            ("/login;jsessionid=1", "/login;jsessionid=1"),
+            ("/caf%C3%A9", "/caf%C3%A9"),
+            ("*", "*"),
+        ];
+        for (raw, want) in ok {
+            assert_eq!(normalize_path(raw).as_deref(), Ok(want), "{raw}");
+        }
+        let refused = [
+            ("/static%2f..%2fadmin", PathError::EncodedSeparator),
+            ("/static/..%2Fadmin", PathError::EncodedSeparator),
+            ("/static/..%5cadmin", PathError::EncodedSeparator),
+            ("/a%00", PathError::EncodedSeparator),
+            ("/static/..;/admin", PathError::DotSegmentParameter),
+            ("/static/.;x/admin", PathError::DotSegmentParameter),
+            ("/static\\..\\admin", PathError::Backslash),
+            ("/a%zz", PathError::BadEscape),
+            ("/a%2", PathError::BadEscape),
+            ("admin", PathError::NotAbsolute),
+        ];
+        for (raw, want) in refused {
+            assert_eq!(normalize_path(raw), Err(want), "{raw}");
+        }
+    }
+
+    #[test]
+    fn decisions_on_tricky_paths() {
+        use Decision::*;
+        let r = rules();
+        let get = |path: &str, s| {
+            let path = normalize_path(path).unwrap();
+            decide(&r, &Method::GET, &path, true, false, s)
+        };
+        let none = SessionState::None;
+        assert_eq!(get("/_2fa/settings", none), Own);
+        assert_eq!(get("/_2fa", none), Own);
+        assert_eq!(get("/_2fax", none), SignIn { expire_app_cookie: false });
+        assert_eq!(get("/login", none), Public);
+        assert_eq!(get("/login/", none), Public);
+        assert_eq!(get("/login-admin", none), SignIn { expire_app_cookie: false });
+        assert_eq!(get("/LOGIN", none), SignIn { expire_app_cookie: false }, "case is not folded");
+        assert_eq!(get("/static/app.css", none), Public);
+        assert_eq!(get("/static", none), SignIn { expire_app_cookie: false });
+        assert_eq!(get("/static/../admin", none), SignIn { expire_app_cookie: false });
+        assert_eq!(get("/static/%2e%2e/admin", none), SignIn { expire_app_cookie: false });
+        assert_eq!(get("//static/../dashboard", none), SignIn { expire_app_cookie: false });
+        assert_eq!(get("/login/../dashboard", none), SignIn { expire_app_cookie: false });
+        assert_eq!(get("/login;x", none), SignIn { expire_app_cookie: false });
+        assert_eq!(get("/dashboard", SessionState::Valid), Forward);
+        assert_eq!(get("/dashboard", SessionState::MustEnroll), Enroll);
+        assert_eq!(get("/logout", none), Logout);
+        let post = |path: &str| decide(&r, &Method::POST, path, true, false, none);
+        assert_eq!(post("/login"), WatchLogin);
+        assert_eq!(post("/api/login"), WatchLogin);
+        assert_eq!(post("/login/"), Public, "only the exact login path is watched");
+        assert_eq!(post("/dashboard"), Unauthorized { expire_app_cookie: false });
+        let api = decide(&r, &Method::GET, "/api/me", false, true, none);
+        assert_eq!(api, Unauthorized { expire_app_cookie: true });
+        let stale = decide(&r, &Method::GET, "/", true, true, none);
+        assert_eq!(stale, SignIn { expire_app_cookie: true });
+    }
+
+    /// Vectors from known open-redirect bugs in auth proxies (see security-standards.md 6.1).
+    #[test]
+    fn redirect_targets() {
+        for good in ["/", "/dashboard", "/a?b=c", "/a#b", "/caf%C3%A9"] {
+            assert!(is_safe_redirect(good), "{good}");
+        }
+        for bad in [
+            "//redirect",
+            "/\\evil.com",
+            "/ /evil.com",
+            "/ \\evil.com",
+            "/\t/evil.com",
+            "/\t\\evil.com",
+            "/\x0b/evil.com",
+            "/\n/evil.com",
+            "/\r\\evil.com",
+            "/./\\evil.com",
+            "foo.bar/redirect",
+            "http://foo.bar.evil.corp/",
+            "https://evil.corp/redirect?rd=foo.bar",
+            "javascript:alert(1)",
+            "data:text/html,x",
+            "",
+        ] {
+            assert!(!is_safe_redirect(bad), "{bad:?}");
+        }
+    }
+}
