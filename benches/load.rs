@@ -83,7 +83,10 @@ fn start_proxy(upstream: SocketAddr, dir: &std::path::Path) -> (Process, SocketA
     let config = dir.join("proxy.toml");
     std::fs::write(
         &config,
-        format!("[server]\nlisten = \"{addr}\"\nadmin_listen = \"{admin}\"\n[upstream]\nurl = \"http://{upstream}\"\n"),
+        format!(
+            "[server]\nlisten = \"{addr}\"\nadmin_listen = \"{admin}\"\n[upstream]\nurl = \"http://{upstream}\"\n\
+             [app]\npublic_paths = [\"/debug/\"]\n"
+        ),
     )
     .unwrap();
     let child = Command::new(BIN)

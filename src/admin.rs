@@ -11,9 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::body::Body;
 use crate::metrics::{self, Metrics};
+use crate::store::{AnyStore, Store};
 
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
+    pub store: Arc<AnyStore>,
     /// Cleared when shutdown begins, so load balancers stop sending new work while we drain.
     pub ready: AtomicBool,
 }
@@ -35,20 +37,26 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: Cancella
             stream,
             hyper::service::service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, &req)) }
+                async move { Ok::<_, Infallible>(handle(&state, &req).await) }
             }),
         );
     }
 }
 
-fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
+async fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET here\n");
     }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if state.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
-        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+        "/readyz" if !state.ready.load(Ordering::Acquire) => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+        }
+        // Without the store every protected request is refused, so the proxy is not ready.
+        "/readyz" => match state.store.ping().await {
+            Ok(()) => text(StatusCode::OK, "ready\n"),
+            Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n"),
+        },
         "/metrics" => {
             let mut res = Response::new(Body::from(state.metrics.encode()));
             res.headers_mut().insert(

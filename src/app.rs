@@ -17,11 +17,16 @@ use tower_http::request_id::{
 use tower_http::sensitive_headers::{SetSensitiveRequestHeaders, SetSensitiveRequestHeadersLayer};
 
 use crate::admin::{self, AdminState};
-use crate::config::Config;
+use crate::clock::{self, SharedClock};
+use crate::config::{Config, StoreBackend};
 use crate::listener::{Listener, Workers};
 use crate::metrics::Metrics;
-use crate::pages::Brand;
 use crate::router::{Router, RouterService};
+use crate::secrets::Sealer;
+use crate::state::Core;
+use crate::store::AnyStore;
+use crate::store::memory::MemoryStore;
+use crate::store::redis::RedisStore;
 use crate::upstream::Upstream;
 
 /// A started proxy: where it listens, and the handle to stop it.
@@ -52,8 +57,27 @@ pub fn install_crypto_provider() {
 
 /// Binds both listeners and starts serving in the background.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    start_with_clock(config, clock::system()).await
+}
+
+/// The store the config names.
+pub async fn open_store(config: &Config, clock: &SharedClock) -> anyhow::Result<AnyStore> {
+    Ok(match config.store.backend {
+        StoreBackend::Memory => AnyStore::Memory(Box::new(MemoryStore::new(clock.clone()))),
+        StoreBackend::Redis => AnyStore::Redis(
+            RedisStore::connect(&config.store.url, &config.store.key_prefix)
+                .await
+                .map_err(|e| anyhow::anyhow!("store.url: {e}"))?,
+        ),
+    })
+}
+
+/// [`start`] with an injected clock (tests move a manual one).
+pub async fn start_with_clock(config: Config, clock: SharedClock) -> anyhow::Result<Running> {
     install_crypto_provider();
     let metrics = Arc::new(Metrics::new());
+    let store = Arc::new(open_store(&config, &clock).await?);
+    let sealer = Sealer::from_config(&config.secrets)?;
     let listener = Listener::bind(&config.server).await?;
     let addr = listener.local_addr()?;
     let admin_listener = TcpListener::bind(config.server.admin_listen)
@@ -66,10 +90,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         })?;
     let admin_addr = admin_listener.local_addr()?;
 
-    let workers = Workers::start(config.server.workers)?;
+    let upstream_url = config.upstream.url.clone();
+    let grace = config.server.shutdown_grace;
+    let core = Arc::new(Core::new(
+        config,
+        store.clone(),
+        sealer,
+        clock,
+        metrics.clone(),
+    )?);
+    let workers = Workers::start(core.config.server.workers)?;
     let stacks: anyhow::Result<Vec<_>> = workers
         .handles()
-        .map(|handle| Ok((handle.clone(), service_stack(&config, &metrics)?)))
+        .map(|handle| Ok((handle.clone(), service_stack(&core)?)))
         .collect();
     let stacks = match stacks {
         Ok(stacks) => stacks,
@@ -82,6 +115,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let shutdown = CancellationToken::new();
     let admin_state = Arc::new(AdminState {
         metrics: metrics.clone(),
+        store: store.clone(),
         ready: AtomicBool::new(true),
     });
     let admin_stop = CancellationToken::new();
@@ -91,7 +125,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         admin_stop.clone(),
     ));
 
-    let grace = config.server.shutdown_grace;
     let token = shutdown.clone();
     let task = tokio::spawn(async move {
         let draining = token.clone();
@@ -106,7 +139,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         // The admin listener outlives the drain so probes see "draining", not a refused port.
         admin_stop.cancel();
     });
-    tracing::info!(%addr, %admin_addr, upstream = %config.upstream.url, "twofa-proxy listening");
+    tracing::info!(%addr, %admin_addr, upstream = %upstream_url, "twofa-proxy listening");
     Ok(Running {
         addr,
         admin_addr,
@@ -117,22 +150,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
 /// One worker's request path, outermost layer first. Each worker has its own, so upstream
 /// connection pools stay on the worker's thread.
-fn service_stack(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Stack> {
+fn service_stack(core: &Arc<Core>) -> anyhow::Result<Stack> {
+    let config = &core.config;
     let upstream = Upstream::new(
         &config.upstream,
         config.server.trusted_proxies.clone(),
-        metrics.clone(),
+        core.metrics.clone(),
     )?;
-    let brand = Brand {
-        app_name: config.app.name.clone(),
-        assets: format!("{}/assets", config.twofactor.prefix),
-    };
-    let router = Arc::new(Router::new(
-        upstream,
-        brand,
-        config.twofactor.prefix.clone(),
-        metrics.clone(),
-    ));
+    let router = Arc::new(Router::new(core.clone(), upstream));
     Ok(ServiceBuilder::new()
         // Cookie and credential values print as "Sensitive" in any debug output and are never
         // put in HTTP/2 header compression tables.

@@ -60,6 +60,11 @@ pub struct Metrics {
     pub upstream_failures: Family<FailureLabels, Counter>,
     pub open_connections: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub connections: Counter<u64, AtomicU64>,
+    /// Second-factor checks by method ("totp", "recovery") and outcome ("passed", "failed", "locked").
+    pub challenges: Family<Vec<(&'static str, &'static str)>, Counter>,
+    pub lockouts: Counter<u64, AtomicU64>,
+    /// 2FA turned on, off or reset, by method.
+    pub enrollments: Family<Vec<(&'static str, &'static str)>, Counter>,
 }
 
 impl Metrics {
@@ -98,6 +103,24 @@ impl Metrics {
             "Client connections accepted",
             connections.clone(),
         );
+        let challenges = Family::default();
+        registry.register(
+            "challenges",
+            "Second-factor checks, by method and outcome",
+            challenges.clone(),
+        );
+        let lockouts = Counter::default();
+        registry.register(
+            "lockouts",
+            "Accounts locked after too many failed codes",
+            lockouts.clone(),
+        );
+        let enrollments = Family::default();
+        registry.register(
+            "enrollments",
+            "2FA enabled, disabled or reset, by method",
+            enrollments.clone(),
+        );
         Self {
             registry,
             requests,
@@ -105,6 +128,9 @@ impl Metrics {
             upstream_failures,
             open_connections,
             connections,
+            challenges,
+            lockouts,
+            enrollments,
         }
     }
 
@@ -114,6 +140,18 @@ impl Metrics {
                 class,
                 status: status.as_u16(),
             })
+            .inc();
+    }
+
+    pub fn challenge(&self, method: &'static str, outcome: &'static str) {
+        self.challenges
+            .get_or_create(&vec![("method", method), ("outcome", outcome)])
+            .inc();
+    }
+
+    pub fn enrollment(&self, action: &'static str, method: &'static str) {
+        self.enrollments
+            .get_or_create(&vec![("action", action), ("method", method)])
             .inc();
     }
 

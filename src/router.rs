@@ -1,5 +1,6 @@
-//! The proxy's own service: serves its own prefix (`/_2fa`) and forwards everything else
-//! upstream. Errors become responses here and only here.
+//! The proxy's service for one worker: normalises the path, lets the gate decide, and carries
+//! the decision out -- the proxy's own pages, the watched login, or forwarding with or without
+//! an identity. Errors become responses here and only here.
 //!
 //! Message framing (RFC 9112 6.1/6.3, request smuggling) is hyper's: it rejects invalid or
 //! conflicting `Content-Length`/`Transfer-Encoding`, drops `Content-Length` when chunked
@@ -13,44 +14,38 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use hyper::body::Incoming;
 
 use crate::body::Body;
-use crate::metrics::{Metrics, RouteClass};
-use crate::pages::{self, Brand};
+use crate::login::gate::{self, Decision, SessionState};
+use crate::login::intercept;
+use crate::metrics::RouteClass;
+use crate::pages;
+use crate::session::cookie;
+use crate::state::Core;
+use crate::store::StoreError;
 use crate::upstream::{ConnInfo, Upstream, UpstreamError};
 
 pub struct Router {
+    core: Arc<Core>,
     upstream: Upstream,
-    brand: Brand,
-    /// `/_2fa` by default; nothing under it ever reaches the upstream.
-    prefix: String,
-    metrics: Arc<Metrics>,
 }
 
 impl Router {
-    pub fn new(upstream: Upstream, brand: Brand, prefix: String, metrics: Arc<Metrics>) -> Self {
-        Self {
-            upstream,
-            brand,
-            prefix,
-            metrics,
-        }
+    pub fn new(core: Arc<Core>, upstream: Upstream) -> Self {
+        Self { core, upstream }
     }
 
     pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
         let conn = req.extensions().get::<ConnInfo>().copied();
         let method = req.method().clone();
-        let path = req.uri().path().to_owned();
         let (class, res) = self.route(req, conn).await;
-        self.metrics.count(class, res.status());
-        // Paths only: query strings may carry codes or tokens.
+        self.core.metrics.count(class, res.status());
         tracing::debug!(
             target: "twofa_proxy::access",
             %method,
-            path,
             status = res.status().as_u16(),
             micros = started.elapsed().as_micros() as u64,
             peer = conn.map(|c| c.peer.ip().to_string()),
@@ -60,42 +55,158 @@ impl Router {
 
     async fn route(
         &self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         conn: Option<ConnInfo>,
     ) -> (RouteClass, Response<Body>) {
-        if self.is_own(req.uri().path()) {
-            return (RouteClass::Own, self.own(&req));
+        let core = &*self.core;
+        let wants_html = pages::wants_html(req.headers());
+        let path = match gate::normalize_path(req.uri().path()) {
+            Ok(p) => p.into_owned(),
+            Err(e) => {
+                tracing::debug!(reason = ?e, "refused an ambiguous path");
+                return (
+                    RouteClass::Rejected,
+                    pages::error(&core.brand, StatusCode::BAD_REQUEST, wants_html),
+                );
+            }
+        };
+        if core.rules.is_own(&path) {
+            return match crate::own::handle(core, req, &path).await {
+                Ok(res) => (RouteClass::Own, res),
+                Err(e) => (RouteClass::Own, self.store_down(&e, wants_html)),
+            };
         }
         let Some(conn) = conn else {
-            // The listener always inserts ConnInfo; without it we cannot set X-Forwarded-For honestly.
+            // The listener always inserts ConnInfo; without it X-Forwarded-For cannot be honest.
             tracing::error!("request without connection info");
             return (
                 RouteClass::Rejected,
-                pages::error(&self.brand, StatusCode::INTERNAL_SERVER_ERROR, false),
+                pages::error(&core.brand, StatusCode::INTERNAL_SERVER_ERROR, false),
             );
         };
-        let wants_html = pages::wants_html(req.headers());
-        match self.upstream.forward(req.map(Body::from), &conn).await {
+        if path != req.uri().path() {
+            // Forward exactly the path that was decided on.
+            let rebuilt = match req.uri().query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path.clone(),
+            };
+            if let Ok(uri) = rebuilt.parse::<Uri>() {
+                *req.uri_mut() = uri;
+            }
+        }
+
+        let method = req.method().clone();
+        let rules = &core.rules;
+        let needs_session = !(rules.is_public(&path)
+            || rules.is_logout(&path)
+            || (method == Method::POST && rules.is_login(&path)));
+        let session = if needs_session {
+            match core.sessions.load(req.headers()).await {
+                Ok(s) => s,
+                Err(e) => return (RouteClass::Upstream, self.store_down(&e, wants_html)),
+            }
+        } else {
+            None
+        };
+        let state = match &session {
+            None => SessionState::None,
+            Some(s) if s.record.must_enroll => SessionState::MustEnroll,
+            Some(_) => SessionState::Valid,
+        };
+        let has_app_cookie = cookie::has(req.headers(), &core.config.app.success_cookie);
+        let decision = gate::decide(rules, &method, &path, wants_html, has_app_cookie, state);
+
+        let res = match decision {
+            Decision::Own => Ok(pages::error(&core.brand, StatusCode::NOT_FOUND, wants_html)),
+            Decision::WatchLogin => intercept::watch_login(core, &self.upstream, req, &conn).await,
+            Decision::Public => Ok(self.forward(req, None, &conn, wants_html).await),
+            Decision::Forward => {
+                let user = session.as_ref().map(|s| s.record.user.clone());
+                Ok(self.forward(req, user.as_deref(), &conn, wants_html).await)
+            }
+            Decision::Logout => self.logout(req, &conn, wants_html).await,
+            Decision::Enroll => Ok(pages::redirect(&format!("{}/settings", core.prefix()))),
+            Decision::SignIn { expire_app_cookie } => {
+                let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+                let next: String = form_urlencoded::byte_serialize(target.as_bytes()).collect();
+                let app = &core.config.app;
+                let mut res =
+                    pages::redirect(&format!("{}?{}={next}", app.login_page, app.next_param));
+                if expire_app_cookie {
+                    res.headers_mut().append(
+                        header::SET_COOKIE,
+                        cookie::expire_app_cookie(&app.success_cookie),
+                    );
+                }
+                Ok(res)
+            }
+            Decision::Unauthorized { expire_app_cookie } => {
+                let mut res = pages::json(
+                    StatusCode::UNAUTHORIZED,
+                    &serde_json::json!({ "error": "unauthenticated", "message": "Sign in first." }),
+                );
+                if expire_app_cookie {
+                    let name = &core.config.app.success_cookie;
+                    res.headers_mut()
+                        .append(header::SET_COOKIE, cookie::expire_app_cookie(name));
+                }
+                Ok(res)
+            }
+        };
+        match res {
             Ok(res) => (RouteClass::Upstream, res),
-            Err(e) => (RouteClass::Upstream, self.upstream_error(&e, wants_html)),
+            Err(e) => (RouteClass::Upstream, self.store_down(&e, wants_html)),
         }
     }
 
-    fn is_own(&self, path: &str) -> bool {
-        path.strip_prefix(self.prefix.as_str())
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        user: Option<&str>,
+        conn: &ConnInfo,
+        wants_html: bool,
+    ) -> Response<Body> {
+        self.core.prepare_upstream_headers(req.headers_mut(), user);
+        match self.upstream.forward(req.map(Body::from), conn).await {
+            Ok(res) => res,
+            Err(e) => self.upstream_error(&e, wants_html),
+        }
     }
 
-    fn own(&self, req: &Request<Incoming>) -> Response<Body> {
-        let rest = &req.uri().path()[self.prefix.len()..];
-        match (req.method(), rest) {
-            (&Method::GET | &Method::HEAD, "/assets/style.css") => pages::stylesheet(),
-            _ => pages::error(
-                &self.brand,
-                StatusCode::NOT_FOUND,
-                pages::wants_html(req.headers()),
-            ),
+    /// Logout paths end the proxy session too, then go to the app as usual.
+    async fn logout(
+        &self,
+        req: Request<Incoming>,
+        conn: &ConnInfo,
+        wants_html: bool,
+    ) -> Result<Response<Body>, StoreError> {
+        let core = &*self.core;
+        let id = cookie::find(req.headers(), core.sessions.names.session).map(str::to_owned);
+        if let Some(id) = &id {
+            if let Some(s) = core.store_session_user(id).await? {
+                tracing::info!(target: "audit", event = "logout", user = s);
+            }
+            core.sessions.end(id).await?;
         }
+        let mut res = self.forward(req, None, conn, wants_html).await;
+        if id.is_some() {
+            res.headers_mut()
+                .append(header::SET_COOKIE, core.sessions.clear_cookie());
+        }
+        Ok(res)
+    }
+
+    /// Fail closed: without the store nothing can be checked, so nothing is forwarded.
+    fn store_down(&self, e: &StoreError, wants_html: bool) -> Response<Body> {
+        tracing::error!(error = %e, "store unavailable; refusing the request");
+        let mut res = pages::error(
+            &self.core.brand,
+            StatusCode::SERVICE_UNAVAILABLE,
+            wants_html,
+        );
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+        res
     }
 
     fn upstream_error(&self, e: &UpstreamError, wants_html: bool) -> Response<Body> {
@@ -105,7 +216,7 @@ impl Router {
         } else {
             tracing::warn!(error = %e, status = status.as_u16(), "upstream request failed");
         }
-        let mut res = pages::error(&self.brand, status, wants_html);
+        let mut res = pages::error(&self.core.brand, status, wants_html);
         match status {
             StatusCode::GATEWAY_TIMEOUT | StatusCode::BAD_GATEWAY => {
                 res.headers_mut()
@@ -121,7 +232,7 @@ impl Router {
     }
 }
 
-/// tower glue: the router is shared by every connection; each call clones an `Arc`.
+/// tower glue: the router is shared by a worker's connections; each call clones an `Arc`.
 #[derive(Clone)]
 pub struct RouterService(pub Arc<Router>);
 

@@ -1,4 +1,6 @@
 //! Proving the second factor: TOTP codes, recovery codes, and the counters that stop guessing.
 
+pub mod flow;
 pub mod recovery;
 pub mod totp;
+pub mod verify;

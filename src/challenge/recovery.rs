@@ -8,8 +8,13 @@ const LEN: usize = 16;
 
 /// A fresh code, formatted for reading: `xxxx-xxxx-xxxx-xxxx`.
 pub fn generate() -> String {
-    let raw: Vec<u8> = (0..LEN).map(|_| ALPHABET[random_below(ALPHABET.len() as u64) as usize]).collect();
-    raw.chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join("-")
+    let raw: Vec<u8> = (0..LEN)
+        .map(|_| ALPHABET[random_below(ALPHABET.len() as u64) as usize])
+        .collect();
+    raw.chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 /// A code as typed, in the form it is hashed: lower case, without dashes or spaces.

@@ -35,7 +35,9 @@ pub fn check(secret: &[u8], code: &TotpCode, now: u64, skew: u8) -> Option<u64> 
 
 /// The code for the step containing `time` (tests and the load generator).
 pub fn code_at(secret: &[u8], time: u64) -> String {
-    totp(secret, 0).map(|t| t.generate(time).to_string()).unwrap_or_default()
+    totp(secret, 0)
+        .map(|t| t.generate(time).to_string())
+        .unwrap_or_default()
 }
 
 /// A code as a user typed it, reduced to its digits: pasted spaces and dashes are ignored.
@@ -44,8 +46,12 @@ pub struct TotpCode(String);
 
 impl TotpCode {
     pub fn parse(input: &str) -> Option<Self> {
-        let digits: String = input.chars().filter(|c| !c.is_whitespace() && *c != '-').collect();
-        (digits.len() == DIGITS && digits.bytes().all(|b| b.is_ascii_digit())).then_some(Self(digits))
+        let digits: String = input
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '-')
+            .collect();
+        (digits.len() == DIGITS && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then_some(Self(digits))
     }
 
     pub fn as_str(&self) -> &str {
@@ -61,7 +67,10 @@ impl std::fmt::Debug for TotpCode {
 
 /// Unpadded RFC 4648 Base32, as authenticator apps expect it.
 pub fn base32(secret: &[u8]) -> String {
-    totp_rs::Secret::from(secret.to_vec()).to_base32().trim_end_matches('=').to_owned()
+    totp_rs::Secret::from(secret.to_vec())
+        .to_base32()
+        .trim_end_matches('=')
+        .to_owned()
 }
 
 /// The key in groups of four for typing by hand ("Can't scan?").
@@ -88,7 +97,10 @@ pub fn otpauth_uri(secret: &[u8], issuer: &str, account: &str) -> String {
     match built {
         Ok(uri) => uri,
         // Only reachable with an empty account name; still produce a usable URI.
-        Err(_) => format!("otpauth://totp/{issuer}?secret={}&issuer={issuer}", base32(secret)),
+        Err(_) => format!(
+            "otpauth://totp/{issuer}?secret={}&issuer={issuer}",
+            base32(secret)
+        ),
     }
 }
 
@@ -149,10 +161,16 @@ mod tests {
     #[test]
     fn rfc4226_appendix_d() {
         let secret = b"12345678901234567890";
-        let expected =
-            ["755224", "287082", "359152", "969429", "338314", "254676", "287922", "162583", "399871", "520489"];
+        let expected = [
+            "755224", "287082", "359152", "969429", "338314", "254676", "287922", "162583",
+            "399871", "520489",
+        ];
         for (counter, want) in expected.iter().enumerate() {
-            assert_eq!(code_at(secret, counter as u64 * 30), *want, "counter {counter}");
+            assert_eq!(
+                code_at(secret, counter as u64 * 30),
+                *want,
+                "counter {counter}"
+            );
         }
     }
 
@@ -165,8 +183,16 @@ mod tests {
         assert_eq!(check(&secret, &code(now), now, 1), Some(step));
         assert_eq!(check(&secret, &code(now - 30), now, 1), Some(step - 1));
         assert_eq!(check(&secret, &code(now + 30), now, 1), Some(step + 1));
-        assert_eq!(check(&secret, &code(now - 60), now, 1), None, "two steps old");
-        assert_eq!(check(&secret, &code(now + 60), now, 1), None, "two steps ahead");
+        assert_eq!(
+            check(&secret, &code(now - 60), now, 1),
+            None,
+            "two steps old"
+        );
+        assert_eq!(
+            check(&secret, &code(now + 60), now, 1),
+            None,
+            "two steps ahead"
+        );
         assert_eq!(check(&secret, &code(now - 30), now, 0), None, "skew 0");
         // The last second of a step and the first of the next.
         let edge = (step + 1) * 30;
@@ -188,12 +214,21 @@ mod tests {
     fn otpauth_uri_follows_the_key_uri_format() {
         let secret = b"12345678901234567890";
         let uri = otpauth_uri(secret, "DCKAP Integrator", "alice@example.com");
-        assert!(uri.starts_with("otpauth://totp/DCKAP%20Integrator:alice%40example.com?"), "{uri}");
-        assert!(uri.contains("secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"), "{uri}");
+        assert!(
+            uri.starts_with("otpauth://totp/DCKAP%20Integrator:alice%40example.com?"),
+            "{uri}"
+        );
+        assert!(
+            uri.contains("secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"),
+            "{uri}"
+        );
         assert!(uri.contains("issuer=DCKAP%20Integrator"), "{uri}");
         assert!(!uri.contains('='.to_string().repeat(2).as_str()));
         let colon = otpauth_uri(secret, "Acme: Books", "a:b");
-        assert!(colon.starts_with("otpauth://totp/Acme%20%20Books:a%20b?"), "{colon}");
+        assert!(
+            colon.starts_with("otpauth://totp/Acme%20%20Books:a%20b?"),
+            "{colon}"
+        );
     }
 
     #[test]

@@ -31,7 +31,9 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
-    let clean = !raw.contains(['%', '\\']) && !raw.contains("//") && !raw.contains("/.")
+    let clean = !raw.contains(['%', '\\'])
+        && !raw.contains("//")
+        && !raw.contains("/.")
         && raw.bytes().all(|b| b > 0x20 && b != 0x7f);
     if clean {
         return Ok(Cow::Borrowed(raw));
@@ -101,7 +103,9 @@ fn decode_unreserved(raw: &str) -> Result<String, PathError> {
                 // Multi-byte UTF-8 passes through whole.
                 let ch_len = utf8_len(b);
                 let end = (i + ch_len).min(bytes.len());
-                out.push_str(std::str::from_utf8(&bytes[i..end]).map_err(|_| PathError::BadEscape)?);
+                out.push_str(
+                    std::str::from_utf8(&bytes[i..end]).map_err(|_| PathError::BadEscape)?,
+                );
                 i = end;
                 continue;
             }
@@ -144,7 +148,8 @@ impl PathRules {
             if p.ends_with('/') {
                 path.starts_with(p.as_str())
             } else {
-                path.strip_prefix(p.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+                path.strip_prefix(p.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
             }
         })
     }
@@ -211,7 +216,9 @@ pub fn decide(
     match session {
         SessionState::Valid => Decision::Forward,
         SessionState::MustEnroll if wants_html => Decision::Enroll,
-        SessionState::MustEnroll => Decision::Unauthorized { expire_app_cookie: false },
+        SessionState::MustEnroll => Decision::Unauthorized {
+            expire_app_cookie: false,
+        },
         SessionState::None => {
             let expire_app_cookie = has_app_cookie;
             let navigable = method == Method::GET || method == Method::HEAD;
@@ -230,7 +237,9 @@ pub fn is_safe_redirect(next: &str) -> bool {
     let bytes = next.as_bytes();
     bytes.first() == Some(&b'/')
         && !matches!(bytes.get(1), Some(b'/') | Some(b'\\'))
-        && !next.chars().any(|c| c.is_control() || c.is_whitespace() || c == '\\')
+        && !next
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == '\\')
 }
 
 #[cfg(test)]
@@ -300,30 +309,95 @@ mod tests {
         let none = SessionState::None;
         assert_eq!(get("/_2fa/settings", none), Own);
         assert_eq!(get("/_2fa", none), Own);
-        assert_eq!(get("/_2fax", none), SignIn { expire_app_cookie: false });
+        assert_eq!(
+            get("/_2fax", none),
+            SignIn {
+                expire_app_cookie: false
+            }
+        );
         assert_eq!(get("/login", none), Public);
         assert_eq!(get("/login/", none), Public);
-        assert_eq!(get("/login-admin", none), SignIn { expire_app_cookie: false });
-        assert_eq!(get("/LOGIN", none), SignIn { expire_app_cookie: false }, "case is not folded");
+        assert_eq!(
+            get("/login-admin", none),
+            SignIn {
+                expire_app_cookie: false
+            }
+        );
+        assert_eq!(
+            get("/LOGIN", none),
+            SignIn {
+                expire_app_cookie: false
+            },
+            "case is not folded"
+        );
         assert_eq!(get("/static/app.css", none), Public);
-        assert_eq!(get("/static", none), SignIn { expire_app_cookie: false });
-        assert_eq!(get("/static/../admin", none), SignIn { expire_app_cookie: false });
-        assert_eq!(get("/static/%2e%2e/admin", none), SignIn { expire_app_cookie: false });
-        assert_eq!(get("//static/../dashboard", none), SignIn { expire_app_cookie: false });
-        assert_eq!(get("/login/../dashboard", none), SignIn { expire_app_cookie: false });
-        assert_eq!(get("/login;x", none), SignIn { expire_app_cookie: false });
+        assert_eq!(
+            get("/static", none),
+            SignIn {
+                expire_app_cookie: false
+            }
+        );
+        assert_eq!(
+            get("/static/../admin", none),
+            SignIn {
+                expire_app_cookie: false
+            }
+        );
+        assert_eq!(
+            get("/static/%2e%2e/admin", none),
+            SignIn {
+                expire_app_cookie: false
+            }
+        );
+        assert_eq!(
+            get("//static/../dashboard", none),
+            SignIn {
+                expire_app_cookie: false
+            }
+        );
+        assert_eq!(
+            get("/login/../dashboard", none),
+            SignIn {
+                expire_app_cookie: false
+            }
+        );
+        assert_eq!(
+            get("/login;x", none),
+            SignIn {
+                expire_app_cookie: false
+            }
+        );
         assert_eq!(get("/dashboard", SessionState::Valid), Forward);
         assert_eq!(get("/dashboard", SessionState::MustEnroll), Enroll);
         assert_eq!(get("/logout", none), Logout);
         let post = |path: &str| decide(&r, &Method::POST, path, true, false, none);
         assert_eq!(post("/login"), WatchLogin);
         assert_eq!(post("/api/login"), WatchLogin);
-        assert_eq!(post("/login/"), Public, "only the exact login path is watched");
-        assert_eq!(post("/dashboard"), Unauthorized { expire_app_cookie: false });
+        assert_eq!(
+            post("/login/"),
+            Public,
+            "only the exact login path is watched"
+        );
+        assert_eq!(
+            post("/dashboard"),
+            Unauthorized {
+                expire_app_cookie: false
+            }
+        );
         let api = decide(&r, &Method::GET, "/api/me", false, true, none);
-        assert_eq!(api, Unauthorized { expire_app_cookie: true });
+        assert_eq!(
+            api,
+            Unauthorized {
+                expire_app_cookie: true
+            }
+        );
         let stale = decide(&r, &Method::GET, "/", true, true, none);
-        assert_eq!(stale, SignIn { expire_app_cookie: true });
+        assert_eq!(
+            stale,
+            SignIn {
+                expire_app_cookie: true
+            }
+        );
     }
 
     /// Vectors from known open-redirect bugs in auth proxies (see security-standards.md 6.1).

@@ -2,3 +2,5 @@
 //! app's own password login.
 
 pub mod gate;
+pub mod intercept;
+pub mod parked;

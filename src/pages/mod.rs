@@ -33,6 +33,135 @@ struct ErrorPage<'a> {
     status: u16,
 }
 
+/// A rendered page, sent with the proxy's security headers (CSP, no framing, no caching).
+pub fn page<T: Template>(status: StatusCode, template: &T) -> Response<Body> {
+    match template.render() {
+        Ok(html) => html_response(status, html),
+        Err(e) => {
+            tracing::error!(error = %e, "page did not render");
+            respond(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain; charset=utf-8",
+                Body::from("internal error"),
+            )
+        }
+    }
+}
+
+/// JSON with the API's headers (never cached: answers may carry codes or secrets).
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut res = respond(status, "application/json", Body::from(value.to_string()));
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+/// 303 See Other to a path of ours or the app's.
+pub fn redirect(location: &str) -> Response<Body> {
+    let mut res = Response::new(Body::empty());
+    *res.status_mut() = StatusCode::SEE_OTHER;
+    if let Ok(v) = HeaderValue::from_str(location) {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+#[derive(Template)]
+#[template(path = "challenge.html")]
+pub struct ChallengePage<'a> {
+    pub app_name: &'a str,
+    pub assets: &'a str,
+    pub prefix: &'a str,
+    pub user: &'a str,
+    pub csrf: &'a str,
+    pub error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "recovery.html")]
+pub struct RecoveryPage<'a> {
+    pub app_name: &'a str,
+    pub assets: &'a str,
+    pub prefix: &'a str,
+    pub user: &'a str,
+    pub csrf: &'a str,
+    pub error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "notice.html")]
+pub struct NoticePage<'a> {
+    pub app_name: &'a str,
+    pub assets: &'a str,
+    pub heading: &'a str,
+    pub message: String,
+    pub link: Option<(String, &'a str)>,
+}
+
+#[derive(Template)]
+#[template(path = "settings.html")]
+pub struct SettingsPage<'a> {
+    pub app_name: &'a str,
+    pub assets: &'a str,
+    pub prefix: &'a str,
+    pub user: &'a str,
+    pub csrf: &'a str,
+    pub enabled: bool,
+    pub recovery_left: u32,
+    pub can_disable: bool,
+    pub notice: Option<&'a str>,
+    pub error: Option<String>,
+    pub back: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "totp_setup.html")]
+pub struct TotpSetupPage<'a> {
+    pub app_name: &'a str,
+    pub assets: &'a str,
+    pub prefix: &'a str,
+    pub user: &'a str,
+    pub issuer: &'a str,
+    pub csrf: &'a str,
+    pub qr_svg: String,
+    pub key_grouped: String,
+    pub needs_current: bool,
+    pub error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "recovery_codes.html")]
+pub struct RecoveryCodesPage<'a> {
+    pub app_name: &'a str,
+    pub assets: &'a str,
+    pub prefix: &'a str,
+    pub csrf: &'a str,
+    pub codes: Vec<String>,
+    pub codes_joined: String,
+    pub continue_href: String,
+    pub notice: Option<&'a str>,
+}
+
+/// "Try again in 4 minutes."
+pub fn retry_words(seconds: u64) -> String {
+    match seconds {
+        0..=59 => "Try again in a minute.".to_owned(),
+        60..=119 => "Try again in 2 minutes.".to_owned(),
+        s => format!("Try again in {} minutes.", s.div_ceil(60)),
+    }
+}
+
+/// The words after a wrong code.
+pub fn wrong_code_words(tries_left: u32) -> String {
+    match tries_left {
+        1 => "That code did not work. Check the time on your phone and try again. 1 try left before your account is locked for a while.".to_owned(),
+        n if n <= 5 => format!("That code did not work. Check the time on your phone and try again. {n} tries left."),
+        _ => "That code did not work. Check the time on your phone and try again.".to_owned(),
+    }
+}
+
 /// The words for an error status: heading, explanation, and when to retry.
 fn error_words(status: StatusCode, app: &str) -> (&'static str, String, Option<&'static str>) {
     match status {

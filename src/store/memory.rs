@@ -55,7 +55,7 @@ impl MemoryStore {
     /// Every so many writes, drop what has expired so the maps do not grow without bound.
     fn note_write(&self, maps: &mut Maps) {
         maps.writes += 1;
-        if maps.writes % 1024 != 0 {
+        if !maps.writes.is_multiple_of(1024) {
             return;
         }
         let now = self.clock.now();

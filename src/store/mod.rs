@@ -195,7 +195,7 @@ pub trait Store: Send + Sync + 'static {
 
 /// The backend chosen by config, dispatched statically.
 pub enum AnyStore {
-    Memory(memory::MemoryStore),
+    Memory(Box<memory::MemoryStore>),
     Redis(redis::RedisStore),
 }
 

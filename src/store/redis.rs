@@ -1,106 +1,442 @@
-//! The shared store: Redis (or Valkey) through a reconnecting `ConnectionManager`. Every key
-//! starts with `[store] key_prefix` and has a TTL where its record expires. Being written.
+//! The shared store: Redis (or Valkey) through a reconnecting `ConnectionManager`, so replicas
+//! see one set of sessions, pending logins and counters. Every key starts with
+//! `[store] key_prefix`; everything that expires carries a TTL. Records are JSON.
+//!
+//! Keys (`P` is the prefix, `H(x)` the unpadded base64url SHA-256 of a bearer id):
+//! `Ps:H(id)` session, `Pus:user` set of the user's `H(id)`s, `Pp:H(id)` pending login,
+//! `Ppa:H(id)` its attempt count, `Pu:user` 2FA record (no TTL), `Prc:user` set of
+//! recovery-code hashes, `Pe:user` enrollment, `Pt:user` last TOTP step,
+//! `Pf:user:bucket` failure count, `Pl:user` lock end.
+//!
+//! Session and pending-login ids are hashed before they become key names: key names show up in
+//! `MONITOR`, `SLOWLOG`, keyspace notifications and dumps, and the raw id is the credential.
 
 use std::time::Duration;
+
+use aws_lc_rs::digest;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisError, Script};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use super::{
     Enrollment, PendingLogin, SessionRecord, Store, StoreError, StoreResult, TwoFactorRecord,
 };
 
+/// Connect and response timeout: a dead server fails a request in about this long instead of
+/// holding it.
+const TIMEOUT: Duration = Duration::from_secs(2);
+/// Reconnect attempts per outage before commands fail; the next command starts a new round.
+const RECONNECT_RETRIES: usize = 2;
+const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(500);
+/// Redis refuses expiries that overflow its clock; nothing here needs more than centuries.
+const MAX_TTL_MS: u64 = 1 << 50;
+
+/// Adds the session to the user's set and stretches the set's TTL to cover it (never shortens
+/// it: another session of the user may live longer). No `PEXPIRE GT`: that needs Redis 7.
+const PUT_SESSION: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+end
+return 1
+";
+
+/// A counter that expires `ARGV[1]` ms after its first count.
+const COUNT: &str = r"
+local n = redis.call('INCR', KEYS[1])
+if redis.call('PTTL', KEYS[1]) < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return n
+";
+
+/// Compare-and-set of the last TOTP step. Steps are compared as decimal strings (length first)
+/// so u64 values beyond Lua's 2^53 doubles still compare exactly.
+const CLAIM_STEP: &str = r"
+local last = redis.call('GET', KEYS[1])
+local step = ARGV[1]
+if last and (#last > #step or (#last == #step and last >= step)) then
+  return 0
+end
+redis.call('SET', KEYS[1], step, 'PX', ARGV[2])
+return 1
+";
+
 pub struct RedisStore {
-    _prefix: String,
+    conn: ConnectionManager,
+    prefix: String,
+    put_session: Script,
+    count: Script,
+    claim_step: Script,
 }
 
 impl RedisStore {
-    pub async fn connect(_url: &str, prefix: &str) -> StoreResult<Self> {
+    /// Connects once to check the URL and credentials; later outages are retried per command.
+    pub async fn connect(url: &str, prefix: &str) -> StoreResult<Self> {
+        // The URL may carry a password: never echo it or the parser's message about it.
+        let client = redis::Client::open(url).map_err(|e| {
+            StoreError::Unavailable(format!("store URL not usable ({})", e.category()))
+        })?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(TIMEOUT))
+            .set_response_timeout(Some(TIMEOUT))
+            .set_number_of_retries(RECONNECT_RETRIES)
+            .set_max_delay(RECONNECT_MAX_DELAY);
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(|e| failure("connect", &e))?;
         Ok(Self {
-            _prefix: prefix.to_owned(),
+            conn,
+            prefix: prefix.to_owned(),
+            put_session: Script::new(PUT_SESSION),
+            count: Script::new(COUNT),
+            claim_step: Script::new(CLAIM_STEP),
         })
+    }
+
+    /// A handle for one call; clones share the one multiplexed connection.
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    fn key(&self, kind: &str, name: &str) -> String {
+        format!("{}{kind}:{name}", self.prefix)
+    }
+
+    fn failures_key(&self, user: &str, bucket: u64) -> String {
+        format!("{}f:{user}:{bucket}", self.prefix)
+    }
+
+    async fn get(&self, key: &str, op: &'static str) -> StoreResult<Option<Vec<u8>>> {
+        redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| failure(op, &e))
+    }
+
+    async fn set_px(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        op: &'static str,
+    ) -> StoreResult<()> {
+        redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("PX")
+            .arg(millis(ttl))
+            .exec_async(&mut self.conn())
+            .await
+            .map_err(|e| failure(op, &e))
+    }
+
+    async fn del(&self, key: &str, op: &'static str) -> StoreResult<()> {
+        redis::cmd("DEL")
+            .arg(key)
+            .exec_async(&mut self.conn())
+            .await
+            .map_err(|e| failure(op, &e))
+    }
+
+    async fn count(&self, key: &str, ttl: Duration, op: &'static str) -> StoreResult<u32> {
+        let n: i64 = self
+            .count
+            .key(key)
+            .arg(millis(ttl))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| failure(op, &e))?;
+        // A count that does not fit (or went negative by hand) fails closed: treat as too many.
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 }
 
-fn todo<T>() -> StoreResult<T> {
-    Err(StoreError::Unavailable(
-        "redis backend not built yet".into(),
-    ))
+/// The name under which a bearer id (session, pending login) is stored.
+fn token(id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, id.as_bytes()).as_ref())
+}
+
+/// TTL in whole milliseconds, at least 1 (0 would be rejected, not "expire now").
+fn millis(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis())
+        .unwrap_or(MAX_TTL_MS)
+        .clamp(1, MAX_TTL_MS)
+}
+
+/// Describes a Redis error by its kind only: the library's messages can quote replies, and
+/// replies can be records.
+fn failure(op: &str, e: &RedisError) -> StoreError {
+    if e.code() == Some("WRONGTYPE") {
+        return StoreError::Corrupt(format!("{op}: a key holds the wrong type"));
+    }
+    let why = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connection_refusal() {
+        "connection refused"
+    } else if e.is_connection_dropped() {
+        "connection lost"
+    } else if let Some(code) = e.code() {
+        code
+    } else {
+        e.category()
+    };
+    StoreError::Unavailable(format!("{op}: {why}"))
+}
+
+fn encode<T: Serialize>(what: &str, record: &T) -> StoreResult<Vec<u8>> {
+    serde_json::to_vec(record)
+        .map_err(|e| StoreError::Corrupt(format!("{what}: {:?}", e.classify())))
+}
+
+/// serde_json's messages can quote the value they choke on; report only where it failed.
+fn decode<T: DeserializeOwned>(what: &str, raw: Option<Vec<u8>>) -> StoreResult<Option<T>> {
+    raw.map(|bytes| {
+        serde_json::from_slice(&bytes).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "{what}: {:?} error at line {} column {}",
+                e.classify(),
+                e.line(),
+                e.column()
+            ))
+        })
+    })
+    .transpose()
 }
 
 impl Store for RedisStore {
     async fn ping(&self) -> StoreResult<()> {
-        todo()
+        redis::cmd("PING")
+            .exec_async(&mut self.conn())
+            .await
+            .map_err(|e| failure("ping", &e))
     }
-    async fn put_session(&self, _id: &str, _s: &SessionRecord, _ttl: Duration) -> StoreResult<()> {
-        todo()
+
+    async fn put_session(
+        &self,
+        id: &str,
+        session: &SessionRecord,
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        let tok = token(id);
+        let json = encode("session", session)?;
+        self.put_session
+            .key(self.key("s", &tok))
+            .key(self.key("us", &session.user))
+            .arg(json)
+            .arg(millis(ttl))
+            .arg(&tok)
+            .invoke_async::<()>(&mut self.conn())
+            .await
+            .map_err(|e| failure("put session", &e))
     }
-    async fn session(&self, _id: &str) -> StoreResult<Option<SessionRecord>> {
-        todo()
+
+    async fn session(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
+        let raw = self.get(&self.key("s", &token(id)), "read session").await?;
+        decode("session", raw)
     }
-    async fn delete_session(&self, _id: &str) -> StoreResult<()> {
-        todo()
+
+    // The id stays in the user's set until it is pruned by `end_user_sessions` or the set
+    // expires; the set may hold ended ids anyway (sessions also end by TTL).
+    async fn delete_session(&self, id: &str) -> StoreResult<()> {
+        self.del(&self.key("s", &token(id)), "delete session").await
     }
-    async fn end_user_sessions(&self, _user: &str, _keep: Option<&str>) -> StoreResult<u32> {
-        todo()
+
+    async fn end_user_sessions(&self, user: &str, keep: Option<&str>) -> StoreResult<u32> {
+        let set = self.key("us", user);
+        let mut conn = self.conn();
+        let members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&set)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| failure("list sessions", &e))?;
+        let keep = keep.map(token);
+        let doomed: Vec<String> = members
+            .into_iter()
+            .filter(|m| Some(m) != keep.as_ref())
+            .collect();
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        // Removes exactly the ids it ended, so a session created meanwhile stays listed.
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for m in &doomed {
+            pipe.cmd("DEL").arg(self.key("s", m));
+        }
+        pipe.cmd("SREM").arg(&set).arg(&doomed).ignore();
+        let deleted: Vec<i64> = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| failure("end sessions", &e))?;
+        let ended = deleted.iter().filter(|&&n| n > 0).count();
+        Ok(u32::try_from(ended).unwrap_or(u32::MAX))
     }
-    async fn park_login(&self, _id: &str, _l: &PendingLogin, _ttl: Duration) -> StoreResult<()> {
-        todo()
+
+    async fn park_login(&self, id: &str, login: &PendingLogin, ttl: Duration) -> StoreResult<()> {
+        let json = encode("pending login", login)?;
+        self.set_px(&self.key("p", &token(id)), &json, ttl, "park login")
+            .await
     }
-    async fn pending_login(&self, _id: &str) -> StoreResult<Option<PendingLogin>> {
-        todo()
+
+    async fn pending_login(&self, id: &str) -> StoreResult<Option<PendingLogin>> {
+        let raw = self
+            .get(&self.key("p", &token(id)), "read pending login")
+            .await?;
+        decode("pending login", raw)
     }
-    async fn take_login(&self, _id: &str) -> StoreResult<Option<PendingLogin>> {
-        todo()
+
+    // GET and DEL in one MULTI: only the first transaction to run sees the value. (Same effect
+    // as GETDEL, which needs Redis 6.2.)
+    async fn take_login(&self, id: &str) -> StoreResult<Option<PendingLogin>> {
+        let tok = token(id);
+        let (raw, _): (Option<Vec<u8>>, i64) = redis::pipe()
+            .atomic()
+            .cmd("GET")
+            .arg(self.key("p", &tok))
+            .cmd("DEL")
+            .arg(self.key("p", &tok))
+            .arg(self.key("pa", &tok))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| failure("take pending login", &e))?;
+        decode("pending login", raw)
     }
-    async fn count_attempt(&self, _id: &str, _ttl: Duration) -> StoreResult<u32> {
-        todo()
+
+    async fn count_attempt(&self, id: &str, ttl: Duration) -> StoreResult<u32> {
+        self.count(&self.key("pa", &token(id)), ttl, "count attempt")
+            .await
     }
-    async fn two_factor(&self, _user: &str) -> StoreResult<Option<TwoFactorRecord>> {
-        todo()
+
+    async fn two_factor(&self, user: &str) -> StoreResult<Option<TwoFactorRecord>> {
+        let raw = self.get(&self.key("u", user), "read 2FA record").await?;
+        decode("2FA record", raw)
     }
-    async fn save_two_factor(&self, _user: &str, _r: &TwoFactorRecord) -> StoreResult<()> {
-        todo()
+
+    async fn save_two_factor(&self, user: &str, record: &TwoFactorRecord) -> StoreResult<()> {
+        let json = encode("2FA record", record)?;
+        redis::cmd("SET")
+            .arg(self.key("u", user))
+            .arg(json)
+            .exec_async(&mut self.conn())
+            .await
+            .map_err(|e| failure("save 2FA record", &e))
     }
-    async fn remove_two_factor(&self, _user: &str) -> StoreResult<bool> {
-        todo()
+
+    async fn remove_two_factor(&self, user: &str) -> StoreResult<bool> {
+        let (record, _): (i64, i64) = redis::pipe()
+            .atomic()
+            .cmd("DEL")
+            .arg(self.key("u", user))
+            .cmd("DEL")
+            .arg(self.key("rc", user))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| failure("remove 2FA record", &e))?;
+        Ok(record > 0)
     }
-    async fn set_recovery_codes(&self, _user: &str, _h: &[String]) -> StoreResult<()> {
-        todo()
+
+    // One MULTI, so no moment where old and new codes are both usable, or neither.
+    async fn set_recovery_codes(&self, user: &str, hashes: &[String]) -> StoreResult<()> {
+        let key = self.key("rc", user);
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("DEL").arg(&key).ignore();
+        if !hashes.is_empty() {
+            pipe.cmd("SADD").arg(&key).arg(hashes).ignore();
+        }
+        pipe.exec_async(&mut self.conn())
+            .await
+            .map_err(|e| failure("set recovery codes", &e))
     }
-    async fn use_recovery_code(&self, _user: &str, _h: &str) -> StoreResult<bool> {
-        todo()
+
+    async fn use_recovery_code(&self, user: &str, hash: &str) -> StoreResult<bool> {
+        let removed: i64 = redis::cmd("SREM")
+            .arg(self.key("rc", user))
+            .arg(hash)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| failure("use recovery code", &e))?;
+        Ok(removed == 1)
     }
-    async fn recovery_codes_left(&self, _user: &str) -> StoreResult<u32> {
-        todo()
+
+    async fn recovery_codes_left(&self, user: &str) -> StoreResult<u32> {
+        let n: u64 = redis::cmd("SCARD")
+            .arg(self.key("rc", user))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| failure("count recovery codes", &e))?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
+
     async fn put_enrollment(
         &self,
-        _user: &str,
-        _e: &Enrollment,
-        _ttl: Duration,
+        user: &str,
+        enrollment: &Enrollment,
+        ttl: Duration,
     ) -> StoreResult<()> {
-        todo()
+        let json = encode("enrollment", enrollment)?;
+        self.set_px(&self.key("e", user), &json, ttl, "save enrollment")
+            .await
     }
-    async fn enrollment(&self, _user: &str) -> StoreResult<Option<Enrollment>> {
-        todo()
+
+    async fn enrollment(&self, user: &str) -> StoreResult<Option<Enrollment>> {
+        let raw = self.get(&self.key("e", user), "read enrollment").await?;
+        decode("enrollment", raw)
     }
-    async fn delete_enrollment(&self, _user: &str) -> StoreResult<()> {
-        todo()
+
+    async fn delete_enrollment(&self, user: &str) -> StoreResult<()> {
+        self.del(&self.key("e", user), "delete enrollment").await
     }
-    async fn claim_totp_step(&self, _user: &str, _step: u64, _ttl: Duration) -> StoreResult<bool> {
-        todo()
+
+    async fn claim_totp_step(&self, user: &str, step: u64, ttl: Duration) -> StoreResult<bool> {
+        let claimed: i64 = self
+            .claim_step
+            .key(self.key("t", user))
+            .arg(step.to_string())
+            .arg(millis(ttl))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| failure("claim TOTP step", &e))?;
+        Ok(claimed == 1)
     }
-    async fn count_failure(&self, _user: &str, _b: u64, _ttl: Duration) -> StoreResult<u32> {
-        todo()
+
+    async fn count_failure(&self, user: &str, bucket: u64, ttl: Duration) -> StoreResult<u32> {
+        self.count(&self.failures_key(user, bucket), ttl, "count failure")
+            .await
     }
-    async fn clear_failures(&self, _user: &str, _b: u64) -> StoreResult<()> {
-        todo()
+
+    async fn clear_failures(&self, user: &str, bucket: u64) -> StoreResult<()> {
+        self.del(&self.failures_key(user, bucket), "clear failures")
+            .await
     }
-    async fn lock_account(&self, _user: &str, _until: u64, _ttl: Duration) -> StoreResult<()> {
-        todo()
+
+    async fn lock_account(&self, user: &str, until: u64, ttl: Duration) -> StoreResult<()> {
+        self.set_px(
+            &self.key("l", user),
+            until.to_string().as_bytes(),
+            ttl,
+            "lock account",
+        )
+        .await
     }
-    async fn locked_until(&self, _user: &str) -> StoreResult<Option<u64>> {
-        todo()
+
+    async fn locked_until(&self, user: &str) -> StoreResult<Option<u64>> {
+        let raw = self.get(&self.key("l", user), "read lock").await?;
+        raw.map(|bytes| {
+            std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| StoreError::Corrupt("account lock: not a unix time".into()))
+        })
+        .transpose()
     }
-    async fn unlock_account(&self, _user: &str) -> StoreResult<()> {
-        todo()
+
+    async fn unlock_account(&self, user: &str) -> StoreResult<()> {
+        self.del(&self.key("l", user), "unlock account").await
     }
 }

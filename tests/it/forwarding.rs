@@ -154,7 +154,7 @@ async fn the_proxy_prefix_is_never_forwarded() {
     })
     .await;
     let proxy = proxy(up, &[]).await;
-    for path in ["/_2fa", "/_2fa/", "/_2fa/anything", "/_2fa/settings?x=1"] {
+    for path in ["/_2fa", "/_2fa/", "/_2fa/anything", "/_2fa/nothing?x=1"] {
         let res = get(
             &format!("http://{}{path}", proxy.addr),
             &[("Accept", "text/html")],

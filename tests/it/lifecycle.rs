@@ -8,7 +8,7 @@ async fn drains_on(signal: &str) {
     let (up, _stop) = demo_upstream().await;
     let mut proxy = ProxyProcess::start(&format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nshutdown_grace = \"10s\"\n\
-         [upstream]\nurl = \"http://{up}\"\n"
+         [upstream]\nurl = \"http://{up}\"\n[app]\npublic_paths = [\"/debug/\"]\n"
     ));
     let addr = proxy.addr;
     let in_flight =

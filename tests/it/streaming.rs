@@ -102,7 +102,7 @@ async fn a_gigabyte_each_way_keeps_memory_flat() {
     const SIZE: u64 = 1 << 30;
     let (up, _stop) = demo_upstream().await;
     let proxy = ProxyProcess::start(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{up}\"\n"
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{up}\"\n[app]\npublic_paths = [\"/debug/\"]\n"
     ));
     let baseline = proxy.rss_kib();
 

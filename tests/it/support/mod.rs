@@ -3,6 +3,10 @@
 
 #![allow(dead_code)]
 
+pub mod redis;
+
+pub mod browser;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::io::{BufRead, BufReader};
@@ -37,6 +41,9 @@ admin_listen = "127.0.0.1:0"
 shutdown_grace = "5s"
 [app]
 name = "Test App"
+# Forwarding tests exercise the proxy path without signing in: everything is public here.
+# Tests of the gate and the login flow start from LOGIN_TOML instead.
+public_paths = ["/"]
 [session]
 insecure_http_cookies = true
 "#;

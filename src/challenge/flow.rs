@@ -1,0 +1,261 @@
+//! The challenge pages: after the app accepted a password, the user proves the second factor
+//! (or uses a recovery code); the parked login is then taken once and replayed with a new
+//! proxy session.
+
+use http::{HeaderMap, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+
+use crate::body::Body;
+use crate::challenge::verify::{self, Outcome};
+use crate::forms::{self, read_form, token_matches};
+use crate::login::parked::Parked;
+use crate::pages::{self, ChallengePage, RecoveryPage};
+use crate::session::cookie;
+use crate::state::Core;
+use crate::store::{PendingLogin, Store, StoreResult};
+
+/// Which page the user is on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Code,
+    Recovery,
+}
+
+async fn pending(core: &Core, headers: &HeaderMap) -> StoreResult<Option<(String, PendingLogin)>> {
+    let Some(id) = cookie::find(headers, core.sessions.names.pending).filter(|v| !v.is_empty())
+    else {
+        return Ok(None);
+    };
+    Ok(core
+        .store
+        .pending_login(id)
+        .await?
+        .map(|p| (id.to_owned(), p)))
+}
+
+/// The page for a sign-in that is gone (expired, used, cancelled).
+pub fn expired(core: &Core) -> Response<Body> {
+    let minutes = core.config.twofactor.challenge_ttl.as_secs().div_ceil(60);
+    let mut res = notice(
+        core,
+        StatusCode::UNAUTHORIZED,
+        "Please sign in again",
+        format!(
+            "For your security, this sign-in step has ended (they last {minutes} minutes and work once)."
+        ),
+    );
+    let names = &core.sessions.names;
+    res.headers_mut()
+        .append(header::SET_COOKIE, names.clear(names.pending));
+    res
+}
+
+pub fn notice(core: &Core, status: StatusCode, heading: &str, message: String) -> Response<Body> {
+    pages::page(
+        status,
+        &pages::NoticePage {
+            app_name: &core.brand.app_name,
+            assets: &core.brand.assets,
+            heading,
+            message,
+            link: Some((core.config.app.login_page.clone(), "Go to sign in")),
+        },
+    )
+}
+
+pub fn locked(core: &Core, retry_after: u64) -> Response<Body> {
+    let mut res = pages::page(
+        StatusCode::TOO_MANY_REQUESTS,
+        &pages::NoticePage {
+            app_name: &core.brand.app_name,
+            assets: &core.brand.assets,
+            heading: "Too many wrong codes",
+            message: format!(
+                "To protect your account, sign-in is paused after several wrong codes. {}",
+                pages::retry_words(retry_after)
+            ),
+            link: None,
+        },
+    );
+    if let Ok(v) = http::HeaderValue::from_str(&retry_after.to_string()) {
+        res.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    res
+}
+
+pub fn form_error(core: &Core, e: forms::FormError) -> Response<Body> {
+    let status = match e {
+        forms::FormError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        forms::FormError::CrossOrigin => StatusCode::FORBIDDEN,
+        forms::FormError::Malformed | forms::FormError::Repeated => StatusCode::BAD_REQUEST,
+    };
+    pages::error(&core.brand, status, true)
+}
+
+fn render(
+    core: &Core,
+    kind: Kind,
+    pending: &PendingLogin,
+    error: Option<String>,
+    status: StatusCode,
+) -> Response<Body> {
+    let (app_name, assets, prefix) = (&core.brand.app_name, &core.brand.assets, core.prefix());
+    match kind {
+        Kind::Code => pages::page(
+            status,
+            &ChallengePage {
+                app_name,
+                assets,
+                prefix,
+                user: &pending.user,
+                csrf: &pending.csrf,
+                error,
+            },
+        ),
+        Kind::Recovery => pages::page(
+            status,
+            &RecoveryPage {
+                app_name,
+                assets,
+                prefix,
+                user: &pending.user,
+                csrf: &pending.csrf,
+                error,
+            },
+        ),
+    }
+}
+
+pub async fn show(
+    core: &Core,
+    req: &Request<Incoming>,
+    recovery: bool,
+) -> StoreResult<Response<Body>> {
+    let kind = if recovery { Kind::Recovery } else { Kind::Code };
+    Ok(match pending(core, req.headers()).await? {
+        Some((_, p)) => render(core, kind, &p, None, StatusCode::OK),
+        None => expired(core),
+    })
+}
+
+pub async fn submit(
+    core: &Core,
+    req: Request<Incoming>,
+    recovery: bool,
+) -> StoreResult<Response<Body>> {
+    let kind = if recovery { Kind::Recovery } else { Kind::Code };
+    let form = match read_form(req).await {
+        Ok(f) => f,
+        Err(e) => return Ok(form_error(core, e)),
+    };
+    let Some((id, pending)) = pending(core, &form.parts.headers).await? else {
+        return Ok(expired(core));
+    };
+    if !token_matches(form.get("csrf"), &pending.csrf) {
+        return Ok(pages::error(&core.brand, StatusCode::FORBIDDEN, true));
+    }
+    let user = pending.user.clone();
+    let Some(record) = core.store.two_factor(&user).await? else {
+        // 2FA was reset while this sign-in waited: start over.
+        core.store.take_login(&id).await?;
+        return Ok(expired(core));
+    };
+    let tf = &core.config.twofactor;
+    let attempts = core.store.count_attempt(&id, tf.challenge_ttl).await?;
+    if attempts > tf.max_attempts_per_challenge {
+        core.store.take_login(&id).await?;
+        tracing::info!(target: "audit", event = "challenge_abandoned", user, attempts);
+        return Ok(notice(
+            core,
+            StatusCode::UNAUTHORIZED,
+            "Too many tries",
+            "This sign-in had too many wrong codes. Please sign in again.".to_owned(),
+        ));
+    }
+    let code = form.get("code");
+    let method = if kind == Kind::Recovery {
+        "recovery"
+    } else {
+        "totp"
+    };
+    let outcome = match kind {
+        Kind::Code => verify::verify(core, &user, &record, code).await?,
+        Kind::Recovery => verify::verify_recovery(core, &user, code).await?,
+    };
+    match outcome {
+        Outcome::Passed => {
+            core.metrics.challenge(method, "passed");
+            finish(core, &id, &form.parts.headers).await
+        }
+        Outcome::Failed { tries_left } => {
+            core.metrics.challenge(method, "failed");
+            let left_here = tf.max_attempts_per_challenge.saturating_sub(attempts);
+            let error = if left_here == 0 {
+                "That code did not work, and this sign-in has no tries left. Please sign in again."
+                    .to_owned()
+            } else {
+                pages::wrong_code_words(tries_left.min(left_here))
+            };
+            Ok(render(
+                core,
+                kind,
+                &pending,
+                Some(error),
+                StatusCode::UNAUTHORIZED,
+            ))
+        }
+        Outcome::Locked { retry_after } => {
+            core.metrics.challenge(method, "locked");
+            Ok(locked(core, retry_after))
+        }
+    }
+}
+
+/// The code was right: take the pending login (once), start a session, replay the app's answer.
+async fn finish(core: &Core, id: &str, headers: &HeaderMap) -> StoreResult<Response<Body>> {
+    let Some(pending) = core.store.take_login(id).await? else {
+        return Ok(expired(core));
+    };
+    let Some(parked) = Parked::open(&core.sealer, &pending.user, &pending.parked) else {
+        tracing::error!(
+            user = pending.user,
+            "a parked login could not be opened (key changed?)"
+        );
+        return Ok(expired(core));
+    };
+    if let Some(old) = cookie::find(headers, core.sessions.names.session) {
+        core.sessions.end(old).await?;
+    }
+    let session = core.sessions.create(&pending.user, false, None).await?;
+    tracing::info!(target: "audit", event = "challenge_passed", user = pending.user);
+    let mut res = parked.into_response();
+    let names = &core.sessions.names;
+    let h = res.headers_mut();
+    h.append(header::SET_COOKIE, core.sessions.set_cookie(&session.id));
+    h.append(header::SET_COOKIE, names.clear(names.pending));
+    h.insert(
+        header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    Ok(res)
+}
+
+/// "Cancel": forget the pending login and go back to the app's login page.
+pub async fn cancel(core: &Core, req: Request<Incoming>) -> StoreResult<Response<Body>> {
+    let form = match read_form(req).await {
+        Ok(f) => f,
+        Err(e) => return Ok(form_error(core, e)),
+    };
+    if let Some((id, p)) = pending(core, &form.parts.headers).await?
+        && token_matches(form.get("csrf"), &p.csrf)
+    {
+        core.store.take_login(&id).await?;
+        tracing::info!(target: "audit", event = "challenge_cancelled", user = p.user);
+    }
+    let mut res = pages::redirect(&core.config.app.login_page);
+    let names = &core.sessions.names;
+    res.headers_mut()
+        .append(header::SET_COOKIE, names.clear(names.pending));
+    // The app's session was never handed over; nothing else to undo.
+    Ok(res)
+}

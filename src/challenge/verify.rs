@@ -1,0 +1,134 @@
+//! Checking a second factor for a user, with the brute-force rules around it: a per-account
+//! failure counter in the store (shared by replicas, surviving restarts), lockouts answered
+//! with a retry time, and each TOTP step accepted once (RFC 6238 5.2).
+
+use std::time::Duration;
+
+use crate::challenge::{recovery, totp};
+use crate::state::Core;
+use crate::store::{Store, StoreResult, TwoFactorRecord};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Passed,
+    /// Wrong, reused or malformed; `tries_left` before the account locks.
+    Failed {
+        tries_left: u32,
+    },
+    /// Locked; try again in this many seconds.
+    Locked {
+        retry_after: u64,
+    },
+}
+
+/// Seconds left on the user's lock, if locked now.
+pub async fn locked_for(core: &Core, user: &str) -> StoreResult<Option<u64>> {
+    let now = core.clock.now();
+    Ok(core
+        .store
+        .locked_until(user)
+        .await?
+        .filter(|until| *until > now)
+        .map(|until| until - now))
+}
+
+/// How long the store remembers a claimed step: past the end of the skew window.
+fn step_ttl(core: &Core) -> Duration {
+    Duration::from_secs((2 * u64::from(core.config.totp.skew) + 2) * totp::STEP_SECONDS)
+}
+
+/// The TOTP key of a 2FA record, opened.
+pub fn totp_secret(core: &Core, user: &str, record: &TwoFactorRecord) -> Option<Vec<u8>> {
+    core.sealer
+        .open("totp", user, record.totp_secret.as_deref()?)
+}
+
+/// Checks `code` against a TOTP key and claims its step; no lockout bookkeeping.
+pub async fn totp_matches(core: &Core, user: &str, secret: &[u8], code: &str) -> StoreResult<bool> {
+    let Some(code) = totp::TotpCode::parse(code) else {
+        return Ok(false);
+    };
+    let Some(step) = totp::check(secret, &code, core.clock.now(), core.config.totp.skew) else {
+        return Ok(false);
+    };
+    core.store.claim_totp_step(user, step, step_ttl(core)).await
+}
+
+/// A code from the user's authenticator app, or (if it looks like one) a recovery code.
+pub async fn verify(
+    core: &Core,
+    user: &str,
+    record: &TwoFactorRecord,
+    code: &str,
+) -> StoreResult<Outcome> {
+    if let Some(retry_after) = locked_for(core, user).await? {
+        return Ok(Outcome::Locked { retry_after });
+    }
+    let ok = if totp::TotpCode::parse(code).is_some() {
+        match totp_secret(core, user, record) {
+            Some(secret) => totp_matches(core, user, &secret, code).await?,
+            None => false,
+        }
+    } else {
+        use_recovery_code(core, user, code).await?
+    };
+    settle(core, user, ok).await
+}
+
+/// A recovery code only (the challenge's recovery page).
+pub async fn verify_recovery(core: &Core, user: &str, code: &str) -> StoreResult<Outcome> {
+    if let Some(retry_after) = locked_for(core, user).await? {
+        return Ok(Outcome::Locked { retry_after });
+    }
+    let ok = use_recovery_code(core, user, code).await?;
+    settle(core, user, ok).await
+}
+
+async fn use_recovery_code(core: &Core, user: &str, code: &str) -> StoreResult<bool> {
+    let Some(normalized) = recovery::normalize(code) else {
+        return Ok(false);
+    };
+    let used = core
+        .store
+        .use_recovery_code(user, &core.sealer.hash_code("recovery", &normalized))
+        .await?;
+    if used {
+        let left = core.store.recovery_codes_left(user).await.unwrap_or(0);
+        tracing::info!(target: "audit", event = "recovery_code_used", user, codes_left = left);
+    }
+    Ok(used)
+}
+
+fn bucket(core: &Core) -> u64 {
+    core.clock.now() / core.config.twofactor.lockout_window.as_secs().max(1)
+}
+
+/// Records the result: a success clears the window's failures; a failure counts and may lock.
+async fn settle(core: &Core, user: &str, ok: bool) -> StoreResult<Outcome> {
+    let tf = &core.config.twofactor;
+    if ok {
+        core.store.clear_failures(user, bucket(core)).await?;
+        return Ok(Outcome::Passed);
+    }
+    let failures = core
+        .store
+        .count_failure(user, bucket(core), tf.lockout_window)
+        .await?;
+    tracing::info!(target: "audit", event = "second_factor_failed", user, failures);
+    if failures >= tf.lockout_threshold {
+        let now = core.clock.now();
+        let until = now + tf.lockout_duration.as_secs();
+        core.store
+            .lock_account(user, until, tf.lockout_duration)
+            .await?;
+        core.store.clear_failures(user, bucket(core)).await?;
+        core.metrics.lockouts.inc();
+        tracing::warn!(target: "audit", event = "account_locked", user, seconds = tf.lockout_duration.as_secs());
+        return Ok(Outcome::Locked {
+            retry_after: until - now,
+        });
+    }
+    Ok(Outcome::Failed {
+        tries_left: tf.lockout_threshold - failures,
+    })
+}

@@ -1,0 +1,154 @@
+//! Reading the proxy's own form and JSON posts: bounded, one value per field, same-origin.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, Request, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use subtle::ConstantTimeEq;
+
+/// Our forms are tiny; anything bigger is not one of them.
+pub const FORM_LIMIT: usize = 16 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FormError {
+    TooLarge,
+    Malformed,
+    /// A field sent twice (e.g. several codes in one request).
+    Repeated,
+    CrossOrigin,
+}
+
+pub struct Form {
+    pub parts: Parts,
+    fields: HashMap<String, String>,
+}
+
+impl Form {
+    pub fn get(&self, name: &str) -> &str {
+        self.fields.get(name).map_or("", String::as_str)
+    }
+}
+
+pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, FormError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(FormError::TooLarge)
+        }
+        Err(_) => Err(FormError::Malformed),
+    }
+}
+
+/// A same-origin `application/x-www-form-urlencoded` post, parsed.
+pub async fn read_form(req: Request<Incoming>) -> Result<Form, FormError> {
+    let (parts, body) = req.into_parts();
+    if !same_origin(&parts.headers) {
+        return Err(FormError::CrossOrigin);
+    }
+    let bytes = read_body(body, FORM_LIMIT).await?;
+    let mut fields = HashMap::new();
+    for (k, v) in form_urlencoded::parse(&bytes) {
+        if fields.insert(k.into_owned(), v.into_owned()).is_some() {
+            return Err(FormError::Repeated);
+        }
+    }
+    Ok(Form { parts, fields })
+}
+
+/// A same-origin JSON post whose body is an object of string fields.
+pub async fn read_json(
+    req: Request<Incoming>,
+) -> Result<(Parts, serde_json::Map<String, serde_json::Value>), FormError> {
+    let (parts, body) = req.into_parts();
+    if !same_origin(&parts.headers) {
+        return Err(FormError::CrossOrigin);
+    }
+    let is_json = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"));
+    if !is_json {
+        return Err(FormError::Malformed);
+    }
+    let bytes = read_body(body, FORM_LIMIT).await?;
+    match serde_json::from_slice(&bytes) {
+        Ok(serde_json::Value::Object(map)) => Ok((parts, map)),
+        _ => Err(FormError::Malformed),
+    }
+}
+
+/// Browsers say where a request came from; refuse anything that says "another site".
+/// (CSRF tokens do the real work; this closes the gap for clients that lose them.)
+pub fn same_origin(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
+        && !matches!(site, "same-origin" | "none")
+    {
+        return false;
+    }
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest);
+    !host.is_empty() && origin_host.eq_ignore_ascii_case(host)
+}
+
+/// Constant-time token comparison.
+pub fn token_matches(given: &str, expected: &str) -> bool {
+    !expected.is_empty() && bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn origins() {
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(*k, HeaderValue::from_static(v));
+            }
+            m
+        };
+        assert!(same_origin(&h(&[("host", "app.example")])));
+        assert!(same_origin(&h(&[
+            ("host", "app.example"),
+            ("origin", "https://app.example")
+        ])));
+        assert!(!same_origin(&h(&[
+            ("host", "app.example"),
+            ("origin", "https://evil.example")
+        ])));
+        assert!(!same_origin(&h(&[
+            ("host", "app.example"),
+            ("origin", "null")
+        ])));
+        assert!(!same_origin(&h(&[
+            ("host", "app.example"),
+            ("sec-fetch-site", "cross-site")
+        ])));
+        assert!(same_origin(&h(&[
+            ("host", "app.example"),
+            ("sec-fetch-site", "same-origin")
+        ])));
+    }
+
+    #[test]
+    fn tokens() {
+        assert!(token_matches("abc", "abc"));
+        assert!(!token_matches("abd", "abc"));
+        assert!(!token_matches("", ""));
+    }
+}

@@ -1,0 +1,237 @@
+//! Watching the app's own login. The POST is buffered (bounded) to read the account name, then
+//! forwarded unchanged. If the app accepts the password, its answer is held back: the user
+//! proves a second factor first (or enrolls, under the "required" policy).
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+
+use crate::body::Body;
+use crate::config::Enforcement;
+use crate::forms::{FormError, read_body};
+use crate::login::parked::{PARK_LIMIT, Parked};
+use crate::pages;
+use crate::secrets::random_token;
+use crate::session::cookie;
+use crate::state::Core;
+use crate::store::{PendingLogin, Store, StoreError};
+use crate::upstream::{ConnInfo, Upstream};
+
+/// Login posts larger than this are refused (413) rather than buffered.
+pub const LOGIN_BODY_LIMIT: usize = 64 * 1024;
+
+pub async fn watch_login(
+    core: &Core,
+    upstream: &Upstream,
+    req: Request<Incoming>,
+    conn: &ConnInfo,
+) -> Result<Response<Body>, StoreError> {
+    let wants_html = pages::wants_html(req.headers());
+    let (mut parts, body) = req.into_parts();
+    let body = match read_body(body, LOGIN_BODY_LIMIT).await {
+        Ok(b) => b,
+        Err(FormError::TooLarge) => {
+            return Ok(pages::error(
+                &core.brand,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                wants_html,
+            ));
+        }
+        Err(_) => {
+            return Ok(pages::error(
+                &core.brand,
+                StatusCode::BAD_REQUEST,
+                wants_html,
+            ));
+        }
+    };
+    let json = is_json(&parts.headers);
+    let typed_user = username_from_body(&body, json, &core.config.app.username_field);
+    let old_session = cookie::find(&parts.headers, core.sessions.names.session).map(str::to_owned);
+    core.prepare_upstream_headers(&mut parts.headers, None);
+
+    let res = match upstream
+        .forward(Request::from_parts(parts, Body::from(body)), conn)
+        .await
+    {
+        Ok(res) => res,
+        Err(e) => return Ok(pages::error(&core.brand, e.status(), wants_html)),
+    };
+    let app = &core.config.app;
+    let accepted = app.success_status.contains(&res.status().as_u16())
+        && res
+            .headers()
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .any(|v| cookie::sets_cookie(v, &app.success_cookie));
+    if !accepted {
+        return Ok(res);
+    }
+
+    let (mut head, body) = res.into_parts();
+    // The app's own word on who logged in wins over what was typed; it never reaches the browser.
+    let named = app
+        .user_header
+        .as_deref()
+        .and_then(|h| head.headers.remove(h));
+    let raw_user = named
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or(typed_user);
+    let Some(user) = raw_user.as_deref().and_then(|u| core.canonical_user(u)) else {
+        // The app let someone in and we cannot tell who: never hand over its session.
+        tracing::error!("the app accepted a login but no account name was found; login refused");
+        return Ok(pages::error(
+            &core.brand,
+            StatusCode::BAD_GATEWAY,
+            wants_html,
+        ));
+    };
+    let body = match http_body_util::Limited::new(body, PARK_LIMIT)
+        .collect_bytes()
+        .await
+    {
+        Some(b) => b,
+        None => {
+            tracing::error!(
+                user,
+                "the app's login answer is too large or broke off; login refused"
+            );
+            return Ok(pages::error(
+                &core.brand,
+                StatusCode::BAD_GATEWAY,
+                wants_html,
+            ));
+        }
+    };
+    let parked = Parked::new(head.status, &head.headers, &body);
+
+    // Whatever session the browser brought is over: a login never inherits an old id.
+    if let Some(old) = &old_session {
+        core.sessions.end(old).await?;
+    }
+
+    let record = core.store.two_factor(&user).await?;
+    if record.is_some() {
+        let id = random_token();
+        let pending = PendingLogin {
+            user: user.clone(),
+            created: core.clock.now(),
+            parked: parked.seal(&core.sealer, &user),
+            csrf: random_token(),
+            json,
+        };
+        let ttl = core.config.twofactor.challenge_ttl;
+        core.store.park_login(&id, &pending, ttl).await?;
+        tracing::info!(target: "audit", event = "challenge_issued", user, method = "totp");
+        let names = &core.sessions.names;
+        let mut res = if json {
+            pages::json(
+                StatusCode::UNAUTHORIZED,
+                &serde_json::json!({
+                    "error": "second_factor_required",
+                    "method": "totp",
+                    "challenge": format!("{}/api/v1/challenge", core.prefix()),
+                }),
+            )
+        } else {
+            pages::redirect(&format!("{}/challenge", core.prefix()))
+        };
+        let h = res.headers_mut();
+        h.append(
+            header::SET_COOKIE,
+            names.set(names.pending, &id, Some(ttl.as_secs())),
+        );
+        if old_session.is_some() {
+            h.append(header::SET_COOKIE, core.sessions.clear_cookie());
+        }
+        return Ok(res);
+    }
+
+    match core.config.twofactor.enforcement {
+        Enforcement::Optional => {
+            let session = core.sessions.create(&user, false, None).await?;
+            tracing::info!(target: "audit", event = "login_without_second_factor", user);
+            let mut res = parked.into_response();
+            res.headers_mut()
+                .append(header::SET_COOKIE, core.sessions.set_cookie(&session.id));
+            Ok(res)
+        }
+        Enforcement::Required => {
+            let sealed = parked.seal(&core.sealer, &user);
+            let session = core.sessions.create(&user, true, Some(sealed)).await?;
+            tracing::info!(target: "audit", event = "enrollment_required", user);
+            let mut res = if json {
+                pages::json(
+                    StatusCode::UNAUTHORIZED,
+                    &serde_json::json!({
+                        "error": "enrollment_required",
+                        "settings": format!("{}/api/v1/status", core.prefix()),
+                    }),
+                )
+            } else {
+                pages::redirect(&format!("{}/settings", core.prefix()))
+            };
+            res.headers_mut()
+                .append(header::SET_COOKIE, core.sessions.set_cookie(&session.id));
+            Ok(res)
+        }
+    }
+}
+
+fn is_json(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"))
+}
+
+/// The account name field of a form or top-level JSON body.
+fn username_from_body(body: &Bytes, json: bool, field: &str) -> Option<String> {
+    if json {
+        let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+        return v.get(field)?.as_str().map(str::to_owned);
+    }
+    form_urlencoded::parse(body)
+        .find(|(k, _)| k == field)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Collecting a limited body into bytes, `None` if it exceeds the limit or breaks.
+trait CollectBytes {
+    async fn collect_bytes(self) -> Option<Bytes>;
+}
+
+impl<B> CollectBytes for http_body_util::Limited<B>
+where
+    B: http_body::Body + Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    async fn collect_bytes(self) -> Option<Bytes> {
+        use http_body_util::BodyExt as _;
+        self.collect().await.ok().map(|c| c.to_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_from_forms_and_json() {
+        let form = Bytes::from_static(b"username=Alice%40example.com&password=x");
+        assert_eq!(
+            username_from_body(&form, false, "username").as_deref(),
+            Some("Alice@example.com")
+        );
+        let json = Bytes::from_static(br#"{"username":"bob","password":"x"}"#);
+        assert_eq!(
+            username_from_body(&json, true, "username").as_deref(),
+            Some("bob")
+        );
+        assert_eq!(username_from_body(&json, true, "email"), None);
+        let array = Bytes::from_static(br#"{"username":["a","b"]}"#);
+        assert_eq!(username_from_body(&array, true, "username"), None);
+    }
+}

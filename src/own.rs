@@ -1,0 +1,67 @@
+//! The proxy's own routes under the prefix (`/_2fa` by default): the challenge, the settings
+//! pages and their assets. The upstream never sees these paths.
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::body::Body;
+use crate::challenge::flow;
+use crate::enrollment;
+use crate::pages;
+use crate::state::Core;
+use crate::store::StoreResult;
+
+pub async fn handle(
+    core: &Core,
+    req: Request<Incoming>,
+    path: &str,
+) -> StoreResult<Response<Body>> {
+    let rest = &path[core.prefix().len()..];
+    let method = req.method().clone();
+    match (&method, rest) {
+        (&Method::GET | &Method::HEAD, "/assets/style.css") => return Ok(pages::stylesheet()),
+        (&Method::GET, "/challenge") => return flow::show(core, &req, false).await,
+        (&Method::POST, "/challenge") => return flow::submit(core, req, false).await,
+        (&Method::GET, "/challenge/recovery") => return flow::show(core, &req, true).await,
+        (&Method::POST, "/challenge/recovery") => return flow::submit(core, req, true).await,
+        (&Method::POST, "/challenge/cancel") => return flow::cancel(core, req).await,
+        _ => {}
+    }
+    let settings = matches!(
+        (&method, rest),
+        (
+            &Method::GET,
+            "/settings" | "/settings/totp" | "/settings/continue"
+        ) | (
+            &Method::POST,
+            "/settings/totp"
+                | "/settings/disable"
+                | "/settings/recovery-codes"
+                | "/settings/recovery-codes.txt"
+        )
+    );
+    if !settings {
+        return Ok(pages::error(
+            &core.brand,
+            StatusCode::NOT_FOUND,
+            pages::wants_html(req.headers()),
+        ));
+    }
+    let Some(session) = core.sessions.load(req.headers()).await? else {
+        return Ok(enrollment::sign_in_first(core));
+    };
+    match (&method, rest) {
+        (&Method::GET, "/settings") => enrollment::status(core, &session, &req).await,
+        (&Method::GET, "/settings/totp") => enrollment::setup(core, &session).await,
+        (&Method::POST, "/settings/totp") => enrollment::confirm(core, &session, req).await,
+        (&Method::POST, "/settings/disable") => enrollment::disable(core, &session, req).await,
+        (&Method::POST, "/settings/recovery-codes") => {
+            enrollment::regenerate_codes(core, &session, req).await
+        }
+        (&Method::POST, "/settings/recovery-codes.txt") => {
+            enrollment::download_codes(core, &session, req).await
+        }
+        (&Method::GET, "/settings/continue") => enrollment::continue_to_app(core, &session).await,
+        _ => Ok(pages::error(&core.brand, StatusCode::NOT_FOUND, true)),
+    }
+}

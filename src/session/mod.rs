@@ -1,0 +1,125 @@
+//! Proxy sessions: opaque 256-bit ids in a cookie, records in the store, idle and absolute
+//! timeouts enforced here against the clock. A new id at every privilege change.
+
+pub mod cookie;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue};
+
+use crate::clock::SharedClock;
+use crate::config::SessionConfig;
+use crate::secrets::random_token;
+use crate::store::{AnyStore, SessionRecord, Store, StoreResult};
+pub use cookie::CookieNames;
+
+/// A session id and its record, as loaded for this request.
+#[derive(Debug, Clone)]
+pub struct Current {
+    pub id: String,
+    pub record: SessionRecord,
+}
+
+pub struct Sessions {
+    store: Arc<AnyStore>,
+    clock: SharedClock,
+    idle: u64,
+    absolute: u64,
+    /// `last_seen` is rewritten at most this often, so a busy session is not a write per request.
+    touch_every: u64,
+    pub names: CookieNames,
+}
+
+impl Sessions {
+    pub fn new(store: Arc<AnyStore>, clock: SharedClock, config: &SessionConfig) -> Self {
+        let idle = config.idle_timeout.as_secs().max(1);
+        Self {
+            store,
+            clock,
+            idle,
+            absolute: config.absolute_timeout.as_secs().max(1),
+            touch_every: (idle / 4).clamp(1, 60),
+            names: CookieNames::new(config.insecure_http_cookies),
+        }
+    }
+
+    fn ttl(&self, record: &SessionRecord, now: u64) -> Duration {
+        let absolute_left = (record.created + self.absolute).saturating_sub(now);
+        Duration::from_secs(self.idle.min(absolute_left).max(1))
+    }
+
+    /// Starts a session with a fresh id (never one the browser brought: no fixation).
+    pub async fn create(
+        &self,
+        user: &str,
+        must_enroll: bool,
+        parked: Option<String>,
+    ) -> StoreResult<Current> {
+        let now = self.clock.now();
+        let record = SessionRecord {
+            user: user.to_owned(),
+            created: now,
+            last_seen: now,
+            csrf: random_token(),
+            must_enroll,
+            parked,
+        };
+        let id = random_token();
+        self.store
+            .put_session(&id, &record, self.ttl(&record, now))
+            .await?;
+        Ok(Current { id, record })
+    }
+
+    /// The request's session if it exists and has not timed out.
+    pub async fn load(&self, headers: &HeaderMap) -> StoreResult<Option<Current>> {
+        let Some(id) = cookie::find(headers, self.names.session).filter(|v| !v.is_empty()) else {
+            return Ok(None);
+        };
+        let Some(mut record) = self.store.session(id).await? else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        let idle_over = now.saturating_sub(record.last_seen) > self.idle;
+        let absolute_over = now.saturating_sub(record.created) > self.absolute;
+        if idle_over || absolute_over {
+            self.store.delete_session(id).await?;
+            return Ok(None);
+        }
+        if now.saturating_sub(record.last_seen) >= self.touch_every {
+            record.last_seen = now;
+            self.store
+                .put_session(id, &record, self.ttl(&record, now))
+                .await?;
+        }
+        Ok(Some(Current {
+            id: id.to_owned(),
+            record,
+        }))
+    }
+
+    pub async fn end(&self, id: &str) -> StoreResult<()> {
+        self.store.delete_session(id).await
+    }
+
+    /// Replaces a session by a new id with the same user (after a privilege change).
+    pub async fn rotate(&self, current: &Current, must_enroll: bool) -> StoreResult<Current> {
+        let fresh = self.create(&current.record.user, must_enroll, None).await?;
+        self.store.delete_session(&current.id).await?;
+        Ok(fresh)
+    }
+
+    /// Ends every other session of the user (2FA changed or reset).
+    pub async fn end_others(&self, user: &str, keep: Option<&str>) -> StoreResult<u32> {
+        self.store.end_user_sessions(user, keep).await
+    }
+
+    pub fn set_cookie(&self, id: &str) -> HeaderValue {
+        self.names.set(self.names.session, id, Some(self.absolute))
+    }
+
+    pub fn clear_cookie(&self) -> HeaderValue {
+        self.names.clear(self.names.session)
+    }
+}

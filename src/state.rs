@@ -1,0 +1,119 @@
+//! The state every worker shares: config, store, sealer, clock, sessions. Built once in
+//! `app::start`; handlers borrow it.
+
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::login::gate::PathRules;
+use crate::metrics::Metrics;
+use crate::pages::Brand;
+use crate::secrets::Sealer;
+use crate::session::{Sessions, cookie};
+use crate::store::AnyStore;
+
+pub struct Core {
+    pub config: Config,
+    pub store: Arc<AnyStore>,
+    pub sealer: Sealer,
+    pub clock: SharedClock,
+    pub sessions: Sessions,
+    pub brand: Brand,
+    pub metrics: Arc<Metrics>,
+    pub rules: PathRules,
+    pub identity_header: HeaderName,
+}
+
+impl Core {
+    pub fn new(
+        config: Config,
+        store: Arc<AnyStore>,
+        sealer: Sealer,
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let identity_header = HeaderName::try_from(config.app.identity_header.as_str())
+            .map_err(|_| anyhow::anyhow!("app.identity_header is not a header name"))?;
+        let sessions = Sessions::new(store.clone(), clock.clone(), &config.session);
+        let brand = Brand {
+            app_name: config.app.name.clone(),
+            assets: format!("{}/assets", config.twofactor.prefix),
+        };
+        let rules = PathRules {
+            prefix: config.twofactor.prefix.clone(),
+            login_paths: config.app.login_paths.clone(),
+            logout_paths: config.app.logout_paths.clone(),
+            public_paths: config.app.public_paths.clone(),
+        };
+        Ok(Self {
+            config,
+            store,
+            sealer,
+            clock,
+            sessions,
+            brand,
+            metrics,
+            rules,
+            identity_header,
+        })
+    }
+
+    /// Whose session `id` is, for the audit log.
+    pub async fn store_session_user(&self, id: &str) -> crate::store::StoreResult<Option<String>> {
+        use crate::store::Store as _;
+        Ok(self.store.session(id).await?.map(|s| s.user))
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.config.twofactor.prefix
+    }
+
+    /// The account name as it keys everything: trimmed and case-folded unless the app says
+    /// names are case-sensitive (SPEC: `ALICE` must not slip past alice's 2FA).
+    pub fn canonical_user(&self, raw: &str) -> Option<String> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() || trimmed.len() > 256 || trimmed.chars().any(char::is_control) {
+            return None;
+        }
+        Some(if self.config.app.username_case_sensitive {
+            trimmed.to_owned()
+        } else {
+            trimmed.to_lowercase()
+        })
+    }
+
+    /// Readies headers for the upstream: the proxy's cookies and every client copy of the
+    /// identity header (any case, `_` or `-`) removed, then the verified identity set.
+    pub fn prepare_upstream_headers(&self, headers: &mut HeaderMap, identity: Option<&str>) {
+        cookie::strip_ours(headers, &self.sessions.names);
+        let wanted = normalise_header_name(self.identity_header.as_str());
+        let doomed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| normalise_header_name(k.as_str()) == wanted)
+            .cloned()
+            .collect();
+        for name in doomed {
+            headers.remove(name);
+        }
+        if let Some(user) = identity
+            && let Ok(v) = HeaderValue::from_str(user)
+        {
+            headers.insert(self.identity_header.clone(), v);
+        }
+    }
+}
+
+/// Header names compared the way lenient upstreams compare them (case and `_`/`-` folded).
+fn normalise_header_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c == '_' {
+                '-'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect()
+}
