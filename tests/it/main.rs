@@ -14,6 +14,7 @@ mod browser;
 mod config;
 mod forwarding;
 mod lifecycle;
+mod login;
 mod malformed;
 mod store;
 mod streaming;
