@@ -17,7 +17,9 @@ use aws_lc_rs::digest;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisError, Script};
+use redis::io::tcp::TcpSettings;
+use redis::io::tcp::socket2::TcpKeepalive;
+use redis::{IntoConnectionInfo, RedisError, Script};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -31,6 +33,8 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 /// Reconnect attempts per outage before commands fail; the next command starts a new round.
 const RECONNECT_RETRIES: usize = 2;
 const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(500);
+/// Idle time before TCP probes the server, so a silently dead connection is noticed.
+const KEEPALIVE: Duration = Duration::from_secs(15);
 /// Redis refuses expiries that overflow its clock; nothing here needs more than centuries.
 const MAX_TTL_MS: u64 = 1 << 50;
 
@@ -78,9 +82,11 @@ impl RedisStore {
     /// Connects once to check the URL and credentials; later outages are retried per command.
     pub async fn connect(url: &str, prefix: &str) -> StoreResult<Self> {
         // The URL may carry a password: never echo it or the parser's message about it.
-        let client = redis::Client::open(url).map_err(|e| {
+        let info = url.into_connection_info().map_err(|e| {
             StoreError::Unavailable(format!("store URL not usable ({})", e.category()))
         })?;
+        let client = redis::Client::open(info.set_tcp_settings(tcp_settings()))
+            .map_err(|e| failure("connect", &e))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(TIMEOUT))
             .set_response_timeout(Some(TIMEOUT))
@@ -155,6 +161,18 @@ impl RedisStore {
         // A count that does not fit (or went negative by hand) fails closed: treat as too many.
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
+}
+
+/// Nagle off: small request/reply traffic. Keepalive and (on Linux) a user timeout make the
+/// kernel drop a connection whose peer vanished without a reset, so the manager reconnects
+/// instead of timing out every command on a dead socket.
+fn tcp_settings() -> TcpSettings {
+    let settings = TcpSettings::default()
+        .set_nodelay(true)
+        .set_keepalive(TcpKeepalive::new().with_time(KEEPALIVE));
+    #[cfg(target_os = "linux")]
+    let settings = settings.set_user_timeout(TIMEOUT * 3);
+    settings
 }
 
 /// The name under which a bearer id (session, pending login) is stored.

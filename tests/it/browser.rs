@@ -89,3 +89,115 @@ async fn demo_login_through_the_proxy_in_a_browser() {
     proxy.wait().await;
     stop_demo.cancel();
 }
+
+/// The seed's steps in a real browser: Account Settings → Two Factor Authentication → Enable →
+/// authenticator app → read the key → verify → save recovery codes → log out → log in → code →
+/// dashboard. Screenshots of every proxy page land in `<target dir>/screenshots/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enable_totp_and_log_in_with_it_in_a_browser() {
+    use crate::support::site::{Backend, Now, oathtool, site};
+
+    let site = site(Backend::Memory, &[]).await;
+    let base = format!("http://127.0.0.1:{}", site.proxy.addr.port());
+    let browser = Browser::start().await;
+
+    browser.goto(&format!("{base}/")).await;
+    browser.wait_for_path("/login").await;
+    browser.fill("#username", "alice").await;
+    browser.fill("#password", "wonderland").await;
+    browser
+        .click("form[action='/login'] button[type='submit']")
+        .await;
+    browser.wait_for_text("h1", "Dashboard").await;
+
+    browser.click_link("Account Settings").await;
+    browser.wait_for_text("h1", "Account Settings").await;
+    browser.click("#two-factor a.button").await;
+    browser.wait_for_path("/_2fa/settings").await;
+    browser.wait_for_text("h1", "Two-step verification").await;
+    assert!(browser.text("main").await.contains("Recommended"));
+    eprintln!(
+        "screenshot: {}",
+        browser.screenshot("2fa-settings-off").await.display()
+    );
+
+    browser.click("a.choice").await;
+    browser.wait_for_path("/_2fa/settings/totp").await;
+    browser.wait_for("figure.qr svg").await;
+    eprintln!(
+        "screenshot: {}",
+        browser.screenshot("2fa-totp-setup").await.display()
+    );
+    browser.click("details summary").await;
+    let key = browser
+        .wait_for_text("#manual-key", "")
+        .await
+        .replace(' ', "");
+    assert_eq!(key.len(), 32, "manual key: {key:?}");
+    let code = oathtool(&key, site.clock.now_secs());
+    browser.fill("#code", &code).await;
+    browser
+        .click("form[action='/_2fa/settings/totp'] button[type='submit']")
+        .await;
+    browser
+        .wait_for_text("h1", "Save your recovery codes")
+        .await;
+    assert_eq!(
+        browser
+            .client()
+            .find_all(fantoccini::Locator::Css("#recovery-codes li"))
+            .await
+            .unwrap()
+            .len(),
+        10
+    );
+    eprintln!(
+        "screenshot: {}",
+        browser.screenshot("2fa-recovery-codes").await.display()
+    );
+    browser.click("#saved").await;
+    browser
+        .wait_for_text("main", "On — authenticator app")
+        .await;
+    eprintln!(
+        "screenshot: {}",
+        browser.screenshot("2fa-settings-on").await.display()
+    );
+
+    // Log out, then in again: now the code is asked for.
+    browser.goto(&format!("{base}/account")).await;
+    browser.click("form[action='/logout'] button").await;
+    browser.wait_for_path("/login").await;
+    browser.fill("#username", "alice").await;
+    browser.fill("#password", "wonderland").await;
+    browser
+        .click("form[action='/login'] button[type='submit']")
+        .await;
+    browser.wait_for_path("/_2fa/challenge").await;
+    browser
+        .wait_for_text("main", "authenticator app for DCKAP Integrator (alice)")
+        .await;
+    eprintln!(
+        "screenshot: {}",
+        browser.screenshot("2fa-challenge").await.display()
+    );
+
+    browser.fill("#code", "000000").await;
+    browser
+        .click("form[action='/_2fa/challenge'] button[type='submit']")
+        .await;
+    browser.wait_for_text(".error", "did not work").await;
+    eprintln!(
+        "screenshot: {}",
+        browser.screenshot("2fa-challenge-error").await.display()
+    );
+
+    site.clock.advance(30);
+    let code = oathtool(&key, site.clock.now_secs());
+    browser.fill("#code", &code).await;
+    browser
+        .click("form[action='/_2fa/challenge'] button[type='submit']")
+        .await;
+    browser.wait_for_text("h1", "Dashboard").await;
+    browser.close().await;
+}

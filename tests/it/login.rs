@@ -3,117 +3,11 @@
 //! oathtool), the challenge, replay and lockout rules, recovery codes, disabling, the required
 //! policy, session fixation, fail-closed on a store outage, and two replicas sharing Redis.
 
-use std::net::SocketAddr;
-use std::process::Command;
-use std::sync::Arc;
-
 use http::StatusCode;
-use tokio_util::sync::CancellationToken;
-use twofa_proxy::app::Running;
-use twofa_proxy::clock::ManualClock;
-use twofa_proxy::config::Config;
 
 use crate::support::agent::{Agent, input_value};
-use crate::support::redis::RedisServer;
+use crate::support::site::*;
 use crate::support::*;
-
-/// The demo's login wiring, with small limits so lockouts are quick to reach.
-const LOGIN_TOML: &str = r#"
-[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-[app]
-name = "Test App"
-login_paths = ["/login", "/api/login"]
-success_status = [200, 302, 303]
-public_paths = ["/login", "/api/login", "/static/"]
-account_settings_url = "/account"
-[twofactor]
-max_attempts_per_challenge = 4
-lockout_threshold = 3
-lockout_window = "15m"
-lockout_duration = "2m"
-recovery_codes = 4
-[session]
-insecure_http_cookies = true
-"#;
-
-/// 32 bytes of test key; real deployments read theirs from a Secret.
-const TEST_KEY: &str = "dGVzdC1rZXktdGVzdC1rZXktdGVzdC1rZXktMTIzNDU=";
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Backend {
-    Memory,
-    Redis,
-}
-
-struct Site {
-    proxy: Running,
-    clock: Arc<ManualClock>,
-    upstream: SocketAddr,
-    redis: Option<RedisServer>,
-    _stop: CancellationToken,
-}
-
-fn login_config(upstream: SocketAddr, redis: Option<&RedisServer>, overrides: &[(&str, &str)]) -> Config {
-    let mut env = vec![("TWOFA_UPSTREAM__URL".to_owned(), format!("http://{upstream}"))];
-    if let Some(r) = redis {
-        env.push(("TWOFA_STORE__BACKEND".into(), "redis".into()));
-        env.push(("TWOFA_STORE__URL".into(), r.url()));
-        env.push(("TWOFA_SECRETS__ENCRYPTION_KEY".into(), TEST_KEY.into()));
-    }
-    env.extend(overrides.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-    Config::from_toml(LOGIN_TOML, env).unwrap_or_else(|e| panic!("{e}"))
-}
-
-async fn site(backend: Backend, overrides: &[(&str, &str)]) -> Site {
-    init();
-    let (upstream, stop) = demo_upstream().await;
-    let redis = (backend == Backend::Redis).then(RedisServer::start);
-    let clock = ManualClock::at_now();
-    let config = login_config(upstream, redis.as_ref(), overrides);
-    let proxy = twofa_proxy::app::start_with_clock(config, clock.clone()).await.unwrap();
-    Site { proxy, clock, upstream, redis, _stop: stop }
-}
-
-async fn password_login(agent: &mut Agent, user: &str, password: &str) -> Answer {
-    agent.post_form("/login", &[("username", user), ("password", password), ("next", "/")]).await
-}
-
-/// The otpauth URI inside the page's QR code, read the way a phone would: rasterised and
-/// decoded by zbar.
-fn decode_qr(html: &str) -> String {
-    let start = html.find("<svg").expect("no QR code on the page");
-    let end = html[start..].find("</svg>").unwrap() + start + "</svg>".len();
-    let dir = TempDir::new("qr");
-    std::fs::write(dir.path("qr.svg"), &html[start..end]).unwrap();
-    let png = dir.path("qr.png");
-    let ok = Command::new("rsvg-convert")
-        .args(["-w", "400", "-o"])
-        .arg(&png)
-        .arg(dir.path("qr.svg"))
-        .status()
-        .expect("rsvg-convert missing (apt-get install librsvg2-bin)");
-    assert!(ok.success());
-    let out = Command::new("zbarimg").args(["--raw", "-q"]).arg(&png).output().expect("zbarimg missing (apt-get install zbar-tools)");
-    assert!(out.status.success(), "zbarimg could not read the QR code");
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-fn query_param(uri: &str, name: &str) -> String {
-    let query = uri.split_once('?').unwrap().1;
-    form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).unwrap().1.into_owned()
-}
-
-/// The code an authenticator app shows at `time`, from an independent implementation.
-fn oathtool(secret_b32: &str, time: u64) -> String {
-    let out = Command::new("oathtool")
-        .args(["--totp", "-b", secret_b32, "-N", &format!("@{time}")])
-        .output()
-        .expect("oathtool missing (apt-get install oathtool)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
 
 /// Enrolls the agent's user from the settings page; returns the Base32 key and recovery codes.
 async fn enroll(site: &Site, agent: &mut Agent) -> (String, Vec<String>) {
@@ -125,16 +19,28 @@ async fn enroll(site: &Site, agent: &mut Agent) -> (String, Vec<String>) {
     assert_eq!(setup.header("cache-control"), Some("no-store"));
     let html = setup.text();
     let uri = decode_qr(&html);
-    assert!(uri.starts_with("otpauth://totp/Test%20App:"), "{uri}");
-    assert_eq!(query_param(&uri, "issuer"), "Test App");
+    assert!(
+        uri.starts_with("otpauth://totp/DCKAP%20Integrator:"),
+        "{uri}"
+    );
+    assert_eq!(query_param(&uri, "issuer"), "DCKAP Integrator");
     let secret = query_param(&uri, "secret");
     assert_eq!(secret.len(), 32, "160-bit key");
     // The manual key on the page is the same key.
-    let manual = html.split("id=\"manual-key\">").nth(1).unwrap().split('<').next().unwrap().replace(' ', "");
+    let manual = html
+        .split("id=\"manual-key\">")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .replace(' ', "");
     assert_eq!(manual, secret);
     let csrf = input_value(&html, "csrf");
     let code = oathtool(&secret, site.clock.now_secs());
-    let done = agent.post_form("/_2fa/settings/totp", &[("csrf", &csrf), ("code", &code)]).await;
+    let done = agent
+        .post_form("/_2fa/settings/totp", &[("csrf", &csrf), ("code", &code)])
+        .await;
     assert_eq!(done.status, 200, "{}", done.text());
     let page = done.text();
     assert!(page.contains("Save your recovery codes"));
@@ -143,19 +49,8 @@ async fn enroll(site: &Site, agent: &mut Agent) -> (String, Vec<String>) {
         .skip(1)
         .map(|s| s.split('<').next().unwrap().to_owned())
         .collect();
-    assert_eq!(codes.len(), 4);
+    assert_eq!(codes.len(), 10);
     (secret, codes)
-}
-
-trait Now {
-    fn now_secs(&self) -> u64;
-}
-
-impl Now for ManualClock {
-    fn now_secs(&self) -> u64 {
-        use twofa_proxy::clock::Clock;
-        self.now()
-    }
 }
 
 async fn enable_then_log_in(backend: Backend) {
@@ -186,21 +81,38 @@ async fn enable_then_log_in(backend: Backend) {
     let res = password_login(&mut agent, "alice", "wonderland").await;
     assert_eq!(res.status, StatusCode::SEE_OTHER);
     assert_eq!(res.header("location"), Some("/_2fa/challenge"));
-    assert!(!agent.cookies.contains_key("session"), "the app's session leaked before the second factor");
+    assert!(
+        !agent.cookies.contains_key("session"),
+        "the app's session leaked before the second factor"
+    );
     let page = agent.follow(&res).await;
-    assert!(page.text().contains("authenticator app for Test App (alice)"));
+    assert!(
+        page.text()
+            .contains("authenticator app for DCKAP Integrator (alice)")
+    );
     assert!(page.text().contains("autocomplete=\"one-time-code\""));
     let csrf = input_value(&page.text(), "csrf");
 
     // The enrollment code was claimed: it cannot log in.
-    let res = agent.post_form("/_2fa/challenge", &[("csrf", &csrf), ("code", &enrollment_code)]).await;
-    assert_eq!(res.status, StatusCode::UNAUTHORIZED, "enrollment code replayed at login");
+    let res = agent
+        .post_form(
+            "/_2fa/challenge",
+            &[("csrf", &csrf), ("code", &enrollment_code)],
+        )
+        .await;
+    assert_eq!(
+        res.status,
+        StatusCode::UNAUTHORIZED,
+        "enrollment code replayed at login"
+    );
     assert!(res.text().contains("did not work"));
 
     // The next step's code works, and the app's own answer arrives.
     site.clock.advance(30);
     let code = oathtool(&secret, site.clock.now_secs());
-    let res = agent.post_form("/_2fa/challenge", &[("csrf", &csrf), ("code", &code)]).await;
+    let res = agent
+        .post_form("/_2fa/challenge", &[("csrf", &csrf), ("code", &code)])
+        .await;
     assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.text());
     assert_eq!(res.header("location"), Some("/"));
     assert!(agent.cookies.contains_key("session") && agent.cookies.contains_key("twofa-session"));
@@ -212,8 +124,14 @@ async fn enable_then_log_in(backend: Backend) {
     let res = password_login(&mut other, "alice", "wonderland").await;
     let page = other.follow(&res).await;
     let csrf = input_value(&page.text(), "csrf");
-    let res = other.post_form("/_2fa/challenge", &[("csrf", &csrf), ("code", &code)]).await;
-    assert_eq!(res.status, StatusCode::UNAUTHORIZED, "a code was accepted twice");
+    let res = other
+        .post_form("/_2fa/challenge", &[("csrf", &csrf), ("code", &code)])
+        .await;
+    assert_eq!(
+        res.status,
+        StatusCode::UNAUTHORIZED,
+        "a code was accepted twice"
+    );
 
     // Case does not get around 2FA.
     let mut shouting = Agent::new(site.proxy.addr);
@@ -233,7 +151,11 @@ async fn enable_totp_then_log_in_with_a_code_redis() {
 
 /// Logs `user` in with a password and 2FA enrolled; returns the key, codes and a logged-out agent
 /// standing on the challenge page (with its CSRF token).
-async fn enrolled_at_challenge(site: &Site, user: &str, password: &str) -> (String, Vec<String>, Agent, String) {
+async fn enrolled_at_challenge(
+    site: &Site,
+    user: &str,
+    password: &str,
+) -> (String, Vec<String>, Agent, String) {
     let mut agent = Agent::new(site.proxy.addr);
     password_login(&mut agent, user, password).await;
     let (secret, codes) = enroll(site, &mut agent).await;
@@ -249,11 +171,17 @@ async fn enrolled_at_challenge(site: &Site, user: &str, password: &str) -> (Stri
 async fn lockout(backend: Backend) {
     let site = site(backend, &[]).await;
     let (secret, _, mut agent, csrf) = enrolled_at_challenge(&site, "bob", "builder").await;
-    let res = agent.post_form("/_2fa/challenge", &[("csrf", &csrf), ("code", "000000")]).await;
+    let res = agent
+        .post_form("/_2fa/challenge", &[("csrf", &csrf), ("code", "000000")])
+        .await;
     assert_eq!(res.status, StatusCode::UNAUTHORIZED);
     assert!(res.text().contains("2 tries left"), "{}", res.text());
-    agent.post_form("/_2fa/challenge", &[("csrf", &csrf), ("code", "111111")]).await;
-    let res = agent.post_form("/_2fa/challenge", &[("csrf", &csrf), ("code", "222222")]).await;
+    agent
+        .post_form("/_2fa/challenge", &[("csrf", &csrf), ("code", "111111")])
+        .await;
+    let res = agent
+        .post_form("/_2fa/challenge", &[("csrf", &csrf), ("code", "222222")])
+        .await;
     assert_eq!(res.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(res.header("retry-after"), Some("120"));
     // Locked: even the right code is refused, on any sign-in.
@@ -262,15 +190,21 @@ async fn lockout(backend: Backend) {
     let res = password_login(&mut again, "bob", "builder").await;
     let page = again.follow(&res).await;
     let csrf2 = input_value(&page.text(), "csrf");
-    let res = again.post_form("/_2fa/challenge", &[("csrf", &csrf2), ("code", &code)]).await;
+    let res = again
+        .post_form("/_2fa/challenge", &[("csrf", &csrf2), ("code", &code)])
+        .await;
     assert_eq!(res.status, StatusCode::TOO_MANY_REQUESTS);
     // After the lock ends, the right code works.
     site.clock.advance(121);
     let code = oathtool(&secret, site.clock.now_secs());
-    let res = again.post_form("/_2fa/challenge", &[("csrf", &csrf2), ("code", &code)]).await;
+    let res = again
+        .post_form("/_2fa/challenge", &[("csrf", &csrf2), ("code", &code)])
+        .await;
     assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.text());
     // The lock is counted and audited in metrics.
-    let metrics = get(&format!("http://{}/metrics", site.proxy.admin_addr), &[]).await.text();
+    let metrics = get(&format!("http://{}/metrics", site.proxy.admin_addr), &[])
+        .await
+        .text();
     assert!(metrics.contains("twofa_lockouts_total 1"), "{metrics}");
 }
 
@@ -288,30 +222,56 @@ async fn wrong_codes_lock_the_account_until_it_expires_redis() {
 async fn recovery_codes_work_once_and_2fa_can_be_disabled() {
     let site = site(Backend::Memory, &[]).await;
     let (secret, codes, mut agent, csrf) = enrolled_at_challenge(&site, "carol", "singer").await;
-    let res = agent.post_form("/_2fa/challenge/recovery", &[("csrf", &csrf), ("code", &codes[0].to_uppercase())]).await;
+    let res = agent
+        .post_form(
+            "/_2fa/challenge/recovery",
+            &[("csrf", &csrf), ("code", &codes[0].to_uppercase())],
+        )
+        .await;
     assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.text());
     assert!(agent.get("/").await.text().contains("Dashboard"));
     let settings = agent.get("/_2fa/settings").await.text();
-    assert!(settings.contains("Recovery codes left: 3"), "{settings}");
+    assert!(settings.contains("Recovery codes left: 9"), "{settings}");
 
     // The used code is spent.
     let mut other = Agent::new(site.proxy.addr);
     let res = password_login(&mut other, "carol", "singer").await;
     let page = other.follow(&res).await;
     let csrf2 = input_value(&page.text(), "csrf");
-    let res = other.post_form("/_2fa/challenge/recovery", &[("csrf", &csrf2), ("code", &codes[0])]).await;
+    let res = other
+        .post_form(
+            "/_2fa/challenge/recovery",
+            &[("csrf", &csrf2), ("code", &codes[0])],
+        )
+        .await;
     assert_eq!(res.status, StatusCode::UNAUTHORIZED);
 
     // Disabling needs a current code; a wrong one changes nothing.
     let settings = agent.get("/_2fa/settings").await.text();
     let csrf = input_value(&settings, "csrf");
-    let res = agent.post_form("/_2fa/settings/disable", &[("csrf", &csrf), ("code", "123456")]).await;
+    let res = agent
+        .post_form(
+            "/_2fa/settings/disable",
+            &[("csrf", &csrf), ("code", "123456")],
+        )
+        .await;
     assert_eq!(res.status, StatusCode::UNAUTHORIZED);
     site.clock.advance(30);
     let code = oathtool(&secret, site.clock.now_secs());
-    let res = agent.post_form("/_2fa/settings/disable", &[("csrf", &csrf), ("code", &code)]).await;
+    let res = agent
+        .post_form(
+            "/_2fa/settings/disable",
+            &[("csrf", &csrf), ("code", &code)],
+        )
+        .await;
     assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.text());
-    assert!(agent.follow(&res).await.text().contains("Two-step verification is off."));
+    assert!(
+        agent
+            .follow(&res)
+            .await
+            .text()
+            .contains("Two-step verification is off.")
+    );
     // The other browser's sessions ended; the password alone works again.
     let mut after = Agent::new(site.proxy.addr);
     let res = password_login(&mut after, "carol", "singer").await;
@@ -320,11 +280,18 @@ async fn recovery_codes_work_once_and_2fa_can_be_disabled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn required_policy_forces_enrollment_then_hands_over_the_login() {
-    let site = site(Backend::Memory, &[("TWOFA_TWOFACTOR__ENFORCEMENT", "required")]).await;
+    let site = site(
+        Backend::Memory,
+        &[("TWOFA_TWOFACTOR__ENFORCEMENT", "required")],
+    )
+    .await;
     let mut agent = Agent::new(site.proxy.addr);
     let res = password_login(&mut agent, "alice", "wonderland").await;
     assert_eq!(res.header("location"), Some("/_2fa/settings"));
-    assert!(!agent.cookies.contains_key("session"), "the app's session was handed over before enrollment");
+    assert!(
+        !agent.cookies.contains_key("session"),
+        "the app's session was handed over before enrollment"
+    );
     // Nothing of the app is reachable until then.
     let res = agent.get("/").await;
     assert_eq!(res.header("location"), Some("/_2fa/settings"));
@@ -343,7 +310,9 @@ async fn required_policy_forces_enrollment_then_hands_over_the_login() {
 async fn session_ids_never_survive_a_login() {
     let site = site(Backend::Memory, &[]).await;
     let mut agent = Agent::new(site.proxy.addr);
-    agent.cookies.insert("twofa-session".into(), "attacker-chosen-id".into());
+    agent
+        .cookies
+        .insert("twofa-session".into(), "attacker-chosen-id".into());
     password_login(&mut agent, "alice", "wonderland").await;
     let issued = agent.cookies.get("twofa-session").cloned().unwrap();
     assert_ne!(issued, "attacker-chosen-id");
@@ -354,18 +323,36 @@ async fn session_ids_never_survive_a_login() {
     assert_ne!(second, issued);
     let mut thief = Agent::new(site.proxy.addr);
     thief.cookies.insert("twofa-session".into(), issued);
-    assert_eq!(thief.get("/").await.status, StatusCode::SEE_OTHER, "an old session id still works");
+    assert_eq!(
+        thief.get("/").await.status,
+        StatusCode::SEE_OTHER,
+        "an old session id still works"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gate_sets_identity_and_strips_forgeries() {
-    let site = site(Backend::Memory, &[("TWOFA_APP__PUBLIC_PATHS", "/login,/api/login,/static/")]).await;
+    let site = site(
+        Backend::Memory,
+        &[("TWOFA_APP__PUBLIC_PATHS", "/login,/api/login,/static/")],
+    )
+    .await;
     let mut agent = Agent::new(site.proxy.addr);
     password_login(&mut agent, "alice", "wonderland").await;
-    let cookie = agent.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
+    let cookie = agent
+        .cookies
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ");
     let echo = get(
         &format!("http://{}/debug/headers", site.proxy.addr),
-        &[("Cookie", &cookie), ("X-Twofa-User", "mallory"), ("X_Twofa_User", "mallory"), ("x-twofa_user", "mallory")],
+        &[
+            ("Cookie", &cookie),
+            ("X-Twofa-User", "mallory"),
+            ("X_Twofa_User", "mallory"),
+            ("x-twofa_user", "mallory"),
+        ],
     )
     .await
     .json();
@@ -377,15 +364,31 @@ async fn the_gate_sets_identity_and_strips_forgeries() {
     // Without a session: APIs get 401, and a stale app cookie is expired in the browser.
     let res = get(
         &format!("http://{}/api/me", site.proxy.addr),
-        &[("Accept", "application/json"), ("Cookie", "session=stale"), ("X-Twofa-User", "alice")],
+        &[
+            ("Accept", "application/json"),
+            ("Cookie", "session=stale"),
+            ("X-Twofa-User", "alice"),
+        ],
     )
     .await;
     assert_eq!(res.status, StatusCode::UNAUTHORIZED);
-    assert!(res.header("set-cookie").unwrap().starts_with("session=; Path=/; Max-Age=0"));
+    assert!(
+        res.header("set-cookie")
+            .unwrap()
+            .starts_with("session=; Path=/; Max-Age=0")
+    );
     // Ambiguous paths are refused, not guessed at.
-    let res = get(&format!("http://{}/static/..%2f..%2fdebug/headers", site.proxy.addr), &[]).await;
+    let res = get(
+        &format!("http://{}/static/..%2f..%2fdebug/headers", site.proxy.addr),
+        &[],
+    )
+    .await;
     assert_eq!(res.status, StatusCode::BAD_REQUEST);
-    let res = get(&format!("http://{}/static/../debug/headers", site.proxy.addr), &[]).await;
+    let res = get(
+        &format!("http://{}/static/../debug/headers", site.proxy.addr),
+        &[],
+    )
+    .await;
     assert_eq!(res.status, StatusCode::UNAUTHORIZED);
 }
 
@@ -394,7 +397,12 @@ async fn json_logins_get_a_json_challenge() {
     let site = site(Backend::Memory, &[]).await;
     enrolled_at_challenge(&site, "alice", "wonderland").await;
     let mut api = Agent::new(site.proxy.addr);
-    let res = api.post_json("/api/login", serde_json::json!({"username": "alice", "password": "wonderland"})).await;
+    let res = api
+        .post_json(
+            "/api/login",
+            serde_json::json!({"username": "alice", "password": "wonderland"}),
+        )
+        .await;
     assert_eq!(res.status, StatusCode::UNAUTHORIZED);
     let body = res.json();
     assert_eq!(body["error"], "second_factor_required");
@@ -411,9 +419,17 @@ async fn idle_sessions_time_out() {
     site.clock.advance(9 * 60);
     assert_eq!(agent.get("/").await.status, StatusCode::OK);
     site.clock.advance(9 * 60);
-    assert_eq!(agent.get("/").await.status, StatusCode::OK, "activity did not extend the session");
+    assert_eq!(
+        agent.get("/").await.status,
+        StatusCode::OK,
+        "activity did not extend the session"
+    );
     site.clock.advance(11 * 60);
-    assert_eq!(agent.get("/").await.status, StatusCode::SEE_OTHER, "an idle session lived on");
+    assert_eq!(
+        agent.get("/").await.status,
+        StatusCode::SEE_OTHER,
+        "an idle session lived on"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -422,10 +438,17 @@ async fn redis_outage_fails_closed_then_recovers() {
     let mut agent = Agent::new(site.proxy.addr);
     password_login(&mut agent, "alice", "wonderland").await;
     assert_eq!(agent.get("/").await.status, StatusCode::OK);
-    let hits_before = get(&format!("http://{}/metrics", site.proxy.admin_addr), &[]).await.text();
+    let hits_before = get(&format!("http://{}/metrics", site.proxy.admin_addr), &[])
+        .await
+        .text();
     site.redis.as_mut().unwrap().stop();
     let res = agent.get("/").await;
-    assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE, "{}", res.text());
+    assert_eq!(
+        res.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        res.text()
+    );
     let ready = get(&format!("http://{}/readyz", site.proxy.admin_addr), &[]).await;
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
     let _ = hits_before;
@@ -448,14 +471,18 @@ async fn two_replicas_on_one_redis_behave_as_one() {
     let a = site(Backend::Redis, &[]).await;
     let redis = a.redis.as_ref().unwrap();
     let b_config = login_config(a.upstream, Some(redis), &[]);
-    let b = twofa_proxy::app::start_with_clock(b_config, a.clock.clone()).await.unwrap();
+    let b = twofa_proxy::app::start_with_clock(b_config, a.clock.clone())
+        .await
+        .unwrap();
 
     let (secret, _, mut on_a, csrf) = enrolled_at_challenge(&a, "alice", "wonderland").await;
     // The challenge begun on A is answered on B.
     let mut on_b = Agent::new(b.addr);
     on_b.cookies = on_a.cookies.clone();
     let code = oathtool(&secret, a.clock.now_secs());
-    let res = on_b.post_form("/_2fa/challenge", &[("csrf", &csrf), ("code", &code)]).await;
+    let res = on_b
+        .post_form("/_2fa/challenge", &[("csrf", &csrf), ("code", &code)])
+        .await;
     assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.text());
     // The session works on both.
     on_a.cookies = on_b.cookies.clone();
@@ -466,12 +493,22 @@ async fn two_replicas_on_one_redis_behave_as_one() {
     let res = password_login(&mut again, "alice", "wonderland").await;
     let page = again.follow(&res).await;
     let csrf = input_value(&page.text(), "csrf");
-    let res = again.post_form("/_2fa/challenge", &[("csrf", &csrf), ("code", &code)]).await;
-    assert_eq!(res.status, StatusCode::UNAUTHORIZED, "replayed across replicas");
+    let res = again
+        .post_form("/_2fa/challenge", &[("csrf", &csrf), ("code", &code)])
+        .await;
+    assert_eq!(
+        res.status,
+        StatusCode::UNAUTHORIZED,
+        "replayed across replicas"
+    );
     // Failures on A and B count towards one lockout (threshold 3: one failure above, two here).
     let mut on_b2 = Agent::new(b.addr);
     on_b2.cookies = again.cookies.clone();
-    on_b2.post_form("/_2fa/challenge", &[("csrf", &csrf), ("code", "000000")]).await;
-    let res = again.post_form("/_2fa/challenge", &[("csrf", &csrf), ("code", "000001")]).await;
+    on_b2
+        .post_form("/_2fa/challenge", &[("csrf", &csrf), ("code", "000000")])
+        .await;
+    let res = again
+        .post_form("/_2fa/challenge", &[("csrf", &csrf), ("code", "000001")])
+        .await;
     assert_eq!(res.status, StatusCode::TOO_MANY_REQUESTS);
 }

@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod redis;
+pub mod site;
 
 pub mod browser;
 
