@@ -114,6 +114,26 @@ impl Store for MemoryStore {
         Ok(live(&self.lock().sessions, &id.to_owned(), now).cloned())
     }
 
+    async fn refresh_session(
+        &self,
+        id: &str,
+        session: &SessionRecord,
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        let now = self.clock.now();
+        let expires = self.expiry(ttl);
+        let mut m = self.lock();
+        if let Some(entry) = m.sessions.get_mut(id)
+            && entry.expires > now
+        {
+            *entry = Expiring {
+                value: session.clone(),
+                expires,
+            };
+        }
+        Ok(())
+    }
+
     async fn delete_session(&self, id: &str) -> StoreResult<()> {
         let mut m = self.lock();
         if let Some(e) = m.sessions.remove(id)

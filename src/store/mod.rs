@@ -89,6 +89,14 @@ pub trait Store: Send + Sync + 'static {
         ttl: Duration,
     ) -> impl Future<Output = StoreResult<()>> + Send;
     fn session(&self, id: &str) -> impl Future<Output = StoreResult<Option<SessionRecord>>> + Send;
+    /// Rewrites a session only if it still exists: a refresh racing a logout or an "end all
+    /// sessions" must not bring the session back.
+    fn refresh_session(
+        &self,
+        id: &str,
+        session: &SessionRecord,
+        ttl: Duration,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
     fn delete_session(&self, id: &str) -> impl Future<Output = StoreResult<()>> + Send;
     /// Ends every session of `user` except `keep`; returns how many ended.
     fn end_user_sessions(
@@ -218,6 +226,7 @@ delegate! {
     fn ping(&self) -> StoreResult<()>;
     fn put_session(&self, id: &str, session: &SessionRecord, ttl: Duration) -> StoreResult<()>;
     fn session(&self, id: &str) -> StoreResult<Option<SessionRecord>>;
+    fn refresh_session(&self, id: &str, session: &SessionRecord, ttl: Duration) -> StoreResult<()>;
     fn delete_session(&self, id: &str) -> StoreResult<()>;
     fn end_user_sessions(&self, user: &str, keep: Option<&str>) -> StoreResult<u32>;
     fn park_login(&self, id: &str, login: &PendingLogin, ttl: Duration) -> StoreResult<()>;

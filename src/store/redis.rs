@@ -259,6 +259,25 @@ impl Store for RedisStore {
         decode("session", raw)
     }
 
+    async fn refresh_session(
+        &self,
+        id: &str,
+        session: &SessionRecord,
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        let json = encode("session", session)?;
+        // XX: only if it still exists.
+        redis::cmd("SET")
+            .arg(self.key("s", &token(id)))
+            .arg(json)
+            .arg("PX")
+            .arg(millis(ttl))
+            .arg("XX")
+            .exec_async(&mut self.conn())
+            .await
+            .map_err(|e| failure("refresh session", &e))
+    }
+
     // The id stays in the user's set until it is pruned by `end_user_sessions` or the set
     // expires; the set may hold ended ids anyway (sessions also end by TTL).
     async fn delete_session(&self, id: &str) -> StoreResult<()> {

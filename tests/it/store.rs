@@ -69,6 +69,20 @@ async fn contract<S: Store>(store: Arc<S>, tag: &str) {
     );
     assert_eq!(store.end_user_sessions(&alice, None).await.unwrap(), 1);
     assert_eq!(store.session(&s3).await.unwrap(), None);
+    // A refresh after the end does not bring the session back; one before it does update.
+    store
+        .refresh_session(&s3, &session(&alice), TTL)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.session(&s3).await.unwrap(),
+        None,
+        "a refresh resurrected a session"
+    );
+    let mut later = session(&bob);
+    later.last_seen = 99;
+    store.refresh_session(&s4, &later, TTL).await.unwrap();
+    assert_eq!(store.session(&s4).await.unwrap(), Some(later));
 
     // Pending logins: peek does not consume; take does, exactly once under concurrency.
     let p = format!("p-{tag}");
