@@ -14,6 +14,7 @@
 //! listener), [`metrics`], [`telemetry`], and [`demo`] (the stand-in app for `twofa-proxy demo`).
 
 pub mod admin;
+pub mod api;
 pub mod app;
 pub mod body;
 pub mod challenge;

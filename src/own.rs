@@ -18,6 +18,9 @@ pub async fn handle(
 ) -> StoreResult<Response<Body>> {
     let rest = &path[core.prefix().len()..];
     let method = req.method().clone();
+    if let Some(api) = rest.strip_prefix("/api/v1") {
+        return crate::api::handle(core, req, api).await;
+    }
     match (&method, rest) {
         (&Method::GET | &Method::HEAD, "/assets/style.css") => return Ok(pages::stylesheet()),
         (&Method::GET, "/challenge") => return flow::show(core, &req, false).await,

@@ -10,7 +10,7 @@ use crate::challenge::verify::{self, Outcome};
 use crate::forms::{self, read_form, token_matches};
 use crate::login::parked::Parked;
 use crate::pages::{self, ChallengePage, RecoveryPage};
-use crate::session::cookie;
+use crate::session::{Current, cookie};
 use crate::state::Core;
 use crate::store::{PendingLogin, Store, StoreResult};
 
@@ -21,7 +21,10 @@ enum Kind {
     Recovery,
 }
 
-async fn pending(core: &Core, headers: &HeaderMap) -> StoreResult<Option<(String, PendingLogin)>> {
+pub async fn pending(
+    core: &Core,
+    headers: &HeaderMap,
+) -> StoreResult<Option<(String, PendingLogin)>> {
     let Some(id) = cookie::find(headers, core.sessions.names.pending).filter(|v| !v.is_empty())
     else {
         return Ok(None);
@@ -138,6 +141,93 @@ pub async fn show(
     })
 }
 
+/// What one code against a pending login came to.
+pub enum Attempt {
+    /// Right: the login was consumed and a session started; replay `parked` with its cookie.
+    Passed {
+        parked: Parked,
+        session: Current,
+    },
+    /// Wrong; `tries_left` before this sign-in or the account runs out.
+    Failed {
+        tries_left: u32,
+    },
+    Locked {
+        retry_after: u64,
+    },
+    /// This sign-in used up its attempts and is gone.
+    Exhausted,
+    /// The pending login is gone (expired, used, or 2FA reset meanwhile).
+    Expired,
+}
+
+/// Checks `code` (a TOTP code, or a recovery code when `recovery`) against pending login `id`.
+/// Shared by the page and the JSON API.
+pub async fn attempt(
+    core: &Core,
+    id: &str,
+    pending: &PendingLogin,
+    code: &str,
+    recovery: bool,
+    old_session: Option<&str>,
+) -> StoreResult<Attempt> {
+    let user = pending.user.as_str();
+    let Some(record) = core.store.two_factor(user).await? else {
+        core.store.take_login(id).await?;
+        return Ok(Attempt::Expired);
+    };
+    let tf = &core.config.twofactor;
+    let attempts = core.store.count_attempt(id, tf.challenge_ttl).await?;
+    if attempts > tf.max_attempts_per_challenge {
+        core.store.take_login(id).await?;
+        tracing::info!(target: "audit", event = "challenge_abandoned", user, attempts);
+        return Ok(Attempt::Exhausted);
+    }
+    let method = if recovery { "recovery" } else { "totp" };
+    let outcome = if recovery {
+        verify::verify_recovery(core, user, code).await?
+    } else {
+        verify::verify(core, user, &record, code).await?
+    };
+    Ok(match outcome {
+        Outcome::Passed => {
+            core.metrics.challenge(method, "passed");
+            finish(core, id, old_session).await?
+        }
+        Outcome::Failed { tries_left } => {
+            core.metrics.challenge(method, "failed");
+            let left_here = tf.max_attempts_per_challenge.saturating_sub(attempts);
+            Attempt::Failed {
+                tries_left: tries_left.min(left_here),
+            }
+        }
+        Outcome::Locked { retry_after } => {
+            core.metrics.challenge(method, "locked");
+            Attempt::Locked { retry_after }
+        }
+    })
+}
+
+/// The code was right: take the pending login (once) and start a session.
+async fn finish(core: &Core, id: &str, old_session: Option<&str>) -> StoreResult<Attempt> {
+    let Some(pending) = core.store.take_login(id).await? else {
+        return Ok(Attempt::Expired);
+    };
+    let Some(parked) = Parked::open(&core.sealer, &pending.user, &pending.parked) else {
+        tracing::error!(
+            user = pending.user,
+            "a parked login could not be opened (key changed?)"
+        );
+        return Ok(Attempt::Expired);
+    };
+    if let Some(old) = old_session {
+        core.sessions.end(old).await?;
+    }
+    let session = core.sessions.create(&pending.user, false, None).await?;
+    tracing::info!(target: "audit", event = "challenge_passed", user = pending.user);
+    Ok(Attempt::Passed { parked, session })
+}
+
 pub async fn submit(
     core: &Core,
     req: Request<Incoming>,
@@ -154,47 +244,26 @@ pub async fn submit(
     if !token_matches(form.get("csrf"), &pending.csrf) {
         return Ok(pages::error(&core.brand, StatusCode::FORBIDDEN, true));
     }
-    let user = pending.user.clone();
-    let Some(record) = core.store.two_factor(&user).await? else {
-        // 2FA was reset while this sign-in waited: start over.
-        core.store.take_login(&id).await?;
-        return Ok(expired(core));
-    };
-    let tf = &core.config.twofactor;
-    let attempts = core.store.count_attempt(&id, tf.challenge_ttl).await?;
-    if attempts > tf.max_attempts_per_challenge {
-        core.store.take_login(&id).await?;
-        tracing::info!(target: "audit", event = "challenge_abandoned", user, attempts);
-        return Ok(notice(
-            core,
-            StatusCode::UNAUTHORIZED,
-            "Too many tries",
-            "This sign-in had too many wrong codes. Please sign in again.".to_owned(),
-        ));
-    }
-    let code = form.get("code");
-    let method = if kind == Kind::Recovery {
-        "recovery"
-    } else {
-        "totp"
-    };
-    let outcome = match kind {
-        Kind::Code => verify::verify(core, &user, &record, code).await?,
-        Kind::Recovery => verify::verify_recovery(core, &user, code).await?,
-    };
-    match outcome {
-        Outcome::Passed => {
-            core.metrics.challenge(method, "passed");
-            finish(core, &id, &form.parts.headers).await
+    let old_session = cookie::find(&form.parts.headers, core.sessions.names.session);
+    match attempt(core, &id, &pending, form.get("code"), recovery, old_session).await? {
+        Attempt::Passed { parked, session } => {
+            let mut res = parked.into_response();
+            let names = &core.sessions.names;
+            let h = res.headers_mut();
+            h.append(header::SET_COOKIE, core.sessions.set_cookie(&session.id));
+            h.append(header::SET_COOKIE, names.clear(names.pending));
+            h.insert(
+                header::CACHE_CONTROL,
+                http::HeaderValue::from_static("no-store"),
+            );
+            Ok(res)
         }
-        Outcome::Failed { tries_left } => {
-            core.metrics.challenge(method, "failed");
-            let left_here = tf.max_attempts_per_challenge.saturating_sub(attempts);
-            let error = if left_here == 0 {
+        Attempt::Failed { tries_left } => {
+            let error = if tries_left == 0 {
                 "That code did not work, and this sign-in has no tries left. Please sign in again."
                     .to_owned()
             } else {
-                pages::wrong_code_words(tries_left.min(left_here))
+                pages::wrong_code_words(tries_left)
             };
             Ok(render(
                 core,
@@ -204,40 +273,15 @@ pub async fn submit(
                 StatusCode::UNAUTHORIZED,
             ))
         }
-        Outcome::Locked { retry_after } => {
-            core.metrics.challenge(method, "locked");
-            Ok(locked(core, retry_after))
-        }
+        Attempt::Locked { retry_after } => Ok(locked(core, retry_after)),
+        Attempt::Exhausted => Ok(notice(
+            core,
+            StatusCode::UNAUTHORIZED,
+            "Too many tries",
+            "This sign-in had too many wrong codes. Please sign in again.".to_owned(),
+        )),
+        Attempt::Expired => Ok(expired(core)),
     }
-}
-
-/// The code was right: take the pending login (once), start a session, replay the app's answer.
-async fn finish(core: &Core, id: &str, headers: &HeaderMap) -> StoreResult<Response<Body>> {
-    let Some(pending) = core.store.take_login(id).await? else {
-        return Ok(expired(core));
-    };
-    let Some(parked) = Parked::open(&core.sealer, &pending.user, &pending.parked) else {
-        tracing::error!(
-            user = pending.user,
-            "a parked login could not be opened (key changed?)"
-        );
-        return Ok(expired(core));
-    };
-    if let Some(old) = cookie::find(headers, core.sessions.names.session) {
-        core.sessions.end(old).await?;
-    }
-    let session = core.sessions.create(&pending.user, false, None).await?;
-    tracing::info!(target: "audit", event = "challenge_passed", user = pending.user);
-    let mut res = parked.into_response();
-    let names = &core.sessions.names;
-    let h = res.headers_mut();
-    h.append(header::SET_COOKIE, core.sessions.set_cookie(&session.id));
-    h.append(header::SET_COOKIE, names.clear(names.pending));
-    h.insert(
-        header::CACHE_CONTROL,
-        http::HeaderValue::from_static("no-store"),
-    );
-    Ok(res)
 }
 
 /// "Cancel": forget the pending login and go back to the app's login page.

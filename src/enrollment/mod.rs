@@ -86,7 +86,7 @@ async fn render_status(
 }
 
 /// The enrollment in progress, or a new one with a fresh key.
-async fn enrollment_secret(core: &Core, user: &str) -> StoreResult<Vec<u8>> {
+pub async fn enrollment_secret(core: &Core, user: &str) -> StoreResult<Vec<u8>> {
     if let Some(e) = core.store.enrollment(user).await?
         && let Some(secret) = core.sealer.open("enrollment", user, &e.secret)
     {
@@ -132,6 +132,143 @@ pub async fn setup(core: &Core, session: &Current) -> StoreResult<Response<Body>
     render_setup(core, session, None, StatusCode::OK).await
 }
 
+/// What a change to a user's 2FA came to.
+pub enum Change<T> {
+    Done(T),
+    /// The current code (or recovery code) was wrong.
+    Failed {
+        tries_left: u32,
+    },
+    Locked {
+        retry_after: u64,
+    },
+    /// Nothing to change: 2FA is not on.
+    NotEnabled,
+    /// Policy forbids it (turning 2FA off under `enforcement = "required"`).
+    NotAllowed,
+}
+
+/// The outcome of confirming a TOTP enrollment.
+pub enum Enabled {
+    /// On; here are the recovery codes (shown once) and the session's new id.
+    Done { codes: Vec<String>, fresh: Current },
+    /// Changing an existing method: the current factor did not check out.
+    Current(Change<()>),
+    /// The enrollment expired; a new key was started.
+    Expired,
+    /// The first code did not match the new key.
+    WrongCode,
+}
+
+/// Checks the user's current second factor before a change.
+async fn current_factor(
+    core: &Core,
+    user: &str,
+    code: &str,
+) -> StoreResult<Change<TwoFactorRecord>> {
+    let Some(record) = core.store.two_factor(user).await? else {
+        return Ok(Change::NotEnabled);
+    };
+    Ok(match verify::verify(core, user, &record, code).await? {
+        Outcome::Passed => Change::Done(record),
+        Outcome::Failed { tries_left } => Change::Failed { tries_left },
+        Outcome::Locked { retry_after } => Change::Locked { retry_after },
+    })
+}
+
+/// Turns TOTP on (or moves it to a new key) once the first code from the new key matches.
+pub async fn enable_totp(
+    core: &Core,
+    session: &Current,
+    code: &str,
+    current_code: &str,
+) -> StoreResult<Enabled> {
+    let user = &session.record.user;
+    let changing = match current_factor(core, user, current_code).await? {
+        Change::NotEnabled => false,
+        Change::Done(_) => true,
+        Change::Failed { tries_left } => {
+            return Ok(Enabled::Current(Change::Failed { tries_left }));
+        }
+        Change::Locked { retry_after } => {
+            return Ok(Enabled::Current(Change::Locked { retry_after }));
+        }
+        Change::NotAllowed => return Ok(Enabled::Current(Change::NotAllowed)),
+    };
+    let secret = match core.store.enrollment(user).await? {
+        Some(e) => core.sealer.open("enrollment", user, &e.secret),
+        None => None,
+    };
+    let Some(secret) = secret else {
+        core.store.delete_enrollment(user).await?;
+        return Ok(Enabled::Expired);
+    };
+    // The first code claims its step, so it cannot be replayed to log in.
+    if !verify::totp_matches(core, user, &secret, code).await? {
+        return Ok(Enabled::WrongCode);
+    }
+    let record = TwoFactorRecord {
+        method: MethodKind::Totp,
+        totp_secret: Some(core.sealer.seal("totp", user, &secret)),
+        email: None,
+        enabled_at: core.clock.now(),
+    };
+    core.store.save_two_factor(user, &record).await?;
+    core.store.delete_enrollment(user).await?;
+    let codes = new_recovery_codes(core, user).await?;
+    let fresh = privilege_changed(core, session).await?;
+    let event = if changing {
+        "second_factor_changed"
+    } else {
+        "second_factor_enabled"
+    };
+    tracing::info!(target: "audit", event, user, method = "totp");
+    core.metrics
+        .enrollment(if changing { "changed" } else { "enabled" }, "totp");
+    Ok(Enabled::Done { codes, fresh })
+}
+
+/// Turns 2FA off after a current code; ends the user's other sessions.
+pub async fn turn_off(core: &Core, session: &Current, code: &str) -> StoreResult<Change<Current>> {
+    if core.config.twofactor.enforcement == Enforcement::Required {
+        return Ok(Change::NotAllowed);
+    }
+    let user = &session.record.user;
+    match current_factor(core, user, code).await? {
+        Change::Done(_) => {}
+        Change::Failed { tries_left } => return Ok(Change::Failed { tries_left }),
+        Change::Locked { retry_after } => return Ok(Change::Locked { retry_after }),
+        Change::NotEnabled => return Ok(Change::NotEnabled),
+        Change::NotAllowed => return Ok(Change::NotAllowed),
+    }
+    core.store.remove_two_factor(user).await?;
+    let fresh = privilege_changed(core, session).await?;
+    tracing::info!(target: "audit", event = "second_factor_disabled", user);
+    core.metrics.enrollment("disabled", "totp");
+    Ok(Change::Done(fresh))
+}
+
+/// New recovery codes after a current code; the old ones stop working.
+pub async fn new_codes(
+    core: &Core,
+    session: &Current,
+    code: &str,
+) -> StoreResult<Change<(Vec<String>, Current)>> {
+    let user = &session.record.user;
+    match current_factor(core, user, code).await? {
+        Change::Done(_) => {}
+        Change::Failed { tries_left } => return Ok(Change::Failed { tries_left }),
+        Change::Locked { retry_after } => return Ok(Change::Locked { retry_after }),
+        Change::NotEnabled => return Ok(Change::NotEnabled),
+        Change::NotAllowed => return Ok(Change::NotAllowed),
+    }
+    let codes = new_recovery_codes(core, user).await?;
+    let fresh = privilege_changed(core, session).await?;
+    tracing::info!(target: "audit", event = "recovery_codes_regenerated", user);
+    Ok(Change::Done((codes, fresh)))
+}
+
+/// The form post of the setup page.
 pub async fn confirm(
     core: &Core,
     session: &Current,
@@ -144,70 +281,43 @@ pub async fn confirm(
     if !token_matches(form.get("csrf"), &session.record.csrf) {
         return Ok(pages::error(&core.brand, StatusCode::FORBIDDEN, true));
     }
-    let user = session.record.user.clone();
-    let existing = core.store.two_factor(&user).await?;
-    // Changing the method needs the current factor first.
-    if let Some(record) = &existing {
-        match verify::verify(core, &user, record, form.get("current_code")).await? {
-            Outcome::Passed => {}
-            Outcome::Failed { tries_left } => {
-                let error = format!(
-                    "Your current code did not work. {}",
-                    tries_words(tries_left)
-                );
-                return render_setup(core, session, Some(error), StatusCode::UNAUTHORIZED).await;
-            }
-            Outcome::Locked { retry_after } => return Ok(locked(core, retry_after)),
+    match enable_totp(core, session, form.get("code"), form.get("current_code")).await? {
+        Enabled::Done { codes, fresh } => {
+            let continue_href = if fresh.record.parked.is_some() {
+                format!("{}/settings/continue", core.prefix())
+            } else {
+                format!("{}/settings?done=enabled", core.prefix())
+            };
+            let mut res = codes_page(core, &fresh.record, codes, continue_href, None);
+            res.headers_mut()
+                .append(header::SET_COOKIE, core.sessions.set_cookie(&fresh.id));
+            Ok(res)
+        }
+        Enabled::Current(Change::Locked { retry_after }) => Ok(locked(core, retry_after)),
+        Enabled::Current(Change::Failed { tries_left }) => {
+            let error = format!(
+                "Your current code did not work. {}",
+                tries_words(tries_left)
+            );
+            render_setup(core, session, Some(error), StatusCode::UNAUTHORIZED).await
+        }
+        Enabled::Current(_) => render_setup(core, session, None, StatusCode::OK).await,
+        Enabled::Expired => {
+            let error =
+                "The setup took too long, so here is a new QR code. Scan it again.".to_owned();
+            render_setup(core, session, Some(error), StatusCode::OK).await
+        }
+        Enabled::WrongCode => {
+            let error = "That code did not match. Make sure you scanned this QR code, then enter the newest code.";
+            render_setup(
+                core,
+                session,
+                Some(error.to_owned()),
+                StatusCode::UNAUTHORIZED,
+            )
+            .await
         }
     }
-    let Some(e) = core.store.enrollment(&user).await? else {
-        let error = "The setup took too long, so here is a new QR code. Scan it again.".to_owned();
-        return render_setup(core, session, Some(error), StatusCode::OK).await;
-    };
-    let Some(secret) = core.sealer.open("enrollment", &user, &e.secret) else {
-        core.store.delete_enrollment(&user).await?;
-        return render_setup(
-            core,
-            session,
-            Some("Please scan the new QR code.".into()),
-            StatusCode::OK,
-        )
-        .await;
-    };
-    // The first code claims its step, so it cannot be replayed to log in.
-    if !verify::totp_matches(core, &user, &secret, form.get("code")).await? {
-        let error = "That code did not match. Make sure you scanned this QR code, then enter the newest code.";
-        return render_setup(
-            core,
-            session,
-            Some(error.to_owned()),
-            StatusCode::UNAUTHORIZED,
-        )
-        .await;
-    }
-    let record = TwoFactorRecord {
-        method: MethodKind::Totp,
-        totp_secret: Some(core.sealer.seal("totp", &user, &secret)),
-        email: None,
-        enabled_at: core.clock.now(),
-    };
-    core.store.save_two_factor(&user, &record).await?;
-    core.store.delete_enrollment(&user).await?;
-    let codes = new_recovery_codes(core, &user).await?;
-    let fresh = privilege_changed(core, session).await?;
-    let changed = existing.is_some();
-    tracing::info!(target: "audit", event = if changed { "second_factor_changed" } else { "second_factor_enabled" }, user, method = "totp");
-    core.metrics
-        .enrollment(if changed { "changed" } else { "enabled" }, "totp");
-    let continue_href = if fresh.record.parked.is_some() {
-        format!("{}/settings/continue", core.prefix())
-    } else {
-        format!("{}/settings?done=enabled", core.prefix())
-    };
-    let mut res = codes_page(core, &fresh.record, codes, continue_href, None);
-    res.headers_mut()
-        .append(header::SET_COOKIE, core.sessions.set_cookie(&fresh.id));
-    Ok(res)
 }
 
 pub async fn disable(
@@ -222,39 +332,27 @@ pub async fn disable(
     if !token_matches(form.get("csrf"), &session.record.csrf) {
         return Ok(pages::error(&core.brand, StatusCode::FORBIDDEN, true));
     }
-    if core.config.twofactor.enforcement == Enforcement::Required {
-        return render_status(
-            core,
-            session,
-            None,
-            Some("Two-step verification is required here.".into()),
-            StatusCode::FORBIDDEN,
-        )
-        .await;
-    }
-    let user = session.record.user.clone();
-    let Some(record) = core.store.two_factor(&user).await? else {
-        return Ok(pages::redirect(&format!("{}/settings", core.prefix())));
-    };
-    match verify::verify(core, &user, &record, form.get("code")).await? {
-        Outcome::Passed => {}
-        Outcome::Failed { tries_left } => {
+    match turn_off(core, session, form.get("code")).await? {
+        Change::Done(fresh) => {
+            let mut res = pages::redirect(&format!("{}/settings?done=disabled", core.prefix()));
+            res.headers_mut()
+                .append(header::SET_COOKIE, core.sessions.set_cookie(&fresh.id));
+            Ok(res)
+        }
+        Change::Failed { tries_left } => {
             let error = format!(
                 "That code did not work, so two-step verification is still on. {}",
                 tries_words(tries_left)
             );
-            return render_status(core, session, None, Some(error), StatusCode::UNAUTHORIZED).await;
+            render_status(core, session, None, Some(error), StatusCode::UNAUTHORIZED).await
         }
-        Outcome::Locked { retry_after } => return Ok(locked(core, retry_after)),
+        Change::Locked { retry_after } => Ok(locked(core, retry_after)),
+        Change::NotEnabled => Ok(pages::redirect(&format!("{}/settings", core.prefix()))),
+        Change::NotAllowed => {
+            let error = "Two-step verification is required here.".to_owned();
+            render_status(core, session, None, Some(error), StatusCode::FORBIDDEN).await
+        }
     }
-    core.store.remove_two_factor(&user).await?;
-    let fresh = privilege_changed(core, session).await?;
-    tracing::info!(target: "audit", event = "second_factor_disabled", user);
-    core.metrics.enrollment("disabled", "totp");
-    let mut res = pages::redirect(&format!("{}/settings?done=disabled", core.prefix()));
-    res.headers_mut()
-        .append(header::SET_COOKIE, core.sessions.set_cookie(&fresh.id));
-    Ok(res)
 }
 
 pub async fn regenerate_codes(
@@ -269,32 +367,24 @@ pub async fn regenerate_codes(
     if !token_matches(form.get("csrf"), &session.record.csrf) {
         return Ok(pages::error(&core.brand, StatusCode::FORBIDDEN, true));
     }
-    let user = session.record.user.clone();
-    let Some(record) = core.store.two_factor(&user).await? else {
-        return Ok(pages::redirect(&format!("{}/settings", core.prefix())));
-    };
-    match verify::verify(core, &user, &record, form.get("code")).await? {
-        Outcome::Passed => {}
-        Outcome::Failed { tries_left } => {
-            let error = format!("That code did not work. {}", tries_words(tries_left));
-            return render_status(core, session, None, Some(error), StatusCode::UNAUTHORIZED).await;
+    match new_codes(core, session, form.get("code")).await? {
+        Change::Done((codes, fresh)) => {
+            let continue_href = format!("{}/settings?done=codes", core.prefix());
+            let notice = Some("Your old recovery codes no longer work.");
+            let mut res = codes_page(core, &fresh.record, codes, continue_href, notice);
+            res.headers_mut()
+                .append(header::SET_COOKIE, core.sessions.set_cookie(&fresh.id));
+            Ok(res)
         }
-        Outcome::Locked { retry_after } => return Ok(locked(core, retry_after)),
+        Change::Failed { tries_left } => {
+            let error = format!("That code did not work. {}", tries_words(tries_left));
+            render_status(core, session, None, Some(error), StatusCode::UNAUTHORIZED).await
+        }
+        Change::Locked { retry_after } => Ok(locked(core, retry_after)),
+        Change::NotEnabled | Change::NotAllowed => {
+            Ok(pages::redirect(&format!("{}/settings", core.prefix())))
+        }
     }
-    let codes = new_recovery_codes(core, &user).await?;
-    let fresh = privilege_changed(core, session).await?;
-    tracing::info!(target: "audit", event = "recovery_codes_regenerated", user);
-    let continue_href = format!("{}/settings?done=codes", core.prefix());
-    let mut res = codes_page(
-        core,
-        &fresh.record,
-        codes,
-        continue_href,
-        Some("Your old recovery codes no longer work."),
-    );
-    res.headers_mut()
-        .append(header::SET_COOKIE, core.sessions.set_cookie(&fresh.id));
-    Ok(res)
 }
 
 /// The codes the user just saw, echoed back as a text file (they are never stored in clear).

@@ -10,6 +10,7 @@
 
 mod support;
 
+mod api;
 mod browser;
 mod config;
 mod forwarding;

@@ -1,0 +1,291 @@
+//! `/_2fa/api/v1/...`: the settings and challenge actions as JSON, for single-page apps and
+//! automation. Posts must be `application/json` and same-origin; errors are
+//! `{"error": "<code>", "message": "..."}` with a 4xx status; lockouts are 429 with Retry-After.
+
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+
+use crate::body::Body;
+use crate::challenge::flow::{self, Attempt};
+use crate::challenge::totp;
+use crate::enrollment::{self, Change, Enabled};
+use crate::forms::{FormError, read_json};
+use crate::pages;
+use crate::session::{Current, cookie};
+use crate::state::Core;
+use crate::store::{MethodKind, Store, StoreResult};
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    pages::json(status, &json!({ "error": code, "message": message }))
+}
+
+fn locked(retry_after: u64) -> Response<Body> {
+    let mut res = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "locked",
+        &pages::retry_words(retry_after),
+    );
+    if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
+        res.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    res
+}
+
+fn wrong(tries_left: u32) -> Response<Body> {
+    pages::json(
+        StatusCode::UNAUTHORIZED,
+        &json!({ "error": "invalid_code", "message": "That code did not work.", "tries_left": tries_left }),
+    )
+}
+
+fn body_error(e: FormError) -> Response<Body> {
+    match e {
+        FormError::TooLarge => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "The request body is too large.",
+        ),
+        FormError::CrossOrigin => error(
+            StatusCode::FORBIDDEN,
+            "cross_origin",
+            "Cross-site requests are refused.",
+        ),
+        FormError::Malformed | FormError::Repeated => error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "Send a JSON object with Content-Type: application/json.",
+        ),
+    }
+}
+
+/// A string field of the JSON body; arrays or numbers are refused (one code per request).
+fn field<'a>(
+    body: &'a serde_json::Map<String, Value>,
+    name: &str,
+) -> Result<&'a str, Response<Body>> {
+    match body.get(name) {
+        None => Ok(""),
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "Codes are strings, one per request.",
+        )),
+    }
+}
+
+fn with_session_cookie(mut res: Response<Body>, core: &Core, fresh: &Current) -> Response<Body> {
+    res.headers_mut()
+        .append(header::SET_COOKIE, core.sessions.set_cookie(&fresh.id));
+    res
+}
+
+pub async fn handle(
+    core: &Core,
+    req: Request<Incoming>,
+    rest: &str,
+) -> StoreResult<Response<Body>> {
+    let method = req.method().clone();
+    match (&method, rest) {
+        (&Method::POST, "/challenge") => return challenge(core, req, false).await,
+        (&Method::POST, "/challenge/recovery") => return challenge(core, req, true).await,
+        (&Method::POST, "/challenge/resend") => {
+            return Ok(error(
+                StatusCode::BAD_REQUEST,
+                "not_applicable",
+                "This sign-in uses an authenticator app; there is nothing to resend.",
+            ));
+        }
+        (&Method::POST, "/email/setup" | "/email/confirm") => {
+            return Ok(error(
+                StatusCode::NOT_FOUND,
+                "method_unavailable",
+                "Email codes are not available here.",
+            ));
+        }
+        (&Method::GET, "/status")
+        | (&Method::POST, "/totp/setup" | "/totp/confirm" | "/disable" | "/recovery-codes") => {}
+        _ => {
+            return Ok(error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "No such API endpoint.",
+            ));
+        }
+    }
+    let Some(session) = core.sessions.load(req.headers()).await? else {
+        return Ok(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "Sign in first.",
+        ));
+    };
+    if method == Method::GET {
+        return status(core, &session).await;
+    }
+    let body = match read_json(req).await {
+        Ok((_, body)) => body,
+        Err(e) => return Ok(body_error(e)),
+    };
+    let code = match field(&body, "code") {
+        Ok(c) => c,
+        Err(res) => return Ok(res),
+    };
+    match rest {
+        "/totp/setup" => {
+            let user = &session.record.user;
+            let secret = enrollment::enrollment_secret(core, user).await?;
+            let uri = totp::otpauth_uri(&secret, &core.config.totp.issuer, user);
+            Ok(pages::json(
+                StatusCode::OK,
+                &json!({ "secret": totp::base32(&secret), "otpauth_uri": uri, "qr_svg": totp::qr_svg(&uri) }),
+            ))
+        }
+        "/totp/confirm" => {
+            let current = match field(&body, "current_code") {
+                Ok(c) => c,
+                Err(res) => return Ok(res),
+            };
+            Ok(
+                match enrollment::enable_totp(core, &session, code, current).await? {
+                    Enabled::Done { codes, fresh } => {
+                        let mut answer = json!({ "enabled": true, "recovery_codes": codes });
+                        if fresh.record.parked.is_some() {
+                            answer["continue"] =
+                                json!(format!("{}/settings/continue", core.prefix()));
+                        }
+                        with_session_cookie(pages::json(StatusCode::OK, &answer), core, &fresh)
+                    }
+                    Enabled::Current(Change::Failed { tries_left }) => wrong(tries_left),
+                    Enabled::Current(Change::Locked { retry_after }) => locked(retry_after),
+                    Enabled::Current(_) => error(StatusCode::CONFLICT, "conflict", "Try again."),
+                    Enabled::Expired => error(
+                        StatusCode::CONFLICT,
+                        "enrollment_expired",
+                        "The setup expired; call totp/setup again and scan the new key.",
+                    ),
+                    Enabled::WrongCode => wrong(0),
+                },
+            )
+        }
+        "/disable" => Ok(match enrollment::turn_off(core, &session, code).await? {
+            Change::Done(fresh) => with_session_cookie(
+                pages::json(StatusCode::OK, &json!({ "enabled": false })),
+                core,
+                &fresh,
+            ),
+            Change::Failed { tries_left } => wrong(tries_left),
+            Change::Locked { retry_after } => locked(retry_after),
+            Change::NotEnabled => error(
+                StatusCode::CONFLICT,
+                "not_enabled",
+                "Two-step verification is off.",
+            ),
+            Change::NotAllowed => error(
+                StatusCode::FORBIDDEN,
+                "required",
+                "Two-step verification is required here.",
+            ),
+        }),
+        "/recovery-codes" => Ok(match enrollment::new_codes(core, &session, code).await? {
+            Change::Done((codes, fresh)) => with_session_cookie(
+                pages::json(StatusCode::OK, &json!({ "recovery_codes": codes })),
+                core,
+                &fresh,
+            ),
+            Change::Failed { tries_left } => wrong(tries_left),
+            Change::Locked { retry_after } => locked(retry_after),
+            Change::NotEnabled | Change::NotAllowed => error(
+                StatusCode::CONFLICT,
+                "not_enabled",
+                "Two-step verification is off.",
+            ),
+        }),
+        _ => Ok(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "No such API endpoint.",
+        )),
+    }
+}
+
+async fn status(core: &Core, session: &Current) -> StoreResult<Response<Body>> {
+    let user = &session.record.user;
+    let record = core.store.two_factor(user).await?;
+    let left = if record.is_some() {
+        core.store.recovery_codes_left(user).await?
+    } else {
+        0
+    };
+    let method = record.map(|r| match r.method {
+        MethodKind::Totp => "totp",
+        MethodKind::Email => "email",
+    });
+    Ok(pages::json(
+        StatusCode::OK,
+        &json!({
+            "user": user,
+            "enabled": method.is_some(),
+            "method": method,
+            "recovery_codes_left": left,
+            "must_enroll": session.record.must_enroll,
+        }),
+    ))
+}
+
+async fn challenge(
+    core: &Core,
+    req: Request<Incoming>,
+    recovery: bool,
+) -> StoreResult<Response<Body>> {
+    let (parts, body) = match read_json(req).await {
+        Ok(x) => x,
+        Err(e) => return Ok(body_error(e)),
+    };
+    let code = match field(&body, "code") {
+        Ok(c) => c,
+        Err(res) => return Ok(res),
+    };
+    let names = &core.sessions.names;
+    let Some((id, pending)) = flow::pending(core, &parts.headers).await? else {
+        let mut res = error(
+            StatusCode::UNAUTHORIZED,
+            "challenge_expired",
+            "Sign in again.",
+        );
+        res.headers_mut()
+            .append(header::SET_COOKIE, names.clear(names.pending));
+        return Ok(res);
+    };
+    // The pending cookie is SameSite=Lax and HttpOnly, and this endpoint only takes JSON from the
+    // same origin: no CSRF token needed.
+    let old_session = cookie::find(&parts.headers, names.session);
+    Ok(
+        match flow::attempt(core, &id, &pending, code, recovery, old_session).await? {
+            Attempt::Passed { parked, session } => {
+                let redirect = parked.location().unwrap_or_else(|| "/".to_owned());
+                let mut res = pages::json(StatusCode::OK, &json!({ "redirect": redirect }));
+                let h = res.headers_mut();
+                for c in parked.set_cookies() {
+                    h.append(header::SET_COOKIE, c);
+                }
+                h.append(header::SET_COOKIE, core.sessions.set_cookie(&session.id));
+                h.append(header::SET_COOKIE, names.clear(names.pending));
+                res
+            }
+            Attempt::Failed { tries_left } => wrong(tries_left),
+            Attempt::Locked { retry_after } => locked(retry_after),
+            Attempt::Exhausted => error(
+                StatusCode::UNAUTHORIZED,
+                "too_many_attempts",
+                "Sign in again.",
+            ),
+            Attempt::Expired => error(
+                StatusCode::UNAUTHORIZED,
+                "challenge_expired",
+                "Sign in again.",
+            ),
+        },
+    )
+}
