@@ -128,9 +128,8 @@ pub async fn handle(
         Ok((_, body)) => body,
         Err(e) => return Ok(body_error(e)),
     };
-    let code = match field(&body, "code") {
-        Ok(c) => c,
-        Err(res) => return Ok(res),
+    let Some(code) = field(&body, "code") else {
+        return Ok(one_code_only());
     };
     match rest {
         "/totp/setup" => {
@@ -143,9 +142,8 @@ pub async fn handle(
             ))
         }
         "/totp/confirm" => {
-            let current = match field(&body, "current_code") {
-                Ok(c) => c,
-                Err(res) => return Ok(res),
+            let Some(current) = field(&body, "current_code") else {
+                return Ok(one_code_only());
             };
             Ok(
                 match enrollment::enable_totp(core, &session, code, current).await? {
@@ -243,9 +241,8 @@ async fn challenge(
         Ok(x) => x,
         Err(e) => return Ok(body_error(e)),
     };
-    let code = match field(&body, "code") {
-        Ok(c) => c,
-        Err(res) => return Ok(res),
+    let Some(code) = field(&body, "code") else {
+        return Ok(one_code_only());
     };
     let names = &core.sessions.names;
     let Some((id, pending)) = flow::pending(core, &parts.headers).await? else {

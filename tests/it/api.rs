@@ -64,7 +64,11 @@ async fn the_whole_flow_over_json() {
         .await;
     assert_eq!(res.status, StatusCode::UNAUTHORIZED);
     assert_eq!(res.json()["challenge"], "/_2fa/api/v1/challenge");
-    assert_eq!(other.get("/api/me").await.status, StatusCode::SEE_OTHER, "the app is closed until the code");
+    assert_eq!(
+        other.get("/api/me").await.status,
+        StatusCode::SEE_OTHER,
+        "the app is closed until the code"
+    );
     let res = other
         .post_json(
             "/_2fa/api/v1/challenge",
