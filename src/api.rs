@@ -59,20 +59,22 @@ fn body_error(e: FormError) -> Response<Body> {
     }
 }
 
-/// A string field of the JSON body; arrays or numbers are refused (one code per request).
-fn field<'a>(
-    body: &'a serde_json::Map<String, Value>,
-    name: &str,
-) -> Result<&'a str, Response<Body>> {
+/// A string field of the JSON body (missing = empty); `None` for arrays or numbers, so a
+/// request can never carry several codes.
+fn field<'a>(body: &'a serde_json::Map<String, Value>, name: &str) -> Option<&'a str> {
     match body.get(name) {
-        None => Ok(""),
-        Some(Value::String(s)) => Ok(s),
-        Some(_) => Err(error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "Codes are strings, one per request.",
-        )),
+        None => Some(""),
+        Some(Value::String(s)) => Some(s),
+        Some(_) => None,
     }
+}
+
+fn one_code_only() -> Response<Body> {
+    error(
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "Codes are strings, one per request.",
+    )
 }
 
 fn with_session_cookie(mut res: Response<Body>, core: &Core, fresh: &Current) -> Response<Body> {
