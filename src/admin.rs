@@ -1,4 +1,5 @@
-//! The admin listener: liveness, readiness and metrics, on an address that is never the public one.
+//! The admin listener: liveness, readiness, metrics and the admin API (reset a user's 2FA), on
+//! an address that is never the public one. The API needs `Authorization: Bearer <admin_token>`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -11,11 +12,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::body::Body;
 use crate::metrics::{self, Metrics};
+use crate::state::Core;
 use crate::store::{AnyStore, Store};
+
+/// `POST /admin/v1/users/<user>/reset-2fa`.
+const RESET_PREFIX: &str = "/admin/v1/users/";
+const RESET_SUFFIX: &str = "/reset-2fa";
 
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub store: Arc<AnyStore>,
+    pub core: Arc<Core>,
     /// Cleared when shutdown begins, so load balancers stop sending new work while we drain.
     pub ready: AtomicBool,
 }
@@ -44,6 +51,16 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: Cancella
 }
 
 async fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path();
+    if let Some(user) = path
+        .strip_prefix(RESET_PREFIX)
+        .and_then(|r| r.strip_suffix(RESET_SUFFIX))
+    {
+        if req.method() != Method::POST {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "POST only\n");
+        }
+        return reset(state, req, user).await;
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET here\n");
     }
@@ -77,4 +94,97 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     res
+}
+
+/// Removes a user's 2FA (lost phone): record, recovery codes, enrollment, lock and every session.
+async fn reset(state: &AdminState, req: &Request<Incoming>, raw_user: &str) -> Response<Body> {
+    let core = &state.core;
+    let Some(token) = &core.config.secrets.admin_token else {
+        return text(
+            StatusCode::FORBIDDEN,
+            "admin API disabled: set [secrets] admin_token or admin_token_file\n",
+        );
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !crate::forms::token_matches(given, token.expose()) {
+        tracing::warn!(target: "audit", event = "admin_denied", action = "reset-2fa");
+        return text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n");
+    }
+    let decoded: String = form_urlencoded::parse(format!("u={raw_user}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    let Some(user) = core.canonical_user(&decoded) else {
+        return text(StatusCode::BAD_REQUEST, "not a user name\n");
+    };
+    let result = async {
+        let had = core.store.remove_two_factor(&user).await?;
+        core.store.delete_enrollment(&user).await?;
+        core.store.unlock_account(&user).await?;
+        let ended = core.store.end_user_sessions(&user, None).await?;
+        Ok::<_, crate::store::StoreError>((had, ended))
+    }
+    .await;
+    match result {
+        Ok((had, ended)) => {
+            tracing::warn!(target: "audit", event = "second_factor_reset", user, by = "admin", had_2fa = had, sessions_ended = ended);
+            if had {
+                core.metrics.enrollment("reset", "any");
+            }
+            let body = serde_json::json!({ "user": user, "had_2fa": had, "sessions_ended": ended })
+                .to_string();
+            let mut res = Response::new(Body::from(body + "\n"));
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            res
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "admin reset failed: store unavailable");
+            text(StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n")
+        }
+    }
+}
+
+/// `twofa-proxy admin reset USER`: asks the running proxy's admin listener to reset USER.
+pub async fn reset_remote(config: &crate::config::Config, user: &str) -> anyhow::Result<()> {
+    use http_body_util::BodyExt as _;
+
+    let token = config.secrets.admin_token.as_ref().ok_or_else(|| {
+        anyhow::anyhow!("set [secrets] admin_token or admin_token_file to use the admin API")
+    })?;
+    let mut addr = config.server.admin_listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the admin listener at {addr}: {e}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let encoded: String = form_urlencoded::byte_serialize(user.as_bytes()).collect();
+    let req = Request::post(format!("{RESET_PREFIX}{encoded}{RESET_SUFFIX}"))
+        .header(header::HOST, addr.to_string())
+        .header(header::AUTHORIZATION, format!("Bearer {}", token.expose()))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+    let res = sender.send_request(req).await?;
+    let status = res.status();
+    let body = res.into_body().collect().await?.to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    if !status.is_success() {
+        anyhow::bail!("reset refused ({status}): {}", text.trim());
+    }
+    // The command's answer is its output.
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{}", text.trim());
+    }
+    Ok(())
 }

@@ -116,6 +116,7 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> anyhow::Res
     let admin_state = Arc::new(AdminState {
         metrics: metrics.clone(),
         store: store.clone(),
+        core: core.clone(),
         ready: AtomicBool::new(true),
     });
     let admin_stop = CancellationToken::new();

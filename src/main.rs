@@ -43,11 +43,23 @@ enum Command {
     },
     /// Validate the config: print every problem, exit 2 if there is any.
     CheckConfig,
+    /// Administer a running proxy through its admin listener.
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
+    },
     /// Only the demo app (no proxy): the upstream the load benches measure against.
     DemoApp {
         #[arg(long, default_value = "127.0.0.1:3000")]
         listen: SocketAddr,
     },
+}
+
+#[derive(Subcommand)]
+enum AdminAction {
+    /// Remove USER's two-factor authentication (lost phone): the user signs in with the
+    /// password alone (or must enroll again under the "required" policy). Audited.
+    Reset { user: String },
 }
 
 fn main() -> ExitCode {
@@ -78,6 +90,12 @@ fn main() -> ExitCode {
                 admin_listen,
             } => report(twofa_proxy::demo::run(listen, admin_listen).await),
             Command::CheckConfig => check_config(cli.config),
+            Command::Admin {
+                action: AdminAction::Reset { user },
+            } => match load(cli.config) {
+                Ok(config) => report(twofa_proxy::admin::reset_remote(&config, &user).await),
+                Err(code) => code,
+            },
             Command::DemoApp { listen } => report(twofa_proxy::demo::run_app(listen).await),
             Command::Run => match load(cli.config) {
                 Ok(config) => report(run(config).await),

@@ -277,6 +277,10 @@ impl ProxyProcess {
         }
     }
 
+    pub fn config_path(&self) -> PathBuf {
+        self._dir.path("config.toml")
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
