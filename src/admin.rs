@@ -126,7 +126,7 @@ async fn reset(state: &AdminState, req: &Request<Incoming>, raw_user: &str) -> R
         let had = core.store.remove_two_factor(&user).await?;
         core.store.delete_enrollment(&user).await?;
         core.store.unlock_account(&user).await?;
-        let ended = core.store.end_user_sessions(&user, None).await?;
+        let ended = core.sessions.end_others(&user, None).await?;
         Ok::<_, crate::store::StoreError>((had, ended))
     }
     .await;

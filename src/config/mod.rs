@@ -188,6 +188,9 @@ pub struct SessionConfig {
     pub idle_timeout: Duration,
     pub absolute_timeout: Duration,
     pub insecure_http_cookies: bool,
+    /// How long a replica may reuse a session it read from Redis: the bound on how late a
+    /// logout or revocation on another replica takes effect here. Zero disables the cache.
+    pub cache_ttl: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -630,6 +633,7 @@ fn read_session(r: &mut Reader) -> SessionConfig {
         idle_timeout,
         absolute_timeout,
         insecure_http_cookies: r.bool("session.insecure_http_cookies", false),
+        cache_ttl: r.duration("session.cache_ttl", Duration::from_secs(2)),
     }
 }
 

@@ -442,9 +442,7 @@ pub async fn continue_to_app(core: &Core, session: &Current) -> StoreResult<Resp
         parked: None,
         ..session.record.clone()
     };
-    core.store
-        .put_session(&session.id, &record, core.config.session.idle_timeout)
-        .await?;
+    core.sessions.save(&session.id, &record).await?;
     Ok(match Parked::open(&core.sealer, user, sealed) {
         Some(parked) => parked.into_response(),
         None => pages::redirect(&core.config.app.account_settings_url),

@@ -3,8 +3,9 @@
 
 pub mod cookie;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderValue};
 
@@ -21,8 +22,50 @@ pub struct Current {
     pub record: SessionRecord,
 }
 
+/// Sessions read from a shared store, reused for `ttl` (see `[session] cache_ttl`).
+struct Cache {
+    ttl: Duration,
+    entries: Mutex<HashMap<String, (SessionRecord, Instant)>>,
+}
+
+/// More entries than this and the cache starts over (it is only a shortcut).
+const CACHE_MAX: usize = 100_000;
+
+impl Cache {
+    fn get(&self, id: &str) -> Option<SessionRecord> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(id)
+            .filter(|(_, at)| at.elapsed() < self.ttl)
+            .map(|(r, _)| r.clone())
+    }
+
+    fn put(&self, id: &str, record: &SessionRecord) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= CACHE_MAX {
+            entries.clear();
+        }
+        entries.insert(id.to_owned(), (record.clone(), Instant::now()));
+    }
+
+    fn forget(&self, id: &str) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
+    fn forget_user(&self, user: &str) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, (r, _)| r.user != user);
+    }
+}
+
 pub struct Sessions {
     store: Arc<AnyStore>,
+    cache: Option<Cache>,
     clock: SharedClock,
     idle: u64,
     absolute: u64,
@@ -34,8 +77,15 @@ pub struct Sessions {
 impl Sessions {
     pub fn new(store: Arc<AnyStore>, clock: SharedClock, config: &SessionConfig) -> Self {
         let idle = config.idle_timeout.as_secs().max(1);
+        // The memory store is already in this process: nothing to save.
+        let shared = matches!(*store, AnyStore::Redis(_));
+        let cache = (shared && !config.cache_ttl.is_zero()).then(|| Cache {
+            ttl: config.cache_ttl,
+            entries: Mutex::new(HashMap::new()),
+        });
         Self {
             store,
+            cache,
             clock,
             idle,
             absolute: config.absolute_timeout.as_secs().max(1),
@@ -77,8 +127,18 @@ impl Sessions {
         let Some(id) = cookie::find(headers, self.names.session).filter(|v| !v.is_empty()) else {
             return Ok(None);
         };
-        let Some(mut record) = self.store.session(id).await? else {
-            return Ok(None);
+        let cached = self.cache.as_ref().and_then(|c| c.get(id));
+        let mut record = match cached {
+            Some(r) => r,
+            None => {
+                let Some(r) = self.store.session(id).await? else {
+                    return Ok(None);
+                };
+                if let Some(c) = &self.cache {
+                    c.put(id, &r);
+                }
+                r
+            }
         };
         let now = self.clock.now();
         let idle_over = now.saturating_sub(record.last_seen) > self.idle;
@@ -99,19 +159,37 @@ impl Sessions {
         }))
     }
 
+    /// Writes a changed record of a live session (never brings an ended one back).
+    pub async fn save(&self, id: &str, record: &SessionRecord) -> StoreResult<()> {
+        let now = self.clock.now();
+        self.store
+            .refresh_session(id, record, self.ttl(record, now))
+            .await?;
+        if let Some(c) = &self.cache {
+            c.put(id, record);
+        }
+        Ok(())
+    }
+
     pub async fn end(&self, id: &str) -> StoreResult<()> {
+        if let Some(c) = &self.cache {
+            c.forget(id);
+        }
         self.store.delete_session(id).await
     }
 
     /// Replaces a session by a new id with the same user (after a privilege change).
     pub async fn rotate(&self, current: &Current, must_enroll: bool) -> StoreResult<Current> {
         let fresh = self.create(&current.record.user, must_enroll, None).await?;
-        self.store.delete_session(&current.id).await?;
+        self.end(&current.id).await?;
         Ok(fresh)
     }
 
     /// Ends every other session of the user (2FA changed or reset).
     pub async fn end_others(&self, user: &str, keep: Option<&str>) -> StoreResult<u32> {
+        if let Some(c) = &self.cache {
+            c.forget_user(user);
+        }
         self.store.end_user_sessions(user, keep).await
     }
 
