@@ -97,22 +97,30 @@ fn redis() -> Option<RedisProcess> {
 
 fn session_benches(c: &mut Criterion) {
     let rt = rt();
-    let config = Config::from_toml("", Vec::new()).unwrap();
+    let cached = Config::from_toml("", Vec::new()).unwrap();
+    let uncached = Config::from_toml("[session]\ncache_ttl = \"0s\"\n", Vec::new()).unwrap();
     let clock: SharedClock = ManualClock::at_now();
     let server = redis();
     let mut stores = vec![(
-        "memory",
+        "memory store",
         AnyStore::Memory(Box::new(MemoryStore::new(clock.clone()))),
+        &cached,
     )];
-    if let Some(server) = &server {
-        let store = rt
-            .block_on(RedisStore::connect(&server.1, "bench:"))
-            .unwrap();
-        stores.push(("redis", AnyStore::Redis(store)));
-    } else {
-        eprintln!("redis-server not found: skipping the Redis session lookup");
+    match &server {
+        Some(server) => {
+            for (name, config) in [
+                ("redis store, no cache", &uncached),
+                ("redis store, 2 s cache", &cached),
+            ] {
+                let store = rt
+                    .block_on(RedisStore::connect(&server.1, "bench:"))
+                    .unwrap();
+                stores.push((name, AnyStore::Redis(store), config));
+            }
+        }
+        None => eprintln!("redis-server not found: skipping the Redis session lookups"),
     }
-    for (name, store) in stores {
+    for (name, store, config) in stores {
         let sessions = Sessions::new(Arc::new(store), clock.clone(), &config.session);
         let current = rt.block_on(sessions.create("alice", false, None)).unwrap();
         let mut headers = HeaderMap::new();
