@@ -1,4 +1,5 @@
-//! Load bench: the same GET straight to the upstream, through twofa-proxy, and (when Debian's
+//! Load bench: the same GET straight to the upstream, through twofa-proxy (forwarding only, and
+//! authenticated with the memory and the Redis store), and (when Debian's
 //! nginx is installed) through nginx `proxy_pass` with upstream keep-alive -- all in one run on
 //! this machine, reported as throughput, p50/p90/p99 latency and ratios against the direct run.
 //!
@@ -77,15 +78,20 @@ fn start_upstream() -> (Process, SocketAddr) {
     (Process(child), addr)
 }
 
-fn start_proxy(upstream: SocketAddr, dir: &std::path::Path) -> (Process, SocketAddr) {
+/// The release proxy in front of `upstream`; `extra` adds config sections.
+fn start_proxy(
+    upstream: SocketAddr,
+    dir: &std::path::Path,
+    name: &str,
+    extra: &str,
+) -> (Process, SocketAddr) {
     let addr = free_addr();
     let admin = free_addr();
-    let config = dir.join("proxy.toml");
+    let config = dir.join(format!("{name}.toml"));
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"{addr}\"\nadmin_listen = \"{admin}\"\n[upstream]\nurl = \"http://{upstream}\"\n\
-             [app]\npublic_paths = [\"/debug/\"]\n"
+            "[server]\nlisten = \"{addr}\"\nadmin_listen = \"{admin}\"\n[upstream]\nurl = \"http://{upstream}\"\n{extra}"
         ),
     )
     .unwrap();
@@ -98,6 +104,55 @@ fn start_proxy(upstream: SocketAddr, dir: &std::path::Path) -> (Process, SocketA
         .unwrap();
     wait_for(addr);
     (Process(child), addr)
+}
+
+fn start_redis() -> Option<(Process, SocketAddr)> {
+    let addr = free_addr();
+    let child = Command::new("redis-server")
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &addr.port().to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .ok()?;
+    wait_for(addr);
+    Some((Process(child), addr))
+}
+
+/// Signs in through the proxy as a demo user (no 2FA enrolled) and returns the Cookie header
+/// an authenticated browser would send.
+async fn sign_in(proxy: SocketAddr) -> String {
+    let stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::post("/login")
+        .header("host", "bench")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(http_body_util::Full::new(Bytes::from_static(
+            b"username=alice&password=wonderland",
+        )))
+        .unwrap();
+    let res = sender.send_request(req).await.unwrap();
+    assert!(
+        res.status().is_redirection(),
+        "login failed: {}",
+        res.status()
+    );
+    res.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok()?.split(';').next().map(str::to_owned))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn start_nginx(upstream: SocketAddr, dir: &std::path::Path) -> Option<(Process, SocketAddr)> {
@@ -162,6 +217,7 @@ impl Outcome {
 /// Closed-loop load: `connections` keep-alive connections, one request in flight on each.
 async fn load(
     addr: SocketAddr,
+    cookie: Option<String>,
     path: &str,
     connections: usize,
     warmup: Duration,
@@ -172,6 +228,7 @@ async fn load(
     let mut tasks = Vec::new();
     for _ in 0..connections {
         let path = path.to_owned();
+        let cookie = cookie.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(1 << 16);
             let mut errors = 0u64;
@@ -196,10 +253,11 @@ async fn load(
                         errors += 1;
                         continue 'reconnect;
                     }
-                    let req = Request::get(&path)
-                        .header("host", "bench")
-                        .body(Empty::<Bytes>::new())
-                        .unwrap();
+                    let mut req = Request::get(&path).header("host", "bench");
+                    if let Some(c) = &cookie {
+                        req = req.header("cookie", c.as_str());
+                    }
+                    let req = req.body(Empty::<Bytes>::new()).unwrap();
                     let ok = match sender.send_request(req).await {
                         Ok(res) => {
                             res.status().is_success() && res.into_body().collect().await.is_ok()
@@ -237,6 +295,12 @@ async fn load(
     }
 }
 
+struct Target {
+    name: &'static str,
+    addr: SocketAddr,
+    cookie: Option<String>,
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` passes nothing useful either.
     if std::env::args().any(|a| a == "--list") {
@@ -246,70 +310,108 @@ fn main() {
     let connections: usize = env_or("LOAD_CONNECTIONS", 32);
     let path: String = env_or("LOAD_PATH", "/debug/hello".to_owned());
     let dir = scratch_dir();
-
-    let (_upstream, upstream) = start_upstream();
-    let (_proxy, proxy) = start_proxy(upstream, &dir);
-    let nginx = start_nginx(upstream, &dir);
-
-    let mut targets = vec![("direct", upstream), ("twofa-proxy", proxy)];
-    if let Some((_, addr)) = &nginx {
-        targets.push(("nginx", *addr));
-    }
-
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
+
+    let (_upstream, upstream) = start_upstream();
+    let nginx = start_nginx(upstream, &dir);
+    // Forwarding only: the path is public, no session is checked (the nginx-equivalent work).
+    let (_public, public) = start_proxy(
+        upstream,
+        &dir,
+        "public",
+        "[app]\npublic_paths = [\"/debug/\"]\n",
+    );
+    // Authenticated: every request's session is looked up before it is forwarded.
+    let (_memory, memory) = start_proxy(upstream, &dir, "memory", "");
+    let redis = start_redis();
+    let redis_proxy = redis.as_ref().map(|(_, addr)| {
+        let extra = format!(
+            "[store]\nbackend = \"redis\"\nurl = \"redis://{addr}/0\"\n\
+             [secrets]\nencryption_key = \"YmVuY2gta2V5LWJlbmNoLWtleS1iZW5jaC1rZXktMTI=\"\n"
+        );
+        start_proxy(upstream, &dir, "redis", &extra)
+    });
+
+    let mut targets = vec![Target {
+        name: "direct",
+        addr: upstream,
+        cookie: None,
+    }];
+    if let Some((_, addr)) = &nginx {
+        targets.push(Target {
+            name: "nginx",
+            addr: *addr,
+            cookie: None,
+        });
+    }
+    targets.push(Target {
+        name: "proxy public",
+        addr: public,
+        cookie: None,
+    });
+    targets.push(Target {
+        name: "proxy memory",
+        addr: memory,
+        cookie: Some(rt.block_on(sign_in(memory))),
+    });
+    if let Some((_, addr)) = &redis_proxy {
+        targets.push(Target {
+            name: "proxy redis",
+            addr: *addr,
+            cookie: Some(rt.block_on(sign_in(*addr))),
+        });
+    }
+
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
         "load bench: GET {path}, {connections} connections, {seconds}s each, {cores} cores, all on loopback"
     );
     println!(
-        "{:<13} {:>10} {:>9} {:>9} {:>9} {:>7}",
+        "{:<14} {:>10} {:>9} {:>9} {:>9} {:>7}",
         "target", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors"
     );
     let mut results = Vec::new();
-    for (name, addr) in &targets {
+    for t in &targets {
         let out = rt.block_on(load(
-            *addr,
+            t.addr,
+            t.cookie.clone(),
             &path,
             connections,
             Duration::from_secs(1),
             Duration::from_secs(seconds),
         ));
         println!(
-            "{:<13} {:>10.0} {:>9.3} {:>9.3} {:>9.3} {:>7}",
-            name,
+            "{:<14} {:>10.0} {:>9.3} {:>9.3} {:>9.3} {:>7}",
+            t.name,
             out.rps(),
             out.percentile_ms(0.50),
             out.percentile_ms(0.90),
             out.percentile_ms(0.99),
             out.errors
         );
-        results.push((*name, out));
+        results.push((t.name, out));
     }
-    let direct_rps = results[0].1.rps();
-    let proxy = &results[1].1;
+    let find = |name: &str| results.iter().find(|(n, _)| *n == name).map(|(_, o)| o);
     println!();
-    println!(
-        "twofa-proxy / direct throughput: {:.2}",
-        proxy.rps() / direct_rps
-    );
-    println!(
-        "twofa-proxy p99 - direct p99:    {:+.3} ms",
-        proxy.percentile_ms(0.99) - results[0].1.percentile_ms(0.99)
-    );
-    if let Some((_, ng)) = results.get(2) {
-        println!(
-            "twofa-proxy / nginx throughput:  {:.2}",
-            proxy.rps() / ng.rps()
-        );
-        println!(
-            "twofa-proxy p99 - nginx p99:     {:+.3} ms",
-            proxy.percentile_ms(0.99) - ng.percentile_ms(0.99)
-        );
-    } else {
-        println!("(nginx not installed: apt-get install nginx-light to add the nginx baseline)");
+    for base in ["direct", "nginx"] {
+        let Some(b) = find(base) else {
+            println!(
+                "(nginx not installed: apt-get install nginx-light to add the nginx baseline)"
+            );
+            continue;
+        };
+        for proxy in ["proxy public", "proxy memory", "proxy redis"] {
+            if let Some(p) = find(proxy) {
+                println!(
+                    "{proxy:<13} / {base:<6}: throughput {:.2}, p99 {:+.3} ms",
+                    p.rps() / b.rps(),
+                    p.percentile_ms(0.99) - b.percentile_ms(0.99)
+                );
+            }
+        }
     }
 
     let report: Vec<serde_json::Value> = results
