@@ -243,6 +243,7 @@ impl DemoApp {
             Some(user) => {
                 let mut res = redirect(&next);
                 set_cookie(&mut res, &self.new_session(user));
+                name_user(&mut res, user);
                 res
             }
             None => {
@@ -367,6 +368,15 @@ fn redirect(location: &str) -> Response<DemoBody> {
         res.headers_mut().insert(header::LOCATION, v);
     }
     res
+}
+
+/// Header naming the logged-in user, for proxies configured with `[app] user_header`.
+pub const USER_HEADER: &str = "x-demo-user";
+
+fn name_user(res: &mut Response<DemoBody>, user: &str) {
+    if let Ok(v) = HeaderValue::from_str(user) {
+        res.headers_mut().insert(USER_HEADER, v);
+    }
 }
 
 fn set_cookie(res: &mut Response<DemoBody>, cookie: &str) {

@@ -48,7 +48,7 @@ pub async fn run(listen: SocketAddr, admin_listen: SocketAddr) -> anyhow::Result
     let running = crate::app::start(config).await?;
     let users: Vec<String> = USERS.iter().map(|(u, p, _)| format!("{u} / {p}")).collect();
     let banner = format!(
-        "\n  twofa-proxy demo is running\n\n  Open       http://{}/\n  Sign in    {}\n  Demo app   http://{upstream}/ (direct, unprotected)\n  Admin      http://{}/metrics\n\n  Stop with Ctrl-C.\n",
+        "\n  twofa-proxy demo is running\n\n  Open       http://{}/\n  Sign in    {}\n  Try 2FA    Account Settings -> Enable Two-Factor Authentication\n  Admin      http://{}/metrics\n\n  Stop with Ctrl-C.\n",
         running.addr,
         users.join("   "),
         running.admin_addr,

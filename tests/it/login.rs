@@ -538,3 +538,51 @@ async fn a_logout_on_one_replica_reaches_the_other_within_the_cache_ttl() {
         "revocation did not reach the other replica"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absolute_timeout_ends_even_a_busy_session() {
+    let site = site(
+        Backend::Memory,
+        &[
+            ("TWOFA_SESSION__IDLE_TIMEOUT", "10m"),
+            ("TWOFA_SESSION__ABSOLUTE_TIMEOUT", "1h"),
+        ],
+    )
+    .await;
+    let mut agent = Agent::new(site.proxy.addr);
+    password_login(&mut agent, "alice", "wonderland").await;
+    for _ in 0..6 {
+        site.clock.advance(9 * 60);
+        assert_eq!(agent.get("/").await.status, StatusCode::OK);
+    }
+    site.clock.advance(9 * 60);
+    assert_eq!(
+        agent.get("/").await.status,
+        StatusCode::SEE_OTHER,
+        "lived past the absolute timeout"
+    );
+}
+
+/// With case-sensitive names a typed `ALICE` is another account; the app's own word on who logged
+/// in (`user_header`) keeps that from being a way around alice's 2FA, and never reaches the browser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apps_user_header_names_the_account() {
+    let site = site(
+        Backend::Memory,
+        &[
+            ("TWOFA_APP__USERNAME_CASE_SENSITIVE", "true"),
+            ("TWOFA_APP__USER_HEADER", "X-Demo-User"),
+        ],
+    )
+    .await;
+    enrolled_at_challenge(&site, "alice", "wonderland").await;
+    let mut shouting = Agent::new(site.proxy.addr);
+    let res = password_login(&mut shouting, "ALICE", "wonderland").await;
+    assert_eq!(res.header("location"), Some("/_2fa/challenge"));
+    assert!(
+        res.header("x-demo-user").is_none(),
+        "the app's user header leaked to the browser"
+    );
+    let page = shouting.follow(&res).await;
+    assert!(page.text().contains("(alice)"));
+}
