@@ -9,17 +9,10 @@ use crate::body::Body;
 use crate::challenge::verify::{self, Outcome};
 use crate::forms::{self, read_form, token_matches};
 use crate::login::parked::Parked;
-use crate::pages::{self, ChallengePage, RecoveryPage};
+use crate::pages::{self, ChallengePage};
 use crate::session::{Current, cookie};
 use crate::state::Core;
 use crate::store::{PendingLogin, Store, StoreResult};
-
-/// Which page the user is on.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Code,
-    Recovery,
-}
 
 pub async fn pending(
     core: &Core,
@@ -97,36 +90,21 @@ pub fn form_error(core: &Core, e: forms::FormError) -> Response<Body> {
 
 fn render(
     core: &Core,
-    kind: Kind,
+    recovery: bool,
     pending: &PendingLogin,
     error: Option<String>,
     status: StatusCode,
 ) -> Response<Body> {
-    let (app_name, assets, prefix) = (&core.brand.app_name, &core.brand.assets, core.prefix());
-    match kind {
-        Kind::Code => pages::page(
-            status,
-            &ChallengePage {
-                app_name,
-                assets,
-                prefix,
-                user: &pending.user,
-                csrf: &pending.csrf,
-                error,
-            },
-        ),
-        Kind::Recovery => pages::page(
-            status,
-            &RecoveryPage {
-                app_name,
-                assets,
-                prefix,
-                user: &pending.user,
-                csrf: &pending.csrf,
-                error,
-            },
-        ),
-    }
+    let page = ChallengePage {
+        app_name: &core.brand.app_name,
+        assets: &core.brand.assets,
+        prefix: core.prefix(),
+        user: &pending.user,
+        csrf: &pending.csrf,
+        error,
+        recovery,
+    };
+    pages::page(status, &page)
 }
 
 pub async fn show(
@@ -134,9 +112,8 @@ pub async fn show(
     req: &Request<Incoming>,
     recovery: bool,
 ) -> StoreResult<Response<Body>> {
-    let kind = if recovery { Kind::Recovery } else { Kind::Code };
     Ok(match pending(core, req.headers()).await? {
-        Some((_, p)) => render(core, kind, &p, None, StatusCode::OK),
+        Some((_, p)) => render(core, recovery, &p, None, StatusCode::OK),
         None => expired(core),
     })
 }
@@ -233,7 +210,6 @@ pub async fn submit(
     req: Request<Incoming>,
     recovery: bool,
 ) -> StoreResult<Response<Body>> {
-    let kind = if recovery { Kind::Recovery } else { Kind::Code };
     let form = match read_form(req).await {
         Ok(f) => f,
         Err(e) => return Ok(form_error(core, e)),
@@ -267,7 +243,7 @@ pub async fn submit(
             };
             Ok(render(
                 core,
-                kind,
+                recovery,
                 &pending,
                 Some(error),
                 StatusCode::UNAUTHORIZED,

@@ -12,7 +12,7 @@ use crate::challenge::flow::{form_error, locked};
 use crate::challenge::verify::{self, Outcome};
 use crate::challenge::{recovery, totp};
 use crate::config::Enforcement;
-use crate::forms::{read_form, token_matches};
+use crate::forms::{Form, read_form, token_matches};
 use crate::login::parked::Parked;
 use crate::pages::{self, RecoveryCodesPage, SettingsPage, TotpSetupPage};
 use crate::session::Current;
@@ -130,6 +130,26 @@ async fn render_setup(
 
 pub async fn setup(core: &Core, session: &Current) -> StoreResult<Response<Body>> {
     render_setup(core, session, None, StatusCode::OK).await
+}
+
+/// A form posted by the signed-in user: same-origin, bounded, with the session's CSRF token.
+/// The refusal is boxed: it is the rare path.
+async fn session_form(
+    core: &Core,
+    session: &Current,
+    req: Request<Incoming>,
+) -> Result<Form, Box<Response<Body>>> {
+    let form = read_form(req)
+        .await
+        .map_err(|e| Box::new(form_error(core, e)))?;
+    if !token_matches(form.get("csrf"), &session.record.csrf) {
+        return Err(Box::new(pages::error(
+            &core.brand,
+            StatusCode::FORBIDDEN,
+            true,
+        )));
+    }
+    Ok(form)
 }
 
 /// What a change to a user's 2FA came to.
@@ -274,13 +294,10 @@ pub async fn confirm(
     session: &Current,
     req: Request<Incoming>,
 ) -> StoreResult<Response<Body>> {
-    let form = match read_form(req).await {
+    let form = match session_form(core, session, req).await {
         Ok(f) => f,
-        Err(e) => return Ok(form_error(core, e)),
+        Err(res) => return Ok(*res),
     };
-    if !token_matches(form.get("csrf"), &session.record.csrf) {
-        return Ok(pages::error(&core.brand, StatusCode::FORBIDDEN, true));
-    }
     match enable_totp(core, session, form.get("code"), form.get("current_code")).await? {
         Enabled::Done { codes, fresh } => {
             let continue_href = if fresh.record.parked.is_some() {
@@ -325,13 +342,10 @@ pub async fn disable(
     session: &Current,
     req: Request<Incoming>,
 ) -> StoreResult<Response<Body>> {
-    let form = match read_form(req).await {
+    let form = match session_form(core, session, req).await {
         Ok(f) => f,
-        Err(e) => return Ok(form_error(core, e)),
+        Err(res) => return Ok(*res),
     };
-    if !token_matches(form.get("csrf"), &session.record.csrf) {
-        return Ok(pages::error(&core.brand, StatusCode::FORBIDDEN, true));
-    }
     match turn_off(core, session, form.get("code")).await? {
         Change::Done(fresh) => {
             let mut res = pages::redirect(&format!("{}/settings?done=disabled", core.prefix()));
@@ -360,13 +374,10 @@ pub async fn regenerate_codes(
     session: &Current,
     req: Request<Incoming>,
 ) -> StoreResult<Response<Body>> {
-    let form = match read_form(req).await {
+    let form = match session_form(core, session, req).await {
         Ok(f) => f,
-        Err(e) => return Ok(form_error(core, e)),
+        Err(res) => return Ok(*res),
     };
-    if !token_matches(form.get("csrf"), &session.record.csrf) {
-        return Ok(pages::error(&core.brand, StatusCode::FORBIDDEN, true));
-    }
     match new_codes(core, session, form.get("code")).await? {
         Change::Done((codes, fresh)) => {
             let continue_href = format!("{}/settings?done=codes", core.prefix());
@@ -393,13 +404,10 @@ pub async fn download_codes(
     session: &Current,
     req: Request<Incoming>,
 ) -> StoreResult<Response<Body>> {
-    let form = match read_form(req).await {
+    let form = match session_form(core, session, req).await {
         Ok(f) => f,
-        Err(e) => return Ok(form_error(core, e)),
+        Err(res) => return Ok(*res),
     };
-    if !token_matches(form.get("csrf"), &session.record.csrf) {
-        return Ok(pages::error(&core.brand, StatusCode::FORBIDDEN, true));
-    }
     let codes: Vec<&str> = form
         .get("codes")
         .split_whitespace()

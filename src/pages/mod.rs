@@ -68,6 +68,7 @@ pub fn redirect(location: &str) -> Response<Body> {
     res
 }
 
+/// The challenge: a code from the authenticator app, or (`recovery`) a recovery code.
 #[derive(Template)]
 #[template(path = "challenge.html")]
 pub struct ChallengePage<'a> {
@@ -77,17 +78,7 @@ pub struct ChallengePage<'a> {
     pub user: &'a str,
     pub csrf: &'a str,
     pub error: Option<String>,
-}
-
-#[derive(Template)]
-#[template(path = "recovery.html")]
-pub struct RecoveryPage<'a> {
-    pub app_name: &'a str,
-    pub assets: &'a str,
-    pub prefix: &'a str,
-    pub user: &'a str,
-    pub csrf: &'a str,
-    pub error: Option<String>,
+    pub recovery: bool,
 }
 
 #[derive(Template)]

@@ -74,6 +74,21 @@ impl MemoryStore {
     }
 }
 
+/// Increments an expiring counter (starting over once it expired); returns the new count.
+fn bump<K: std::hash::Hash + Eq>(
+    map: &mut HashMap<K, Expiring<u32>>,
+    key: K,
+    now: u64,
+    expires: u64,
+) -> u32 {
+    let entry = map.entry(key).or_insert(Expiring { value: 0, expires });
+    if entry.expires <= now {
+        *entry = Expiring { value: 0, expires };
+    }
+    entry.value += 1;
+    entry.value
+}
+
 fn live<'a, K, T>(map: &'a HashMap<K, Expiring<T>>, key: &K, now: u64) -> Option<&'a T>
 where
     K: std::hash::Hash + Eq,
@@ -195,15 +210,7 @@ impl Store for MemoryStore {
         let now = self.clock.now();
         let expires = self.expiry(ttl);
         let mut m = self.lock();
-        let entry = m
-            .attempts
-            .entry(id.to_owned())
-            .or_insert(Expiring { value: 0, expires });
-        if entry.expires <= now {
-            *entry = Expiring { value: 0, expires };
-        }
-        entry.value += 1;
-        let n = entry.value;
+        let n = bump(&mut m.attempts, id.to_owned(), now, expires);
         self.note_write(&mut m);
         Ok(n)
     }
@@ -296,15 +303,7 @@ impl Store for MemoryStore {
         let now = self.clock.now();
         let expires = self.expiry(ttl);
         let mut m = self.lock();
-        let entry = m
-            .failures
-            .entry((user.to_owned(), bucket))
-            .or_insert(Expiring { value: 0, expires });
-        if entry.expires <= now {
-            *entry = Expiring { value: 0, expires };
-        }
-        entry.value += 1;
-        let n = entry.value;
+        let n = bump(&mut m.failures, (user.to_owned(), bucket), now, expires);
         self.note_write(&mut m);
         Ok(n)
     }
