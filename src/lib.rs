@@ -25,6 +25,7 @@ pub mod enrollment;
 pub mod forms;
 pub mod listener;
 pub mod login;
+pub mod mail;
 pub mod metrics;
 pub mod own;
 pub mod pages;
