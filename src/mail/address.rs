@@ -13,7 +13,9 @@ impl EmailAddress {
             && !local.starts_with('.')
             && !local.ends_with('.')
             && !local.contains("..")
-            && local.chars().all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
+            && local
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
         let valid_domain = domain.len() <= 253
             && domain.contains('.')
             && domain.split('.').all(|label| {
@@ -24,7 +26,8 @@ impl EmailAddress {
                     && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
             });
         // `a@b@c` fails here: the second `@` is not a domain character (a known check bypass).
-        (valid_local && valid_domain).then(|| Self(format!("{local}@{}", domain.to_ascii_lowercase())))
+        (valid_local && valid_domain)
+            .then(|| Self(format!("{local}@{}", domain.to_ascii_lowercase())))
     }
 
     pub fn as_str(&self) -> &str {
@@ -54,8 +57,16 @@ mod tests {
 
     #[test]
     fn parsing_and_normalising() {
-        assert_eq!(EmailAddress::parse(" Alice@Example.COM ").unwrap().as_str(), "Alice@example.com");
-        assert_eq!(EmailAddress::parse("a.b+tag@mail.example.org").unwrap().as_str(), "a.b+tag@mail.example.org");
+        assert_eq!(
+            EmailAddress::parse(" Alice@Example.COM ").unwrap().as_str(),
+            "Alice@example.com"
+        );
+        assert_eq!(
+            EmailAddress::parse("a.b+tag@mail.example.org")
+                .unwrap()
+                .as_str(),
+            "a.b+tag@mail.example.org"
+        );
         for bad in [
             "",
             "alice",
@@ -78,7 +89,10 @@ mod tests {
 
     #[test]
     fn masking() {
-        assert_eq!(EmailAddress::parse("alice@example.com").unwrap().masked(), "a•••@example.com");
+        assert_eq!(
+            EmailAddress::parse("alice@example.com").unwrap().masked(),
+            "a•••@example.com"
+        );
         assert_eq!(mask("x@y.z"), "x•••@y.z");
         assert_eq!(mask("nonsense"), "•••");
     }

@@ -40,7 +40,12 @@ impl Outbox {
     }
 
     pub fn mails(&self) -> Vec<Mail> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 }
 
@@ -64,10 +69,9 @@ impl Mailer {
         let transport = match config.transport {
             MailTransport::Log => Transport::Log(Outbox::default()),
             MailTransport::File => {
-                let dir = config
-                    .file_dir
-                    .clone()
-                    .ok_or_else(|| anyhow::anyhow!("email.file_dir is needed for transport = \"file\""))?;
+                let dir = config.file_dir.clone().ok_or_else(|| {
+                    anyhow::anyhow!("email.file_dir is needed for transport = \"file\"")
+                })?;
                 Transport::File(dir)
             }
             MailTransport::Smtp => Transport::Smtp(smtp_transport(config)?),
@@ -84,17 +88,31 @@ impl Mailer {
     }
 
     pub async fn send(&self, mail: &Mail) -> Result<(), MailError> {
-        let to: Mailbox = mail.to.parse().map_err(|e| MailError::Build(format!("recipient: {e}")))?;
+        let to: Mailbox = mail
+            .to
+            .parse()
+            .map_err(|e| MailError::Build(format!("recipient: {e}")))?;
         let message = Message::builder()
             .from(self.from.clone())
             .to(to)
             .subject(mail.subject.clone())
-            .multipart(MultiPart::alternative_plain_html(mail.text.clone(), mail.html.clone()))
+            .multipart(MultiPart::alternative_plain_html(
+                mail.text.clone(),
+                mail.html.clone(),
+            ))
             .map_err(|e| MailError::Build(e.to_string()))?;
         match &self.transport {
-            Transport::Smtp(t) => t.send(message).await.map(|_| ()).map_err(|e| MailError::Delivery(smtp_error(&e))),
+            Transport::Smtp(t) => t
+                .send(message)
+                .await
+                .map(|_| ())
+                .map_err(|e| MailError::Delivery(smtp_error(&e))),
             Transport::File(dir) => {
-                let name = format!("{}-{}.eml", unix_millis(), crate::secrets::random_below(1 << 32));
+                let name = format!(
+                    "{}-{}.eml",
+                    unix_millis(),
+                    crate::secrets::random_below(1 << 32)
+                );
                 tokio::fs::write(dir.join(name), message.formatted())
                     .await
                     .map_err(|e| MailError::Delivery(format!("{}: {e}", dir.display())))
@@ -103,7 +121,12 @@ impl Mailer {
                 // The demo's whole point is to show the code without a mail server.
                 #[allow(clippy::print_stdout)]
                 {
-                    println!("\n  [demo outbox] to {}: {}\n  {}\n", mail.to, mail.subject, mail.text.trim().replace("\r\n", "\n  "));
+                    println!(
+                        "\n  [demo outbox] to {}: {}\n  {}\n",
+                        mail.to,
+                        mail.subject,
+                        mail.text.trim().replace("\r\n", "\n  ")
+                    );
                 }
                 outbox.push(mail.clone());
                 Ok(())
@@ -117,12 +140,15 @@ fn smtp_transport(config: &EmailConfig) -> anyhow::Result<AsyncSmtpTransport<Tok
     let tls = || -> anyhow::Result<TlsParameters> {
         let mut builder = TlsParameters::builder(smtp.host.clone());
         if let Some(path) = &smtp.ca_file {
-            let pem = std::fs::read(path).map_err(|e| anyhow::anyhow!("email.smtp.ca_file {}: {e}", path.display()))?;
+            let pem = std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("email.smtp.ca_file {}: {e}", path.display()))?;
             let cert = Certificate::from_pem(&pem)
                 .map_err(|e| anyhow::anyhow!("email.smtp.ca_file {}: {e}", path.display()))?;
             builder = builder.add_root_certificate(cert);
         }
-        builder.build_rustls().map_err(|e| anyhow::anyhow!("email.smtp TLS: {e}"))
+        builder
+            .build_rustls()
+            .map_err(|e| anyhow::anyhow!("email.smtp TLS: {e}"))
     };
     let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.host.clone())
         .port(smtp.port)
@@ -133,7 +159,11 @@ fn smtp_transport(config: &EmailConfig) -> anyhow::Result<AsyncSmtpTransport<Tok
         SmtpTls::Tls => builder.tls(Tls::Wrapper(tls()?)),
     };
     if let Some(user) = &smtp.username {
-        let password = smtp.password.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default();
+        let password = smtp
+            .password
+            .as_ref()
+            .map(|p| p.expose().to_owned())
+            .unwrap_or_default();
         builder = builder.credentials(Credentials::new(user.clone(), password));
     }
     Ok(builder.build())
@@ -153,5 +183,7 @@ fn smtp_error(e: &lettre::transport::smtp::Error) -> String {
 }
 
 fn unix_millis() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
 }

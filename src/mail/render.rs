@@ -50,7 +50,14 @@ struct NoticeHtml<'a> {
 }
 
 /// A one-time code, for signing in or for confirming the address at enrollment.
-pub fn code_mail(app_name: &str, to: &str, user: &str, code: &str, minutes: u64, kind: MailKind) -> Mail {
+pub fn code_mail(
+    app_name: &str,
+    to: &str,
+    user: &str,
+    code: &str,
+    minutes: u64,
+    kind: MailKind,
+) -> Mail {
     let (subject, purpose, warning) = match kind {
         MailKind::EnrollmentCode => (
             format!("Confirm your email for {app_name}"),
@@ -66,10 +73,22 @@ pub fn code_mail(app_name: &str, to: &str, user: &str, code: &str, minutes: u64,
     let text = format!(
         "Your code is {code}\r\n\r\nUse it to {purpose}. It expires in {minutes} minutes and works once.\r\n\r\n{warning}\r\n"
     );
-    let html = CodeHtml { app_name, code, purpose: &purpose, minutes, warning }
-        .render()
-        .unwrap_or_else(|_| text.clone());
-    Mail { to: to.to_owned(), subject, text, html, kind }
+    let html = CodeHtml {
+        app_name,
+        code,
+        purpose: &purpose,
+        minutes,
+        warning,
+    }
+    .render()
+    .unwrap_or_else(|_| text.clone());
+    Mail {
+        to: to.to_owned(),
+        subject,
+        text,
+        html,
+        kind,
+    }
 }
 
 /// The security events a user is told about.
@@ -85,9 +104,21 @@ pub enum Notice {
 
 pub fn notice_mail(app_name: &str, to: &str, user: &str, notice: Notice) -> Mail {
     let (subject, heading, what) = match notice {
-        Notice::Enabled => ("Two-step verification is on", "Two-step verification is on", "was turned on"),
-        Notice::Changed => ("Your two-step verification changed", "Two-step verification changed", "now uses a different method"),
-        Notice::Disabled => ("Two-step verification is off", "Two-step verification is off", "was turned off"),
+        Notice::Enabled => (
+            "Two-step verification is on",
+            "Two-step verification is on",
+            "was turned on",
+        ),
+        Notice::Changed => (
+            "Your two-step verification changed",
+            "Two-step verification changed",
+            "now uses a different method",
+        ),
+        Notice::Disabled => (
+            "Two-step verification is off",
+            "Two-step verification is off",
+            "was turned off",
+        ),
         Notice::ResetByAdmin => (
             "Your two-step verification was reset",
             "Two-step verification was reset",
@@ -110,8 +141,20 @@ pub fn notice_mail(app_name: &str, to: &str, user: &str, notice: Notice) -> Mail
         "If it was not you, change your password now and tell your administrator.".to_owned(),
     ];
     let text = lines.join("\r\n\r\n") + "\r\n";
-    let html = NoticeHtml { app_name, heading, lines: &lines }.render().unwrap_or_else(|_| text.clone());
-    Mail { to: to.to_owned(), subject: format!("{app_name}: {subject}"), text, html, kind: MailKind::Notice }
+    let html = NoticeHtml {
+        app_name,
+        heading,
+        lines: &lines,
+    }
+    .render()
+    .unwrap_or_else(|_| text.clone());
+    Mail {
+        to: to.to_owned(),
+        subject: format!("{app_name}: {subject}"),
+        text,
+        html,
+        kind: MailKind::Notice,
+    }
 }
 
 #[cfg(test)]
@@ -120,14 +163,32 @@ mod tests {
 
     #[test]
     fn code_mails_say_what_when_and_what_if_not() {
-        let m = code_mail("Acme <Books>", "a@example.com", "alice", "123456", 10, MailKind::LoginCode);
+        let m = code_mail(
+            "Acme <Books>",
+            "a@example.com",
+            "alice",
+            "123456",
+            10,
+            MailKind::LoginCode,
+        );
         assert_eq!(m.subject, "Your Acme <Books> sign-in code");
         assert!(m.text.contains("123456"));
         assert!(m.text.contains("expires in 10 minutes"));
         assert!(m.text.contains("did not try to sign in"));
         assert!(m.html.contains("123456"));
-        assert!(m.html.contains("Acme &#60;Books&#62;") || m.html.contains("Acme &lt;Books&gt;"), "{}", m.html);
-        let e = code_mail("Acme", "a@example.com", "alice", "654321", 10, MailKind::EnrollmentCode);
+        assert!(
+            m.html.contains("Acme &#60;Books&#62;") || m.html.contains("Acme &lt;Books&gt;"),
+            "{}",
+            m.html
+        );
+        let e = code_mail(
+            "Acme",
+            "a@example.com",
+            "alice",
+            "654321",
+            10,
+            MailKind::EnrollmentCode,
+        );
         assert!(e.text.contains("confirm this address"));
     }
 

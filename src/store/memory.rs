@@ -5,7 +5,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::{Enrollment, PendingLogin, SessionRecord, Store, StoreResult, TwoFactorRecord};
+use super::{
+    EmailCode, Enrollment, PendingLogin, SessionRecord, Store, StoreResult, TwoFactorRecord,
+};
 use crate::clock::SharedClock;
 
 /// A value and the unix second after which it is gone.
@@ -24,6 +26,8 @@ struct Maps {
     recovery: HashMap<String, HashSet<String>>,
     enrollments: HashMap<String, Expiring<Enrollment>>,
     totp_steps: HashMap<String, Expiring<u64>>,
+    email_codes: HashMap<String, Expiring<EmailCode>>,
+    email_sends: HashMap<(String, u64), Expiring<u32>>,
     failures: HashMap<(String, u64), Expiring<u32>>,
     locks: HashMap<String, Expiring<u64>>,
     writes: u64,
@@ -69,6 +73,8 @@ impl MemoryStore {
         maps.attempts.retain(|_, e| e.expires > now);
         maps.enrollments.retain(|_, e| e.expires > now);
         maps.totp_steps.retain(|_, e| e.expires > now);
+        maps.email_codes.retain(|_, e| e.expires > now);
+        maps.email_sends.retain(|_, e| e.expires > now);
         maps.failures.retain(|_, e| e.expires > now);
         maps.locks.retain(|_, e| e.expires > now);
     }
@@ -278,6 +284,44 @@ impl Store for MemoryStore {
     async fn delete_enrollment(&self, user: &str) -> StoreResult<()> {
         self.lock().enrollments.remove(user);
         Ok(())
+    }
+
+    async fn put_email_code(&self, key: &str, code: &EmailCode, ttl: Duration) -> StoreResult<()> {
+        let expires = self.expiry(ttl);
+        let mut m = self.lock();
+        m.email_codes.insert(
+            key.to_owned(),
+            Expiring {
+                value: code.clone(),
+                expires,
+            },
+        );
+        self.note_write(&mut m);
+        Ok(())
+    }
+
+    async fn email_code(&self, key: &str) -> StoreResult<Option<EmailCode>> {
+        let now = self.clock.now();
+        Ok(live(&self.lock().email_codes, &key.to_owned(), now).cloned())
+    }
+
+    async fn take_email_code(&self, key: &str) -> StoreResult<Option<EmailCode>> {
+        let now = self.clock.now();
+        Ok(self
+            .lock()
+            .email_codes
+            .remove(key)
+            .filter(|e| e.expires > now)
+            .map(|e| e.value))
+    }
+
+    async fn count_email_send(&self, user: &str, bucket: u64, ttl: Duration) -> StoreResult<u32> {
+        let now = self.clock.now();
+        let expires = self.expiry(ttl);
+        let mut m = self.lock();
+        let n = bump(&mut m.email_sends, (user.to_owned(), bucket), now, expires);
+        self.note_write(&mut m);
+        Ok(n)
     }
 
     async fn claim_totp_step(&self, user: &str, step: u64, ttl: Duration) -> StoreResult<bool> {

@@ -77,6 +77,15 @@ pub struct Enrollment {
     pub created: u64,
 }
 
+/// An emailed code: its keyed hash, where it went, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailCode {
+    pub hash: String,
+    pub address: String,
+    /// When this code was issued (it expires `[email] code_ttl` later).
+    pub created: u64,
+}
+
 /// The store's contract. Every method is one round trip and, where it says so, atomic across
 /// all replicas sharing the backend.
 pub trait Store: Send + Sync + 'static {
@@ -166,6 +175,27 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Option<Enrollment>>> + Send;
     fn delete_enrollment(&self, user: &str) -> impl Future<Output = StoreResult<()>> + Send;
 
+    /// Stores the code for `key` (a pending login or an enrollment), replacing any earlier one.
+    fn put_email_code(
+        &self,
+        key: &str,
+        code: &EmailCode,
+        ttl: Duration,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    fn email_code(&self, key: &str) -> impl Future<Output = StoreResult<Option<EmailCode>>> + Send;
+    /// Consumes the code for `key`: of any number of concurrent takers, exactly one gets it.
+    fn take_email_code(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = StoreResult<Option<EmailCode>>> + Send;
+    /// Counts one code email to `user` in `bucket` (the hourly send cap); returns the count.
+    fn count_email_send(
+        &self,
+        user: &str,
+        bucket: u64,
+        ttl: Duration,
+    ) -> impl Future<Output = StoreResult<u32>> + Send;
+
     /// Accepts TOTP time step `step` for `user` only if it is later than every step accepted
     /// before (RFC 6238 5.2: each code once). Atomic compare-and-set.
     fn claim_totp_step(
@@ -242,6 +272,10 @@ delegate! {
     fn put_enrollment(&self, user: &str, enrollment: &Enrollment, ttl: Duration) -> StoreResult<()>;
     fn enrollment(&self, user: &str) -> StoreResult<Option<Enrollment>>;
     fn delete_enrollment(&self, user: &str) -> StoreResult<()>;
+    fn put_email_code(&self, key: &str, code: &EmailCode, ttl: Duration) -> StoreResult<()>;
+    fn email_code(&self, key: &str) -> StoreResult<Option<EmailCode>>;
+    fn take_email_code(&self, key: &str) -> StoreResult<Option<EmailCode>>;
+    fn count_email_send(&self, user: &str, bucket: u64, ttl: Duration) -> StoreResult<u32>;
     fn claim_totp_step(&self, user: &str, step: u64, ttl: Duration) -> StoreResult<bool>;
     fn count_failure(&self, user: &str, bucket: u64, ttl: Duration) -> StoreResult<u32>;
     fn clear_failures(&self, user: &str, bucket: u64) -> StoreResult<()>;

@@ -24,7 +24,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    Enrollment, PendingLogin, SessionRecord, Store, StoreError, StoreResult, TwoFactorRecord,
+    EmailCode, Enrollment, PendingLogin, SessionRecord, Store, StoreError, StoreResult,
+    TwoFactorRecord,
 };
 
 /// Connect and response timeout: a dead server fails a request in about this long instead of
@@ -428,6 +429,43 @@ impl Store for RedisStore {
 
     async fn delete_enrollment(&self, user: &str) -> StoreResult<()> {
         self.del(&self.key("e", user), "delete enrollment").await
+    }
+
+    // Email codes are keyed by pending-login id or user: hashed like other bearer ids.
+    async fn put_email_code(&self, key: &str, code: &EmailCode, ttl: Duration) -> StoreResult<()> {
+        let json = encode("email code", code)?;
+        self.set_px(&self.key("ec", &token(key)), &json, ttl, "put email code")
+            .await
+    }
+
+    async fn email_code(&self, key: &str) -> StoreResult<Option<EmailCode>> {
+        let raw = self
+            .get(&self.key("ec", &token(key)), "read email code")
+            .await?;
+        decode("email code", raw)
+    }
+
+    async fn take_email_code(&self, key: &str) -> StoreResult<Option<EmailCode>> {
+        let k = self.key("ec", &token(key));
+        let (raw, _): (Option<Vec<u8>>, i64) = redis::pipe()
+            .atomic()
+            .cmd("GET")
+            .arg(&k)
+            .cmd("DEL")
+            .arg(&k)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| failure("take email code", &e))?;
+        decode("email code", raw)
+    }
+
+    async fn count_email_send(&self, user: &str, bucket: u64, ttl: Duration) -> StoreResult<u32> {
+        self.count(
+            &self.key("es", &format!("{user}:{bucket}")),
+            ttl,
+            "count email send",
+        )
+        .await
     }
 
     async fn claim_totp_step(&self, user: &str, step: u64, ttl: Duration) -> StoreResult<bool> {

@@ -8,7 +8,7 @@ use twofa_proxy::clock::ManualClock;
 use twofa_proxy::store::memory::MemoryStore;
 use twofa_proxy::store::redis::RedisStore;
 use twofa_proxy::store::{
-    Enrollment, MethodKind, PendingLogin, SessionRecord, Store, TwoFactorRecord,
+    EmailCode, Enrollment, MethodKind, PendingLogin, SessionRecord, Store, TwoFactorRecord,
 };
 
 use crate::support::redis::RedisServer;
@@ -167,6 +167,43 @@ async fn contract<S: Store>(store: Arc<S>, tag: &str) {
     assert_eq!(store.enrollment(&alice).await.unwrap(), Some(e));
     store.delete_enrollment(&alice).await.unwrap();
     assert_eq!(store.enrollment(&alice).await.unwrap(), None);
+
+    // Email codes: a new one replaces the old; taking is single-use under concurrency.
+    let key = format!("login:{tag}");
+    let first = EmailCode {
+        hash: "h1".into(),
+        address: "a@example.com".into(),
+        created: 1,
+    };
+    let second = EmailCode {
+        hash: "h2".into(),
+        address: "a@example.com".into(),
+        created: 2,
+    };
+    store.put_email_code(&key, &first, TTL).await.unwrap();
+    store.put_email_code(&key, &second, TTL).await.unwrap();
+    assert_eq!(store.email_code(&key).await.unwrap(), Some(second.clone()));
+    let takers: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            let key = key.clone();
+            tokio::spawn(async move { store.take_email_code(&key).await.unwrap() })
+        })
+        .collect();
+    let mut taken = Vec::new();
+    for t in takers {
+        if let Some(c) = t.await.unwrap() {
+            taken.push(c);
+        }
+    }
+    assert_eq!(
+        taken,
+        vec![second],
+        "an email code was taken more than once"
+    );
+    assert_eq!(store.count_email_send(&alice, 3, TTL).await.unwrap(), 1);
+    assert_eq!(store.count_email_send(&alice, 3, TTL).await.unwrap(), 2);
+    assert_eq!(store.count_email_send(&alice, 4, TTL).await.unwrap(), 1);
 
     // TOTP steps: only later steps, once; concurrent claims of one step: one winner.
     assert!(store.claim_totp_step(&alice, 100, TTL).await.unwrap());
