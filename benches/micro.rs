@@ -122,7 +122,9 @@ fn session_benches(c: &mut Criterion) {
     }
     for (name, store, config) in stores {
         let sessions = Sessions::new(Arc::new(store), clock.clone(), &config.session);
-        let current = rt.block_on(sessions.create("alice", false, None)).unwrap();
+        let current = rt
+            .block_on(sessions.create("alice", false, None, None))
+            .unwrap();
         let mut headers = HeaderMap::new();
         let cookie = format!("app=1; {}={}", sessions.names.session, current.id);
         headers.insert(header::COOKIE, HeaderValue::from_str(&cookie).unwrap());

@@ -123,7 +123,16 @@ async fn reset(state: &AdminState, req: &Request<Incoming>, raw_user: &str) -> R
         return text(StatusCode::BAD_REQUEST, "not a user name\n");
     };
     let result = async {
+        let address = crate::challenge::email::known_address(core, &user).await?;
         let had = core.store.remove_two_factor(&user).await?;
+        if had {
+            crate::challenge::email::notify(
+                core,
+                &user,
+                address,
+                crate::mail::Notice::ResetByAdmin,
+            );
+        }
         core.store.delete_enrollment(&user).await?;
         core.store.unlock_account(&user).await?;
         let ended = core.sessions.end_others(&user, None).await?;

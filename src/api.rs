@@ -7,6 +7,7 @@ use hyper::body::Incoming;
 use serde_json::{Value, json};
 
 use crate::body::Body;
+use crate::challenge::email::Sent;
 use crate::challenge::flow::{self, Attempt};
 use crate::challenge::totp;
 use crate::enrollment::{self, Change, Enabled};
@@ -92,22 +93,20 @@ pub async fn handle(
     match (&method, rest) {
         (&Method::POST, "/challenge") => return challenge(core, req, false).await,
         (&Method::POST, "/challenge/recovery") => return challenge(core, req, true).await,
-        (&Method::POST, "/challenge/resend") => {
-            return Ok(error(
-                StatusCode::BAD_REQUEST,
-                "not_applicable",
-                "This sign-in uses an authenticator app; there is nothing to resend.",
-            ));
-        }
-        (&Method::POST, "/email/setup" | "/email/confirm") => {
+        (&Method::POST, "/challenge/resend") => return resend(core, req).await,
+        (&Method::POST, "/email/setup" | "/email/confirm") if !enrollment::email_offered(core) => {
             return Ok(error(
                 StatusCode::NOT_FOUND,
                 "method_unavailable",
-                "Email codes are not available here.",
+                "Email codes are not offered here.",
             ));
         }
         (&Method::GET, "/status")
-        | (&Method::POST, "/totp/setup" | "/totp/confirm" | "/disable" | "/recovery-codes") => {}
+        | (
+            &Method::POST,
+            "/totp/setup" | "/totp/confirm" | "/email/setup" | "/email/confirm" | "/disable"
+            | "/recovery-codes",
+        ) => {}
         _ => {
             return Ok(error(
                 StatusCode::NOT_FOUND,
@@ -147,27 +146,39 @@ pub async fn handle(
             let Some(current) = field(&body, "current_code") else {
                 return Ok(one_code_only());
             };
+            Ok(enabled_answer(
+                core,
+                enrollment::enable_totp(core, &session, code, current).await?,
+            ))
+        }
+        "/email/setup" => {
+            let Some(address) = field(&body, "address") else {
+                return Ok(one_code_only());
+            };
             Ok(
-                match enrollment::enable_totp(core, &session, code, current).await? {
-                    Enabled::Done { codes, fresh } => {
-                        let mut answer = json!({ "enabled": true, "recovery_codes": codes });
-                        if fresh.record.parked.is_some() {
-                            answer["continue"] =
-                                json!(format!("{}/settings/continue", core.prefix()));
-                        }
-                        with_session_cookie(pages::json(StatusCode::OK, &answer), core, &fresh)
-                    }
-                    Enabled::Current(Change::Failed { tries_left }) => wrong(tries_left),
-                    Enabled::Current(Change::Locked { retry_after }) => locked(retry_after),
-                    Enabled::Current(_) => error(StatusCode::CONFLICT, "conflict", "Try again."),
-                    Enabled::Expired => error(
-                        StatusCode::CONFLICT,
-                        "enrollment_expired",
-                        "The setup expired; call totp/setup again and scan the new key.",
+                match enrollment::send_enrollment_code(core, &session, address).await? {
+                    Ok(sent) => sent_answer(sent),
+                    Err(enrollment::AddressProblem::Invalid) => error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_address",
+                        "Send {\"address\": \"name@example.com\"}.",
                     ),
-                    Enabled::WrongCode => wrong(0),
+                    Err(enrollment::AddressProblem::Unknown) => error(
+                        StatusCode::CONFLICT,
+                        "no_address",
+                        "No email address is known for this account.",
+                    ),
                 },
             )
+        }
+        "/email/confirm" => {
+            let Some(current) = field(&body, "current_code") else {
+                return Ok(one_code_only());
+            };
+            Ok(enabled_answer(
+                core,
+                enrollment::enable_email(core, &session, code, current).await?,
+            ))
         }
         "/disable" => Ok(match enrollment::turn_off(core, &session, code).await? {
             Change::Done(fresh) => with_session_cookie(
@@ -208,6 +219,77 @@ pub async fn handle(
             "No such API endpoint.",
         )),
     }
+}
+
+/// The answer to a confirmed enrollment (either method).
+fn enabled_answer(core: &Core, outcome: Enabled) -> Response<Body> {
+    match outcome {
+        Enabled::Done { codes, fresh } => {
+            let mut answer = json!({ "enabled": true, "recovery_codes": codes });
+            if fresh.record.parked.is_some() {
+                answer["continue"] = json!(format!("{}/settings/continue", core.prefix()));
+            }
+            with_session_cookie(pages::json(StatusCode::OK, &answer), core, &fresh)
+        }
+        Enabled::Current(Change::Failed { tries_left }) => wrong(tries_left),
+        Enabled::Current(Change::Locked { retry_after }) => locked(retry_after),
+        Enabled::Current(_) => error(StatusCode::CONFLICT, "conflict", "Try again."),
+        Enabled::Expired => error(
+            StatusCode::CONFLICT,
+            "enrollment_expired",
+            "The setup expired; start it again.",
+        ),
+        Enabled::WrongCode => wrong(0),
+    }
+}
+
+/// What happened to a code email, as JSON.
+fn sent_answer(sent: Sent) -> Response<Body> {
+    match sent {
+        Sent::Sent { to } => pages::json(StatusCode::OK, &json!({ "sent_to": to })),
+        Sent::TooSoon { wait } => {
+            let mut res = pages::json(
+                StatusCode::TOO_MANY_REQUESTS,
+                &json!({ "error": "too_soon", "message": format!("Ask again in {wait} seconds."), "retry_after": wait }),
+            );
+            if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+                res.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            res
+        }
+        Sent::HourlyCap => error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "send_limit",
+            "Too many codes this hour.",
+        ),
+        Sent::Failed => error(
+            StatusCode::BAD_GATEWAY,
+            "send_failed",
+            "The code could not be sent; try again.",
+        ),
+    }
+}
+
+async fn resend(core: &Core, req: Request<Incoming>) -> StoreResult<Response<Body>> {
+    let (parts, _) = match read_json(req).await {
+        Ok(x) => x,
+        Err(e) => return Ok(body_error(e)),
+    };
+    let Some((id, pending)) = flow::pending(core, &parts.headers).await? else {
+        return Ok(error(
+            StatusCode::UNAUTHORIZED,
+            "challenge_expired",
+            "Sign in again.",
+        ));
+    };
+    Ok(match flow::resend_code(core, &id, &pending).await? {
+        Some(sent) => sent_answer(sent),
+        None => error(
+            StatusCode::BAD_REQUEST,
+            "not_applicable",
+            "This sign-in uses an authenticator app; there is nothing to resend.",
+        ),
+    })
 }
 
 async fn status(core: &Core, session: &Current) -> StoreResult<Response<Body>> {

@@ -65,6 +65,8 @@ pub struct Metrics {
     pub lockouts: Counter<u64, AtomicU64>,
     /// 2FA turned on, off or reset, by method.
     pub enrollments: Family<Vec<(&'static str, &'static str)>, Counter>,
+    /// Emails by kind ("login_code", "enrollment_code", "notice") and result ("sent", "failed").
+    pub emails: Family<Vec<(&'static str, &'static str)>, Counter>,
 }
 
 impl Metrics {
@@ -121,8 +123,11 @@ impl Metrics {
             "2FA enabled, disabled or reset, by method",
             enrollments.clone(),
         );
+        let emails = Family::default();
+        registry.register("emails", "Emails sent or failed, by kind", emails.clone());
         Self {
             registry,
+            emails,
             requests,
             upstream_seconds,
             upstream_failures,
@@ -152,6 +157,12 @@ impl Metrics {
     pub fn enrollment(&self, action: &'static str, method: &'static str) {
         self.enrollments
             .get_or_create(&vec![("action", action), ("method", method)])
+            .inc();
+    }
+
+    pub fn email(&self, kind: &'static str, result: &'static str) {
+        self.emails
+            .get_or_create(&vec![("kind", kind), ("result", result)])
             .inc();
     }
 

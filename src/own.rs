@@ -28,16 +28,30 @@ pub async fn handle(
         (&Method::GET, "/challenge/recovery") => return flow::show(core, &req, true).await,
         (&Method::POST, "/challenge/recovery") => return flow::submit(core, req, true).await,
         (&Method::POST, "/challenge/cancel") => return flow::cancel(core, req).await,
+        (&Method::POST, "/challenge/resend") => return flow::resend(core, req).await,
+        (&Method::GET, "/outbox") => {
+            // Only the demo's `log` transport has an outbox.
+            if let Some(outbox) = core.mailer.outbox() {
+                let page = pages::OutboxPage {
+                    app_name: &core.brand.app_name,
+                    assets: &core.brand.assets,
+                    mails: outbox.mails(),
+                };
+                return Ok(pages::page(StatusCode::OK, &page));
+            }
+        }
         _ => {}
     }
     let settings = matches!(
         (&method, rest),
         (
             &Method::GET,
-            "/settings" | "/settings/totp" | "/settings/continue"
+            "/settings" | "/settings/totp" | "/settings/email" | "/settings/continue"
         ) | (
             &Method::POST,
             "/settings/totp"
+                | "/settings/email"
+                | "/settings/send-code"
                 | "/settings/disable"
                 | "/settings/recovery-codes"
                 | "/settings/recovery-codes.txt"
@@ -63,6 +77,11 @@ pub async fn handle(
         }
         (&Method::POST, "/settings/recovery-codes.txt") => {
             enrollment::download_codes(core, &session, req).await
+        }
+        (&Method::GET, "/settings/email") => enrollment::email_setup(core, &session, &req).await,
+        (&Method::POST, "/settings/email") => enrollment::email_post(core, &session, req).await,
+        (&Method::POST, "/settings/send-code") => {
+            enrollment::send_change_code(core, &session, req).await
         }
         (&Method::GET, "/settings/continue") => enrollment::continue_to_app(core, &session).await,
         _ => Ok(pages::error(&core.brand, StatusCode::NOT_FOUND, true)),

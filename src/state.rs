@@ -8,6 +8,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::login::gate::PathRules;
+use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::pages::Brand;
 use crate::secrets::Sealer;
@@ -24,6 +25,7 @@ pub struct Core {
     pub metrics: Arc<Metrics>,
     pub rules: PathRules,
     pub identity_header: HeaderName,
+    pub mailer: Arc<Mailer>,
 }
 
 impl Core {
@@ -47,6 +49,7 @@ impl Core {
             logout_paths: config.app.logout_paths.clone(),
             public_paths: config.app.public_paths.clone(),
         };
+        let mailer = Arc::new(Mailer::from_config(&config.email)?);
         Ok(Self {
             config,
             store,
@@ -57,6 +60,7 @@ impl Core {
             metrics,
             rules,
             identity_header,
+            mailer,
         })
     }
 

@@ -6,12 +6,16 @@ use http::{HeaderMap, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
 use crate::body::Body;
+use crate::challenge::email::{self, Sent};
 use crate::challenge::verify::{self, Outcome};
 use crate::forms::{self, read_form, token_matches};
 use crate::login::parked::Parked;
+use crate::mail::MailKind;
+use crate::mail::address::mask;
 use crate::pages::{self, ChallengePage};
 use crate::session::{Current, cookie};
 use crate::state::Core;
+use crate::store::MethodKind;
 use crate::store::{PendingLogin, Store, StoreResult};
 
 pub async fn pending(
@@ -88,13 +92,37 @@ pub fn form_error(core: &Core, e: forms::FormError) -> Response<Body> {
     pages::error(&core.brand, status, true)
 }
 
-fn render(
+/// Renders the challenge for the user's method. For email it says where the code went, or
+/// that it could not be sent, and when a new one may be asked for.
+async fn render(
     core: &Core,
+    id: &str,
     recovery: bool,
     pending: &PendingLogin,
     error: Option<String>,
+    notice: Option<String>,
     status: StatusCode,
-) -> Response<Body> {
+) -> StoreResult<Response<Body>> {
+    let record = core.store.two_factor(&pending.user).await?;
+    let mut email = None;
+    let mut error = error;
+    let mut resend_wait = 0;
+    if let Some(r) = record.as_ref().filter(|r| r.method == MethodKind::Email) {
+        let address = r.email.as_deref().map(mask).unwrap_or_default();
+        match core.store.email_code(&email::login_key(id)).await? {
+            Some(code) => {
+                let next = code.created + core.config.email.resend_interval.as_secs();
+                resend_wait = next.saturating_sub(core.clock.now());
+            }
+            None if error.is_none() && !recovery => {
+                error = Some(format!(
+                    "We could not send a code to {address}. Try sending it again."
+                ));
+            }
+            None => {}
+        }
+        email = Some(address);
+    }
     let page = ChallengePage {
         app_name: &core.brand.app_name,
         assets: &core.brand.assets,
@@ -102,9 +130,18 @@ fn render(
         user: &pending.user,
         csrf: &pending.csrf,
         error,
+        notice,
         recovery,
+        email,
+        digits: if record.is_some_and(|r| r.method == MethodKind::Email) {
+            core.config.email.code_digits
+        } else {
+            6
+        },
+        minutes: core.config.email.code_ttl.as_secs().div_ceil(60),
+        resend_wait,
     };
-    pages::page(status, &page)
+    Ok(pages::page(status, &page))
 }
 
 pub async fn show(
@@ -112,10 +149,76 @@ pub async fn show(
     req: &Request<Incoming>,
     recovery: bool,
 ) -> StoreResult<Response<Body>> {
-    Ok(match pending(core, req.headers()).await? {
-        Some((_, p)) => render(core, recovery, &p, None, StatusCode::OK),
-        None => expired(core),
-    })
+    match pending(core, req.headers()).await? {
+        Some((id, p)) => render(core, &id, recovery, &p, None, None, StatusCode::OK).await,
+        None => Ok(expired(core)),
+    }
+}
+
+/// "Send a new code" on an email challenge.
+pub async fn resend(core: &Core, req: Request<Incoming>) -> StoreResult<Response<Body>> {
+    let form = match read_form(req).await {
+        Ok(f) => f,
+        Err(e) => return Ok(form_error(core, e)),
+    };
+    let Some((id, pending)) = pending(core, &form.parts.headers).await? else {
+        return Ok(expired(core));
+    };
+    if !token_matches(form.get("csrf"), &pending.csrf) {
+        return Ok(pages::error(&core.brand, StatusCode::FORBIDDEN, true));
+    }
+    let (notice, error) = match resend_code(core, &id, &pending).await? {
+        Some(Sent::Sent { to }) => (
+            Some(format!(
+                "We sent a new code to {to}. Earlier codes no longer work."
+            )),
+            None,
+        ),
+        Some(Sent::TooSoon { wait }) => (
+            None,
+            Some(format!("You can ask for a new code in {wait} seconds.")),
+        ),
+        Some(Sent::HourlyCap) => (
+            None,
+            Some(
+                "You have asked for many codes. Try again in an hour, or use a recovery code."
+                    .to_owned(),
+            ),
+        ),
+        Some(Sent::Failed) => (
+            None,
+            Some("We could not send the code. Try again in a moment.".to_owned()),
+        ),
+        None => (
+            None,
+            Some("This sign-in uses an authenticator app; there is nothing to send.".to_owned()),
+        ),
+    };
+    render(core, &id, false, &pending, error, notice, StatusCode::OK).await
+}
+
+/// Sends a fresh code for a pending login whose user has the email method (`None` otherwise).
+pub async fn resend_code(
+    core: &Core,
+    id: &str,
+    pending: &PendingLogin,
+) -> StoreResult<Option<Sent>> {
+    let Some(record) = core.store.two_factor(&pending.user).await? else {
+        return Ok(None);
+    };
+    let (MethodKind::Email, Some(address)) = (record.method, record.email.as_deref()) else {
+        return Ok(None);
+    };
+    Ok(Some(
+        email::send_code(
+            core,
+            &email::login_key(id),
+            &pending.user,
+            address,
+            MailKind::LoginCode,
+        )
+        .await?,
+    ))
 }
 
 /// What one code against a pending login came to.
@@ -164,7 +267,7 @@ pub async fn attempt(
     let outcome = if recovery {
         verify::verify_recovery(core, user, code).await?
     } else {
-        verify::verify(core, user, &record, code).await?
+        verify::verify(core, user, &record, code, &email::login_key(id)).await?
     };
     Ok(match outcome {
         Outcome::Passed => {
@@ -200,7 +303,10 @@ async fn finish(core: &Core, id: &str, old_session: Option<&str>) -> StoreResult
     if let Some(old) = old_session {
         core.sessions.end(old).await?;
     }
-    let session = core.sessions.create(&pending.user, false, None).await?;
+    let session = core
+        .sessions
+        .create(&pending.user, false, None, pending.email.clone())
+        .await?;
     tracing::info!(target: "audit", event = "challenge_passed", user = pending.user);
     Ok(Attempt::Passed { parked, session })
 }
@@ -241,13 +347,16 @@ pub async fn submit(
             } else {
                 pages::wrong_code_words(tries_left)
             };
-            Ok(render(
+            render(
                 core,
+                &id,
                 recovery,
                 &pending,
                 Some(error),
+                None,
                 StatusCode::UNAUTHORIZED,
-            ))
+            )
+            .await
         }
         Attempt::Locked { retry_after } => Ok(locked(core, retry_after)),
         Attempt::Exhausted => Ok(notice(

@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
-use crate::challenge::{recovery, totp};
+use crate::challenge::{email, recovery, totp};
+use crate::mail::Notice;
 use crate::state::Core;
-use crate::store::{Store, StoreResult, TwoFactorRecord};
+use crate::store::{MethodKind, Store, StoreResult, TwoFactorRecord};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -55,22 +56,30 @@ pub async fn totp_matches(core: &Core, user: &str, secret: &[u8], code: &str) ->
 }
 
 /// A code from the user's authenticator app, or (if it looks like one) a recovery code.
+/// `email_key` names the emailed code this check is for (a pending login or a settings change);
+/// it matters only when the user's method is email.
 pub async fn verify(
     core: &Core,
     user: &str,
     record: &TwoFactorRecord,
     code: &str,
+    email_key: &str,
 ) -> StoreResult<Outcome> {
     if let Some(retry_after) = locked_for(core, user).await? {
         return Ok(Outcome::Locked { retry_after });
     }
-    let ok = if totp::TotpCode::parse(code).is_some() {
-        match totp_secret(core, user, record) {
-            Some(secret) => totp_matches(core, user, &secret, code).await?,
-            None => false,
+    let ok = match record.method {
+        MethodKind::Totp if totp::TotpCode::parse(code).is_some() => {
+            match totp_secret(core, user, record) {
+                Some(secret) => totp_matches(core, user, &secret, code).await?,
+                None => false,
+            }
         }
-    } else {
-        use_recovery_code(core, user, code).await?
+        MethodKind::Email if email::parse_code(core, code).is_some() => {
+            email::check_code(core, email_key, code).await?.is_some()
+        }
+        // Anything else may be a recovery code.
+        _ => use_recovery_code(core, user, code).await?,
     };
     settle(core, user, ok).await
 }
@@ -95,6 +104,7 @@ async fn use_recovery_code(core: &Core, user: &str, code: &str) -> StoreResult<b
     if used {
         let left = core.store.recovery_codes_left(user).await.unwrap_or(0);
         tracing::info!(target: "audit", event = "recovery_code_used", user, codes_left = left);
+        email::notify_known(core, user, Notice::RecoveryCodeUsed).await?;
     }
     Ok(used)
 }
@@ -123,6 +133,7 @@ async fn settle(core: &Core, user: &str, ok: bool) -> StoreResult<Outcome> {
             .await?;
         core.store.clear_failures(user, bucket(core)).await?;
         core.metrics.lockouts.inc();
+        email::notify_known(core, user, Notice::Locked).await?;
         tracing::warn!(target: "audit", event = "account_locked", user, seconds = tf.lockout_duration.as_secs());
         return Ok(Outcome::Locked {
             retry_after: until - now,

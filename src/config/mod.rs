@@ -225,7 +225,15 @@ impl Config {
                 message: format!("cannot read: {e}"),
             }])
         })?;
-        Self::from_toml(&text, std::env::vars())
+        let config = Self::from_toml(&text, std::env::vars())?;
+        if config.email.transport == MailTransport::Log {
+            // It prints codes: only the demo (which builds its own config) may do that.
+            return Err(ConfigErrors(vec![Problem {
+                key: "email.transport".into(),
+                message: "\"log\" prints codes to the console and is only for `twofa-proxy demo`; use \"smtp\" or \"file\"".into(),
+            }]));
+        }
+        Ok(config)
     }
 
     /// Parses TOML text, then applies overrides from `env` (pairs of variable name and value).

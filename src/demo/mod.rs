@@ -48,9 +48,10 @@ pub async fn run(listen: SocketAddr, admin_listen: SocketAddr) -> anyhow::Result
     let running = crate::app::start(config).await?;
     let users: Vec<String> = USERS.iter().map(|(u, p, _)| format!("{u} / {p}")).collect();
     let banner = format!(
-        "\n  twofa-proxy demo is running\n\n  Open       http://{}/\n  Sign in    {}\n  Try 2FA    Account Settings -> Enable Two-Factor Authentication\n  Admin      http://{}/metrics\n\n  Stop with Ctrl-C.\n",
+        "\n  twofa-proxy demo is running\n\n  Open       http://{}/\n  Sign in    {}\n  Try 2FA    Account Settings -> Enable Two-Factor Authentication\n  Outbox     http://{}/_2fa/outbox (emailed codes land here)\n  Admin      http://{}/metrics\n\n  Stop with Ctrl-C.\n",
         running.addr,
         users.join("   "),
+        running.addr,
         running.admin_addr,
     );
     // The banner is the demo's user interface, so it goes to stdout rather than the log.

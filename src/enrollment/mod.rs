@@ -8,13 +8,17 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
 use crate::body::Body;
+use crate::challenge::email::{self, Sent};
 use crate::challenge::flow::{form_error, locked};
 use crate::challenge::verify::{self, Outcome};
 use crate::challenge::{recovery, totp};
 use crate::config::Enforcement;
+use crate::config::{AddressSource, Method};
 use crate::forms::{Form, read_form, token_matches};
 use crate::login::parked::Parked;
-use crate::pages::{self, RecoveryCodesPage, SettingsPage, TotpSetupPage};
+use crate::mail::address::{EmailAddress, mask};
+use crate::mail::{MailKind, Notice};
+use crate::pages::{self, EmailSetupPage, RecoveryCodesPage, SettingsPage, TotpSetupPage};
 use crate::session::Current;
 use crate::state::Core;
 use crate::store::{Enrollment, MethodKind, SessionRecord, Store, StoreResult, TwoFactorRecord};
@@ -60,7 +64,13 @@ async fn render_status(
     status: StatusCode,
 ) -> StoreResult<Response<Body>> {
     let user = &session.record.user;
-    let enabled = core.store.two_factor(user).await?.is_some();
+    let record = core.store.two_factor(user).await?;
+    let enabled = record.is_some();
+    let email_to = record
+        .as_ref()
+        .filter(|r| r.method == MethodKind::Email)
+        .and_then(|r| r.email.as_deref())
+        .map(mask);
     let recovery_left = if enabled {
         core.store.recovery_codes_left(user).await?
     } else {
@@ -75,6 +85,8 @@ async fn render_status(
             user,
             csrf: &session.record.csrf,
             enabled,
+            email_to,
+            email_offered: email_offered(core),
             recovery_left,
             can_disable: core.config.twofactor.enforcement == Enforcement::Optional,
             notice,
@@ -111,6 +123,7 @@ async fn render_setup(
     let secret = enrollment_secret(core, user).await?;
     let issuer = &core.config.totp.issuer;
     let uri = totp::otpauth_uri(&secret, issuer, user);
+    let current = core.store.two_factor(user).await?;
     Ok(pages::page(
         status,
         &TotpSetupPage {
@@ -122,7 +135,8 @@ async fn render_setup(
             csrf: &session.record.csrf,
             qr_svg: totp::qr_svg(&uri),
             key_grouped: totp::grouped(&totp::base32(&secret)),
-            needs_current: core.store.two_factor(user).await?.is_some(),
+            needs_current: current.is_some(),
+            current_is_email: current.is_some_and(|r| r.method == MethodKind::Email),
             error,
         },
     ))
@@ -189,11 +203,13 @@ async fn current_factor(
     let Some(record) = core.store.two_factor(user).await? else {
         return Ok(Change::NotEnabled);
     };
-    Ok(match verify::verify(core, user, &record, code).await? {
-        Outcome::Passed => Change::Done(record),
-        Outcome::Failed { tries_left } => Change::Failed { tries_left },
-        Outcome::Locked { retry_after } => Change::Locked { retry_after },
-    })
+    Ok(
+        match verify::verify(core, user, &record, code, &email::change_key(user)).await? {
+            Outcome::Passed => Change::Done(record),
+            Outcome::Failed { tries_left } => Change::Failed { tries_left },
+            Outcome::Locked { retry_after } => Change::Locked { retry_after },
+        },
+    )
 }
 
 /// Turns TOTP on (or moves it to a new key) once the first code from the new key matches.
@@ -204,6 +220,8 @@ pub async fn enable_totp(
     current_code: &str,
 ) -> StoreResult<Enabled> {
     let user = &session.record.user;
+    // Where notices went before the change (the email method's address goes with it).
+    let previous_address = email::known_address(core, user).await?;
     let changing = match current_factor(core, user, current_code).await? {
         Change::NotEnabled => false,
         Change::Done(_) => true,
@@ -245,6 +263,16 @@ pub async fn enable_totp(
     tracing::info!(target: "audit", event, user, method = "totp");
     core.metrics
         .enrollment(if changing { "changed" } else { "enabled" }, "totp");
+    let notice = if changing {
+        Notice::Changed
+    } else {
+        Notice::Enabled
+    };
+    let address = match previous_address {
+        Some(a) => Some(a),
+        None => email::known_address(core, user).await?,
+    };
+    email::notify(core, user, address, notice);
     Ok(Enabled::Done { codes, fresh })
 }
 
@@ -261,7 +289,9 @@ pub async fn turn_off(core: &Core, session: &Current, code: &str) -> StoreResult
         Change::NotEnabled => return Ok(Change::NotEnabled),
         Change::NotAllowed => return Ok(Change::NotAllowed),
     }
+    let address = email::known_address(core, user).await?;
     core.store.remove_two_factor(user).await?;
+    email::notify(core, user, address, Notice::Disabled);
     let fresh = privilege_changed(core, session).await?;
     tracing::info!(target: "audit", event = "second_factor_disabled", user);
     core.metrics.enrollment("disabled", "totp");
@@ -475,7 +505,12 @@ async fn new_recovery_codes(core: &Core, user: &str) -> StoreResult<Vec<String>>
 async fn privilege_changed(core: &Core, session: &Current) -> StoreResult<Current> {
     let fresh = core
         .sessions
-        .create(&session.record.user, false, session.record.parked.clone())
+        .create(
+            &session.record.user,
+            false,
+            session.record.parked.clone(),
+            session.record.email.clone(),
+        )
         .await?;
     core.sessions.end(&session.id).await?;
     let ended = core
@@ -516,4 +551,333 @@ fn tries_words(tries_left: u32) -> String {
         n if n <= 5 => format!("{n} tries left."),
         _ => String::new(),
     }
+}
+
+/// Whether operators offer the email method.
+pub fn email_offered(core: &Core) -> bool {
+    core.config.twofactor.methods.contains(&Method::Email)
+}
+
+/// The address codes go to when the user does not type one (`address_source`).
+fn fixed_address(core: &Core, session: &Current) -> Option<EmailAddress> {
+    match &core.config.email.address_source {
+        AddressSource::Input => None,
+        AddressSource::Username => EmailAddress::parse(&session.record.user),
+        AddressSource::Header(_) => session
+            .record
+            .email
+            .as_deref()
+            .and_then(EmailAddress::parse),
+    }
+}
+
+/// Why an enrollment code was not sent.
+pub enum AddressProblem {
+    /// What was typed is not an address.
+    Invalid,
+    /// The address source knows none for this user.
+    Unknown,
+}
+
+/// Sends an enrollment code to the typed address (`input`) or the known one.
+pub async fn send_enrollment_code(
+    core: &Core,
+    session: &Current,
+    typed: &str,
+) -> StoreResult<Result<Sent, AddressProblem>> {
+    let user = &session.record.user;
+    let address = match core.config.email.address_source {
+        AddressSource::Input if typed.trim().is_empty() => {
+            // "Send a new code": to the address the last code went to.
+            match core.store.email_code(&email::enroll_key(user)).await? {
+                Some(previous) => EmailAddress::parse(&previous.address),
+                None => return Ok(Err(AddressProblem::Invalid)),
+            }
+        }
+        AddressSource::Input => EmailAddress::parse(typed),
+        _ => fixed_address(core, session),
+    };
+    let Some(address) = address else {
+        return Ok(Err(match core.config.email.address_source {
+            AddressSource::Input => AddressProblem::Invalid,
+            _ => AddressProblem::Unknown,
+        }));
+    };
+    let sent = email::send_code(
+        core,
+        &email::enroll_key(user),
+        user,
+        address.as_str(),
+        MailKind::EnrollmentCode,
+    )
+    .await?;
+    Ok(Ok(sent))
+}
+
+/// Turns the email method on once the code sent to the address comes back.
+pub async fn enable_email(
+    core: &Core,
+    session: &Current,
+    code: &str,
+    current_code: &str,
+) -> StoreResult<Enabled> {
+    let user = &session.record.user;
+    let changing = match current_factor(core, user, current_code).await? {
+        Change::NotEnabled => false,
+        Change::Done(_) => true,
+        Change::Failed { tries_left } => {
+            return Ok(Enabled::Current(Change::Failed { tries_left }));
+        }
+        Change::Locked { retry_after } => {
+            return Ok(Enabled::Current(Change::Locked { retry_after }));
+        }
+        Change::NotAllowed => return Ok(Enabled::Current(Change::NotAllowed)),
+    };
+    let Some(address) = email::check_code(core, &email::enroll_key(user), code).await? else {
+        return Ok(Enabled::WrongCode);
+    };
+    let record = TwoFactorRecord {
+        method: MethodKind::Email,
+        totp_secret: None,
+        email: Some(address.clone()),
+        enabled_at: core.clock.now(),
+    };
+    core.store.save_two_factor(user, &record).await?;
+    core.store.delete_enrollment(user).await?;
+    let codes = new_recovery_codes(core, user).await?;
+    let fresh = privilege_changed(core, session).await?;
+    let event = if changing {
+        "second_factor_changed"
+    } else {
+        "second_factor_enabled"
+    };
+    tracing::info!(target: "audit", event, user, method = "email");
+    core.metrics
+        .enrollment(if changing { "changed" } else { "enabled" }, "email");
+    email::notify(
+        core,
+        user,
+        Some(address),
+        if changing {
+            Notice::Changed
+        } else {
+            Notice::Enabled
+        },
+    );
+    Ok(Enabled::Done { codes, fresh })
+}
+
+async fn render_email(
+    core: &Core,
+    session: &Current,
+    sent_to: Option<String>,
+    notice: Option<String>,
+    error: Option<String>,
+    status: StatusCode,
+) -> StoreResult<Response<Body>> {
+    let email = &core.config.email;
+    let page = EmailSetupPage {
+        app_name: &core.brand.app_name,
+        assets: &core.brand.assets,
+        prefix: core.prefix(),
+        csrf: &session.record.csrf,
+        ask_address: email.address_source == AddressSource::Input,
+        known: fixed_address(core, session).map(|a| a.masked()),
+        sent_to,
+        needs_current: core.store.two_factor(&session.record.user).await?.is_some(),
+        digits: email.code_digits,
+        minutes: email.code_ttl.as_secs().div_ceil(60),
+        notice,
+        error,
+    };
+    Ok(pages::page(status, &page))
+}
+
+pub async fn email_setup(
+    core: &Core,
+    session: &Current,
+    req: &Request<Incoming>,
+) -> StoreResult<Response<Body>> {
+    if !email_offered(core) {
+        return Ok(pages::error(&core.brand, StatusCode::NOT_FOUND, true));
+    }
+    let change = req.uri().query().is_some_and(|q| q.contains("change=1"));
+    let pending = core
+        .store
+        .email_code(&email::enroll_key(&session.record.user))
+        .await?;
+    let sent_to = pending.filter(|_| !change).map(|c| mask(&c.address));
+    render_email(core, session, sent_to, None, None, StatusCode::OK).await
+}
+
+pub async fn email_post(
+    core: &Core,
+    session: &Current,
+    req: Request<Incoming>,
+) -> StoreResult<Response<Body>> {
+    if !email_offered(core) {
+        return Ok(pages::error(&core.brand, StatusCode::NOT_FOUND, true));
+    }
+    let form = match session_form(core, session, req).await {
+        Ok(f) => f,
+        Err(res) => return Ok(*res),
+    };
+    let user = &session.record.user;
+    let outstanding = || async {
+        Ok::<_, crate::store::StoreError>(
+            core.store
+                .email_code(&email::enroll_key(user))
+                .await?
+                .map(|c| mask(&c.address)),
+        )
+    };
+    match form.get("action") {
+        "send" => {
+            let (sent_to, notice, error) = match send_enrollment_code(
+                core,
+                session,
+                form.get("address"),
+            )
+            .await?
+            {
+                Ok(Sent::Sent { to }) => (
+                    Some(to.clone()),
+                    Some(format!("We sent a code to {to}.")),
+                    None,
+                ),
+                Ok(Sent::TooSoon { wait }) => (
+                    outstanding().await?,
+                    None,
+                    Some(format!("You can ask for a new code in {wait} seconds.")),
+                ),
+                Ok(Sent::HourlyCap) => (
+                    outstanding().await?,
+                    None,
+                    Some("You have asked for many codes. Try again in an hour.".to_owned()),
+                ),
+                Ok(Sent::Failed) => (
+                    outstanding().await?,
+                    None,
+                    Some(
+                        "We could not send the code. Check the address and try again in a moment."
+                            .to_owned(),
+                    ),
+                ),
+                Err(AddressProblem::Invalid) => (
+                    None,
+                    None,
+                    Some("Enter an email address like name@example.com.".to_owned()),
+                ),
+                Err(AddressProblem::Unknown) => (
+                    None,
+                    None,
+                    Some(
+                        "No email address is known for your account. Ask your administrator."
+                            .to_owned(),
+                    ),
+                ),
+            };
+            let status = if error.is_some() {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::OK
+            };
+            render_email(core, session, sent_to, notice, error, status).await
+        }
+        "verify" => {
+            match enable_email(core, session, form.get("code"), form.get("current_code")).await? {
+                Enabled::Done { codes, fresh } => {
+                    let continue_href = if fresh.record.parked.is_some() {
+                        format!("{}/settings/continue", core.prefix())
+                    } else {
+                        format!("{}/settings?done=enabled", core.prefix())
+                    };
+                    let mut res = codes_page(core, &fresh.record, codes, continue_href, None);
+                    res.headers_mut()
+                        .append(header::SET_COOKIE, core.sessions.set_cookie(&fresh.id));
+                    Ok(res)
+                }
+                Enabled::Current(Change::Locked { retry_after }) => Ok(locked(core, retry_after)),
+                Enabled::Current(Change::Failed { tries_left }) => {
+                    let error = format!(
+                        "Your current code did not work. {}",
+                        tries_words(tries_left)
+                    );
+                    render_email(
+                        core,
+                        session,
+                        outstanding().await?,
+                        None,
+                        Some(error),
+                        StatusCode::UNAUTHORIZED,
+                    )
+                    .await
+                }
+                Enabled::Current(_) | Enabled::Expired => {
+                    render_email(core, session, None, None, None, StatusCode::OK).await
+                }
+                Enabled::WrongCode => {
+                    let error = "That code did not match, or it expired. Check the newest email, or send a new code.";
+                    render_email(
+                        core,
+                        session,
+                        outstanding().await?,
+                        None,
+                        Some(error.to_owned()),
+                        StatusCode::UNAUTHORIZED,
+                    )
+                    .await
+                }
+            }
+        }
+        _ => Ok(pages::error(&core.brand, StatusCode::BAD_REQUEST, true)),
+    }
+}
+
+/// "Send me a code" in settings, for users whose method is email (changes need a current code).
+pub async fn send_change_code(
+    core: &Core,
+    session: &Current,
+    req: Request<Incoming>,
+) -> StoreResult<Response<Body>> {
+    let form = match session_form(core, session, req).await {
+        Ok(f) => f,
+        Err(res) => return Ok(*res),
+    };
+    let user = &session.record.user;
+    let record = core.store.two_factor(user).await?;
+    let Some(address) = record
+        .filter(|r| r.method == MethodKind::Email)
+        .and_then(|r| r.email)
+    else {
+        return Ok(pages::redirect(&format!("{}/settings", core.prefix())));
+    };
+    let (notice, error) = match email::send_code(
+        core,
+        &email::change_key(user),
+        user,
+        &address,
+        MailKind::ChangeCode,
+    )
+    .await?
+    {
+        Sent::Sent { to } => (Some(format!("We sent a code to {to}.")), None),
+        Sent::TooSoon { wait } => (
+            None,
+            Some(format!("You can ask for a new code in {wait} seconds.")),
+        ),
+        Sent::HourlyCap => (
+            None,
+            Some("You have asked for many codes. Try again in an hour.".to_owned()),
+        ),
+        Sent::Failed => (
+            None,
+            Some("We could not send the code. Try again in a moment.".to_owned()),
+        ),
+    };
+    let back = form.get("back");
+    if back == "totp" {
+        return render_setup(core, session, error.or(notice), StatusCode::OK).await;
+    }
+    render_status(core, session, notice.as_deref(), error, StatusCode::OK).await
 }

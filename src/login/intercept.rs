@@ -7,14 +7,18 @@ use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
 use crate::body::Body;
+use crate::challenge::email;
+use crate::config::AddressSource;
 use crate::config::Enforcement;
 use crate::forms::{FormError, read_body};
 use crate::login::parked::{PARK_LIMIT, Parked};
+use crate::mail::MailKind;
+use crate::mail::address::EmailAddress;
 use crate::pages;
 use crate::secrets::random_token;
 use crate::session::cookie;
 use crate::state::Core;
-use crate::store::{PendingLogin, Store, StoreError};
+use crate::store::{MethodKind, PendingLogin, Store, StoreError};
 use crate::upstream::{ConnInfo, Upstream};
 
 /// Login posts larger than this are refused (413) rather than buffered.
@@ -105,6 +109,15 @@ pub async fn watch_login(
             ));
         }
     };
+    // `address_source = "header:..."`: the app names the user's address in its answer.
+    let header_email = match &core.config.email.address_source {
+        AddressSource::Header(h) => head
+            .headers
+            .remove(h.as_str())
+            .and_then(|v| v.to_str().ok().and_then(EmailAddress::parse))
+            .map(|a| a.as_str().to_owned()),
+        _ => None,
+    };
     let parked = Parked::new(head.status, &head.headers, &body);
 
     // Whatever session the browser brought is over: a login never inherits an old id.
@@ -113,7 +126,7 @@ pub async fn watch_login(
     }
 
     let record = core.store.two_factor(&user).await?;
-    if record.is_some() {
+    if let Some(record) = record {
         let id = random_token();
         let pending = PendingLogin {
             user: user.clone(),
@@ -121,17 +134,33 @@ pub async fn watch_login(
             parked: parked.seal(&core.sealer, &user),
             csrf: random_token(),
             json,
+            email: header_email.clone(),
         };
         let ttl = core.config.twofactor.challenge_ttl;
         core.store.park_login(&id, &pending, ttl).await?;
-        tracing::info!(target: "audit", event = "challenge_issued", user, method = "totp");
+        let method = match record.method {
+            MethodKind::Totp => "totp",
+            MethodKind::Email => "email",
+        };
+        tracing::info!(target: "audit", event = "challenge_issued", user, method);
+        if let (MethodKind::Email, Some(address)) = (record.method, &record.email) {
+            // A failed send is shown on the challenge page, which offers to try again.
+            email::send_code(
+                core,
+                &email::login_key(&id),
+                &user,
+                address,
+                MailKind::LoginCode,
+            )
+            .await?;
+        }
         let names = &core.sessions.names;
         let mut res = if json {
             pages::json(
                 StatusCode::UNAUTHORIZED,
                 &serde_json::json!({
                     "error": "second_factor_required",
-                    "method": "totp",
+                    "method": method,
                     "challenge": format!("{}/api/v1/challenge", core.prefix()),
                 }),
             )
@@ -151,7 +180,10 @@ pub async fn watch_login(
 
     match core.config.twofactor.enforcement {
         Enforcement::Optional => {
-            let session = core.sessions.create(&user, false, None).await?;
+            let session = core
+                .sessions
+                .create(&user, false, None, header_email.clone())
+                .await?;
             tracing::info!(target: "audit", event = "login_without_second_factor", user);
             let mut res = parked.into_response();
             res.headers_mut()
@@ -160,7 +192,10 @@ pub async fn watch_login(
         }
         Enforcement::Required => {
             let sealed = parked.seal(&core.sealer, &user);
-            let session = core.sessions.create(&user, true, Some(sealed)).await?;
+            let session = core
+                .sessions
+                .create(&user, true, Some(sealed), header_email.clone())
+                .await?;
             tracing::info!(target: "audit", event = "enrollment_required", user);
             let mut res = if json {
                 pages::json(

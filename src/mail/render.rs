@@ -18,6 +18,8 @@ pub struct Mail {
 pub enum MailKind {
     LoginCode,
     EnrollmentCode,
+    /// Confirms a change in the 2FA settings (the user's method is email).
+    ChangeCode,
     Notice,
 }
 
@@ -26,6 +28,7 @@ impl MailKind {
         match self {
             MailKind::LoginCode => "login_code",
             MailKind::EnrollmentCode => "enrollment_code",
+            MailKind::ChangeCode => "change_code",
             MailKind::Notice => "notice",
         }
     }
@@ -63,6 +66,11 @@ pub fn code_mail(
             format!("Confirm your email for {app_name}"),
             format!("confirm this address for two-step verification on {app_name} ({user})"),
             "If you did not ask for this, you can ignore this email: nothing changes without the code.",
+        ),
+        MailKind::ChangeCode => (
+            format!("Confirm a change on {app_name}"),
+            format!("confirm a change to two-step verification on {app_name} ({user})"),
+            "If you did not ask for this, someone may be signed in as you. Change your password now.",
         ),
         _ => (
             format!("Your {app_name} sign-in code"),

@@ -78,7 +78,14 @@ pub struct ChallengePage<'a> {
     pub user: &'a str,
     pub csrf: &'a str,
     pub error: Option<String>,
+    pub notice: Option<String>,
     pub recovery: bool,
+    /// Email method: the masked address the code went to.
+    pub email: Option<String>,
+    pub digits: u8,
+    pub minutes: u64,
+    /// Seconds until a new code may be asked for.
+    pub resend_wait: u64,
 }
 
 #[derive(Template)]
@@ -100,6 +107,9 @@ pub struct SettingsPage<'a> {
     pub user: &'a str,
     pub csrf: &'a str,
     pub enabled: bool,
+    /// The email method's address, masked, when that is the method.
+    pub email_to: Option<String>,
+    pub email_offered: bool,
     pub recovery_left: u32,
     pub can_disable: bool,
     pub notice: Option<&'a str>,
@@ -119,7 +129,37 @@ pub struct TotpSetupPage<'a> {
     pub qr_svg: String,
     pub key_grouped: String,
     pub needs_current: bool,
+    /// The current method is email: offer to send the code the change needs.
+    pub current_is_email: bool,
     pub error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "email_setup.html")]
+pub struct EmailSetupPage<'a> {
+    pub app_name: &'a str,
+    pub assets: &'a str,
+    pub prefix: &'a str,
+    pub csrf: &'a str,
+    /// The user types the address (`address_source = "input"`).
+    pub ask_address: bool,
+    /// The address codes will go to, masked, when it is not typed.
+    pub known: Option<String>,
+    /// Set once a code went out: the masked address.
+    pub sent_to: Option<String>,
+    pub needs_current: bool,
+    pub digits: u8,
+    pub minutes: u64,
+    pub notice: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "outbox.html")]
+pub struct OutboxPage<'a> {
+    pub app_name: &'a str,
+    pub assets: &'a str,
+    pub mails: Vec<crate::mail::Mail>,
 }
 
 #[derive(Template)]

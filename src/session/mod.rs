@@ -105,6 +105,7 @@ impl Sessions {
         user: &str,
         must_enroll: bool,
         parked: Option<String>,
+        email: Option<String>,
     ) -> StoreResult<Current> {
         let now = self.clock.now();
         let record = SessionRecord {
@@ -114,6 +115,7 @@ impl Sessions {
             csrf: random_token(),
             must_enroll,
             parked,
+            email,
         };
         let id = random_token();
         self.store
@@ -180,7 +182,14 @@ impl Sessions {
 
     /// Replaces a session by a new id with the same user (after a privilege change).
     pub async fn rotate(&self, current: &Current, must_enroll: bool) -> StoreResult<Current> {
-        let fresh = self.create(&current.record.user, must_enroll, None).await?;
+        let fresh = self
+            .create(
+                &current.record.user,
+                must_enroll,
+                None,
+                current.record.email.clone(),
+            )
+            .await?;
         self.end(&current.id).await?;
         Ok(fresh)
     }

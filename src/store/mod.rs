@@ -38,6 +38,9 @@ pub struct SessionRecord {
     /// The app's login answer (sealed), replayed once a forced enrollment completes.
     #[serde(default)]
     pub parked: Option<String>,
+    /// The user's address as the app named it at login (`address_source = "header:..."`).
+    #[serde(default)]
+    pub email: Option<String>,
 }
 
 /// A login the app accepted, held back until the second factor is proven.
@@ -50,6 +53,9 @@ pub struct PendingLogin {
     pub csrf: String,
     /// The login came as JSON: answer the challenge in JSON too.
     pub json: bool,
+    /// The user's address as the app named it (`address_source = "header:..."`).
+    #[serde(default)]
+    pub email: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

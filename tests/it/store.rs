@@ -23,6 +23,7 @@ fn session(user: &str) -> SessionRecord {
         csrf: "c".into(),
         must_enroll: false,
         parked: None,
+        email: Some(format!("{user}@example.com")),
     }
 }
 
@@ -33,6 +34,7 @@ fn pending(user: &str) -> PendingLogin {
         parked: "sealed".into(),
         csrf: "t".into(),
         json: false,
+        email: None,
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod redis;
 pub mod site;
+pub mod smtp;
 
 pub mod browser;
 

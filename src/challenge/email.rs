@@ -1,0 +1,180 @@
+//! Codes sent by email: 6 to 10 digits from the CSPRNG, stored as a keyed hash under the pending
+//! login or enrollment they were issued for, single use, expiring after `[email] code_ttl`.
+//! A new code replaces the old; resends wait `resend_interval` and count against the hourly
+//! cap; none of this touches the failure counter. Also the security notices.
+
+use std::time::Duration;
+
+use crate::config::AddressSource;
+use crate::forms::token_matches;
+use crate::mail::address::{EmailAddress, mask};
+use crate::mail::render::{MailKind, Notice, code_mail, notice_mail};
+use crate::secrets::random_below;
+use crate::state::Core;
+use crate::store::{EmailCode, MethodKind, Store, StoreResult};
+
+/// Where a code is kept: bound to what it was issued for.
+pub fn login_key(pending_id: &str) -> String {
+    format!("login:{pending_id}")
+}
+
+pub fn enroll_key(user: &str) -> String {
+    format!("enroll:{user}")
+}
+
+/// For confirming a change in settings when the user's method is email.
+pub fn change_key(user: &str) -> String {
+    format!("change:{user}")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sent {
+    /// Sent to this (masked) address.
+    Sent { to: String },
+    /// The last code went out less than `resend_interval` ago; wait this many seconds.
+    TooSoon { wait: u64 },
+    /// The hourly cap is reached.
+    HourlyCap,
+    /// The mail server did not take it; nothing was issued, a retry can work.
+    Failed,
+}
+
+/// A code as typed: digits only (spaces and dashes ignored), of the configured length.
+pub fn parse_code(core: &Core, input: &str) -> Option<String> {
+    let digits: String = input
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '-')
+        .collect();
+    (digits.len() == usize::from(core.config.email.code_digits)
+        && digits.bytes().all(|b| b.is_ascii_digit()))
+    .then_some(digits)
+}
+
+fn new_code(digits: u8) -> String {
+    let n = random_below(10u64.pow(u32::from(digits)));
+    format!("{n:0width$}", width = usize::from(digits))
+}
+
+/// Issues a fresh code for `key` and mails it to `address`.
+pub async fn send_code(
+    core: &Core,
+    key: &str,
+    user: &str,
+    address: &str,
+    kind: MailKind,
+) -> StoreResult<Sent> {
+    let email = &core.config.email;
+    let now = core.clock.now();
+    if let Some(previous) = core.store.email_code(key).await? {
+        let next = previous.created + email.resend_interval.as_secs();
+        if now < next {
+            return Ok(Sent::TooSoon { wait: next - now });
+        }
+    }
+    let sends = core
+        .store
+        .count_email_send(user, now / 3600, Duration::from_secs(3600))
+        .await?;
+    if sends > email.max_sends_per_hour {
+        tracing::info!(target: "audit", event = "email_code_capped", user);
+        return Ok(Sent::HourlyCap);
+    }
+    let code = new_code(email.code_digits);
+    let minutes = email.code_ttl.as_secs().div_ceil(60);
+    let mail = code_mail(&core.brand.app_name, address, user, &code, minutes, kind);
+    if let Err(e) = core.mailer.send(&mail).await {
+        core.metrics.email(kind.as_str(), "failed");
+        tracing::warn!(user, kind = kind.as_str(), error = %e, "could not send a code email");
+        return Ok(Sent::Failed);
+    }
+    core.metrics.email(kind.as_str(), "sent");
+    let record = EmailCode {
+        hash: core.sealer.hash_code("email", &code),
+        address: address.to_owned(),
+        created: now,
+    };
+    core.store
+        .put_email_code(key, &record, email.code_ttl)
+        .await?;
+    tracing::info!(target: "audit", event = "email_code_sent", user, kind = kind.as_str());
+    Ok(Sent::Sent { to: mask(address) })
+}
+
+/// Whether `input` is the live code for `key`; a match uses the code up. The address it was
+/// sent to comes back, so an enrollment proves exactly that address.
+pub async fn check_code(core: &Core, key: &str, input: &str) -> StoreResult<Option<String>> {
+    let Some(code) = parse_code(core, input) else {
+        return Ok(None);
+    };
+    let Some(stored) = core.store.email_code(key).await? else {
+        return Ok(None);
+    };
+    if core.clock.now() > stored.created + core.config.email.code_ttl.as_secs() {
+        return Ok(None);
+    }
+    if !token_matches(&core.sealer.hash_code("email", &code), &stored.hash) {
+        return Ok(None);
+    }
+    // Of two right answers racing, one takes the code.
+    Ok(core
+        .store
+        .take_email_code(key)
+        .await?
+        .filter(|t| t.hash == stored.hash)
+        .map(|t| t.address))
+}
+
+/// The address notices go to, where one is known.
+pub async fn known_address(core: &Core, user: &str) -> StoreResult<Option<String>> {
+    if let Some(record) = core.store.two_factor(user).await?
+        && record.method == MethodKind::Email
+        && let Some(address) = record.email
+    {
+        return Ok(Some(address));
+    }
+    Ok(match core.config.email.address_source {
+        AddressSource::Username => EmailAddress::parse(user).map(|a| a.as_str().to_owned()),
+        _ => None,
+    })
+}
+
+/// Tells the user about a security event, without holding up the request (failures are logged).
+pub fn notify(core: &Core, user: &str, address: Option<String>, notice: Notice) {
+    let Some(address) = address else { return };
+    let mail = notice_mail(&core.brand.app_name, &address, user, notice);
+    let mailer = core.mailer.clone();
+    let metrics = core.metrics.clone();
+    let user = user.to_owned();
+    tokio::spawn(async move {
+        match mailer.send(&mail).await {
+            Ok(()) => metrics.email("notice", "sent"),
+            Err(e) => {
+                metrics.email("notice", "failed");
+                tracing::warn!(user, error = %e, "could not send a security notice");
+            }
+        }
+    });
+}
+
+/// [`notify`] to whatever address is known for the user.
+pub async fn notify_known(core: &Core, user: &str, notice: Notice) -> StoreResult<()> {
+    let address = known_address(core, user).await?;
+    notify(core, user, address, notice);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_have_the_configured_length_and_vary() {
+        for digits in [6u8, 8, 10] {
+            let c = new_code(digits);
+            assert_eq!(c.len(), usize::from(digits));
+            assert!(c.bytes().all(|b| b.is_ascii_digit()));
+        }
+        let many: std::collections::HashSet<String> = (0..50).map(|_| new_code(6)).collect();
+        assert!(many.len() > 45, "codes repeat too often");
+    }
+}

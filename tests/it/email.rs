@@ -1,0 +1,392 @@
+//! The email method end to end, with a real SMTP server process (aiosmtpd) on loopback: the
+//! code is read from the message the server received.
+
+use http::StatusCode;
+use serde_json::json;
+
+use crate::support::agent::{Agent, input_value};
+use crate::support::site::*;
+use crate::support::smtp::{SmtpSink, code_in};
+use crate::support::{TempDir, self_signed};
+
+fn smtp_overrides(sink: &SmtpSink) -> Vec<(&'static str, String)> {
+    vec![
+        ("TWOFA_EMAIL__SMTP__HOST", "127.0.0.1".into()),
+        ("TWOFA_EMAIL__SMTP__PORT", sink.port.to_string()),
+        ("TWOFA_EMAIL__SMTP__TLS", "none".into()),
+        ("TWOFA_EMAIL__SMTP__TIMEOUT", "3s".into()),
+    ]
+}
+
+async fn email_site(sink: &SmtpSink, extra: &[(&'static str, &str)]) -> Site {
+    let owned = smtp_overrides(sink);
+    let mut overrides: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    overrides.extend_from_slice(extra);
+    site(Backend::Memory, &overrides).await
+}
+
+/// Enrolls `user` by email at `address`; returns the number of messages the sink holds after.
+async fn enroll_by_email(site: &Site, sink: &SmtpSink, agent: &mut Agent, address: &str) -> usize {
+    let before = sink.messages().len();
+    let settings = agent.get("/_2fa/settings").await.text();
+    assert!(
+        settings.contains("Less secure than an app"),
+        "email is offered, marked less secure"
+    );
+    let page = agent.get("/_2fa/settings/email").await;
+    assert!(page.text().contains("NIST SP 800-63B"));
+    let csrf = input_value(&page.text(), "csrf");
+    let res = agent
+        .post_form(
+            "/_2fa/settings/email",
+            &[("csrf", &csrf), ("action", "send"), ("address", address)],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    assert!(
+        res.text().contains("We sent a 6-digit code to"),
+        "{}",
+        res.text()
+    );
+    let mail = sink.wait_for(before + 1);
+    assert!(mail.contains(&format!("To: {address}")), "{mail}");
+    assert!(mail.contains("Confirm your email"), "{mail}");
+    let code = code_in(&mail);
+    let res = agent
+        .post_form(
+            "/_2fa/settings/email",
+            &[("csrf", &csrf), ("action", "verify"), ("code", &code)],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    assert!(res.text().contains("Save your recovery codes"));
+    // The notice that 2FA is on (sent in the background).
+    let notice = sink.wait_for(before + 2);
+    assert!(notice.contains("Two-step verification is on"), "{notice}");
+    let _ = site;
+    before + 2
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enroll_by_email_then_sign_in_with_a_mailed_code() {
+    let sink = SmtpSink::start();
+    let site = email_site(&sink, &[]).await;
+    let mut agent = Agent::new(site.proxy.addr);
+    password_login(&mut agent, "alice", "wonderland").await;
+    let mut count = enroll_by_email(&site, &sink, &mut agent, "alice@example.com").await;
+    let settings = agent.get("/_2fa/settings").await.text();
+    assert!(
+        settings.contains("On — email to a•••@example.com"),
+        "{settings}"
+    );
+
+    let mut fresh = Agent::new(site.proxy.addr);
+    let res = password_login(&mut fresh, "alice", "wonderland").await;
+    assert_eq!(res.header("location"), Some("/_2fa/challenge"));
+    count += 1;
+    let mail = sink.wait_for(count);
+    assert!(mail.contains("sign-in code"), "{mail}");
+    let code = code_in(&mail);
+    let page = fresh.follow(&res).await.text();
+    assert!(
+        page.contains("We sent a 6-digit code to a•••@example.com"),
+        "{page}"
+    );
+    assert!(page.contains("expires in 10 minutes"));
+    let csrf = input_value(&page, "csrf");
+    let res = fresh
+        .post_form("/_2fa/challenge", &[("csrf", &csrf), ("code", "000000")])
+        .await;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED);
+    let res = fresh
+        .post_form("/_2fa/challenge", &[("csrf", &csrf), ("code", &code)])
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.text());
+    assert!(fresh.get("/").await.text().contains("Dashboard"));
+
+    // The code was used up.
+    let mut again = Agent::new(site.proxy.addr);
+    let res = password_login(&mut again, "alice", "wonderland").await;
+    count += 1;
+    sink.wait_for(count);
+    let page = again.follow(&res).await.text();
+    let csrf = input_value(&page, "csrf");
+    let res = again
+        .post_form("/_2fa/challenge", &[("csrf", &csrf), ("code", &code)])
+        .await;
+    assert_eq!(
+        res.status,
+        StatusCode::UNAUTHORIZED,
+        "an emailed code worked twice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codes_expire_resends_wait_and_replace_old_codes() {
+    let sink = SmtpSink::start();
+    let site = email_site(&sink, &[("TWOFA_EMAIL__MAX_SENDS_PER_HOUR", "4")]).await;
+    let mut agent = Agent::new(site.proxy.addr);
+    password_login(&mut agent, "bob", "builder").await;
+    let mut count = enroll_by_email(&site, &sink, &mut agent, "bob@example.com").await;
+
+    let mut signin = Agent::new(site.proxy.addr);
+    let res = password_login(&mut signin, "bob", "builder").await;
+    count += 1;
+    let first = code_in(&sink.wait_for(count));
+    let page = signin.follow(&res).await.text();
+    let csrf = input_value(&page, "csrf");
+    // Too soon for another.
+    let res = signin
+        .post_form("/_2fa/challenge/resend", &[("csrf", &csrf)])
+        .await;
+    assert!(
+        res.text().contains("You can ask for a new code in"),
+        "{}",
+        res.text()
+    );
+    assert_eq!(sink.messages().len(), count);
+    // After the interval a new code replaces the old.
+    site.clock.advance(31);
+    let res = signin
+        .post_form("/_2fa/challenge/resend", &[("csrf", &csrf)])
+        .await;
+    assert!(res.text().contains("We sent a new code"), "{}", res.text());
+    count += 1;
+    let second = code_in(&sink.wait_for(count));
+    let res = signin
+        .post_form("/_2fa/challenge", &[("csrf", &csrf), ("code", &first)])
+        .await;
+    assert_eq!(
+        res.status,
+        StatusCode::UNAUTHORIZED,
+        "the replaced code still worked"
+    );
+    // Expired after code_ttl (10 minutes; the challenge itself lasts 5, so start a new one).
+    let mut late = Agent::new(site.proxy.addr);
+    let res = password_login(&mut late, "bob", "builder").await;
+    count += 1;
+    let code = code_in(&sink.wait_for(count));
+    let page = late.follow(&res).await.text();
+    let csrf_late = input_value(&page, "csrf");
+    site.clock.advance(4 * 60);
+    let res = late
+        .post_form("/_2fa/challenge", &[("csrf", &csrf_late), ("code", &code)])
+        .await;
+    assert_eq!(
+        res.status,
+        StatusCode::SEE_OTHER,
+        "a 4-minute-old code failed: {}",
+        res.text()
+    );
+    let _ = second;
+    // The hourly cap (4 sends: enrollment + three logins/resends so far this hour) refuses more.
+    let mut capped = Agent::new(site.proxy.addr);
+    let res = password_login(&mut capped, "bob", "builder").await;
+    let page = capped.follow(&res).await.text();
+    assert!(
+        page.contains("could not send a code") || page.contains("many codes"),
+        "{page}"
+    );
+    let csrf = input_value(&page, "csrf");
+    let res = capped
+        .post_form("/_2fa/challenge/resend", &[("csrf", &csrf)])
+        .await;
+    assert!(
+        res.text().contains("asked for many codes"),
+        "{}",
+        res.text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_code_is_refused() {
+    let sink = SmtpSink::start();
+    let site = email_site(&sink, &[("TWOFA_EMAIL__CODE_TTL", "2m")]).await;
+    let mut agent = Agent::new(site.proxy.addr);
+    password_login(&mut agent, "carol", "singer").await;
+    let count = enroll_by_email(&site, &sink, &mut agent, "carol@example.com").await;
+    let mut signin = Agent::new(site.proxy.addr);
+    let res = password_login(&mut signin, "carol", "singer").await;
+    let code = code_in(&sink.wait_for(count + 1));
+    let page = signin.follow(&res).await.text();
+    let csrf = input_value(&page, "csrf");
+    site.clock.advance(121);
+    let res = signin
+        .post_form("/_2fa/challenge", &[("csrf", &csrf), ("code", &code)])
+        .await;
+    assert_eq!(
+        res.status,
+        StatusCode::UNAUTHORIZED,
+        "an expired code worked"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_emailed_codes_lock_the_account() {
+    let sink = SmtpSink::start();
+    let site = email_site(&sink, &[]).await;
+    let mut agent = Agent::new(site.proxy.addr);
+    password_login(&mut agent, "alice", "wonderland").await;
+    let count = enroll_by_email(&site, &sink, &mut agent, "alice@example.com").await;
+    let mut signin = Agent::new(site.proxy.addr);
+    let res = password_login(&mut signin, "alice", "wonderland").await;
+    sink.wait_for(count + 1);
+    let csrf = input_value(&signin.follow(&res).await.text(), "csrf");
+    for code in ["111111", "222222"] {
+        let res = signin
+            .post_form("/_2fa/challenge", &[("csrf", &csrf), ("code", code)])
+            .await;
+        assert_eq!(res.status, StatusCode::UNAUTHORIZED);
+    }
+    let res = signin
+        .post_form("/_2fa/challenge", &[("csrf", &csrf), ("code", "333333")])
+        .await;
+    assert_eq!(res.status, StatusCode::TOO_MANY_REQUESTS);
+    // The user is told.
+    let notice = sink.wait_for(count + 2);
+    assert!(notice.contains("Sign-in paused"), "{notice}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_server_outage_is_explained_and_a_retry_works() {
+    let mut sink = SmtpSink::start();
+    let site = email_site(&sink, &[]).await;
+    let mut agent = Agent::new(site.proxy.addr);
+    password_login(&mut agent, "alice", "wonderland").await;
+    let count = enroll_by_email(&site, &sink, &mut agent, "alice@example.com").await;
+    sink.stop();
+    let mut signin = Agent::new(site.proxy.addr);
+    let res = password_login(&mut signin, "alice", "wonderland").await;
+    assert_eq!(
+        res.header("location"),
+        Some("/_2fa/challenge"),
+        "the login was lost"
+    );
+    let page = signin.follow(&res).await.text();
+    assert!(
+        page.contains("We could not send a code to a•••@example.com"),
+        "{page}"
+    );
+    let metrics = crate::support::get(&format!("http://{}/metrics", site.proxy.admin_addr), &[])
+        .await
+        .text();
+    assert!(
+        metrics.contains(r#"twofa_emails_total{kind="login_code",result="failed"} 1"#),
+        "{metrics}"
+    );
+    sink.restart();
+    let csrf = input_value(&page, "csrf");
+    let res = signin
+        .post_form("/_2fa/challenge/resend", &[("csrf", &csrf)])
+        .await;
+    assert!(res.text().contains("We sent a new code"), "{}", res.text());
+    let code = code_in(&sink.wait_for(count + 1));
+    let res = signin
+        .post_form("/_2fa/challenge", &[("csrf", &csrf), ("code", &code)])
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starttls_to_a_relay_with_a_self_signed_certificate() {
+    let dir = TempDir::new("smtp-tls");
+    let (cert, key) = self_signed(&dir.0);
+    let sink = SmtpSink::start_tls(&cert, &key);
+    let ca = cert.display().to_string();
+    let owned = smtp_overrides(&sink);
+    let mut overrides: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    overrides.retain(|(k, _)| *k != "TWOFA_EMAIL__SMTP__TLS" && *k != "TWOFA_EMAIL__SMTP__HOST");
+    overrides.push(("TWOFA_EMAIL__SMTP__TLS", "starttls"));
+    overrides.push(("TWOFA_EMAIL__SMTP__HOST", "localhost"));
+
+    // Without trusting the certificate nothing is sent.
+    let untrusted = site(Backend::Memory, &overrides).await;
+    let mut agent = Agent::new(untrusted.proxy.addr);
+    password_login(&mut agent, "alice", "wonderland").await;
+    let page = agent.get("/_2fa/settings/email").await.text();
+    let csrf = input_value(&page, "csrf");
+    let res = agent
+        .post_form(
+            "/_2fa/settings/email",
+            &[
+                ("csrf", &csrf),
+                ("action", "send"),
+                ("address", "alice@example.com"),
+            ],
+        )
+        .await;
+    assert!(res.text().contains("could not send"), "{}", res.text());
+    assert!(sink.messages().is_empty());
+
+    // Trusting it through email.smtp.ca_file, the code goes out over TLS.
+    overrides.push(("TWOFA_EMAIL__SMTP__CA_FILE", &ca));
+    let trusted = site(Backend::Memory, &overrides).await;
+    let mut agent = Agent::new(trusted.proxy.addr);
+    password_login(&mut agent, "alice", "wonderland").await;
+    enroll_by_email(&trusted, &sink, &mut agent, "alice@example.com").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_email_method_over_json() {
+    let sink = SmtpSink::start();
+    let site = email_site(&sink, &[]).await;
+    let mut spa = Agent::new(site.proxy.addr);
+    spa.post_json(
+        "/api/login",
+        json!({"username": "alice", "password": "wonderland"}),
+    )
+    .await;
+    let res = spa
+        .post_json(
+            "/_2fa/api/v1/email/setup",
+            json!({"address": "not an address"}),
+        )
+        .await;
+    assert_eq!(res.json()["error"], "invalid_address");
+    let res = spa
+        .post_json(
+            "/_2fa/api/v1/email/setup",
+            json!({"address": "alice@example.com"}),
+        )
+        .await;
+    assert_eq!(res.json()["sent_to"], "a•••@example.com");
+    let code = code_in(&sink.wait_for(1));
+    let res = spa
+        .post_json("/_2fa/api/v1/email/confirm", json!({"code": code}))
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    assert_eq!(
+        spa.get("/_2fa/api/v1/status").await.json()["method"],
+        "email"
+    );
+    sink.wait_for(2);
+
+    let mut other = Agent::new(site.proxy.addr);
+    let res = other
+        .post_json(
+            "/api/login",
+            json!({"username": "alice", "password": "wonderland"}),
+        )
+        .await;
+    assert_eq!(res.json()["method"], "email");
+    let first = code_in(&sink.wait_for(3));
+    let res = other
+        .post_json("/_2fa/api/v1/challenge/resend", json!({}))
+        .await;
+    assert_eq!(res.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(res.json()["error"], "too_soon");
+    site.clock.advance(31);
+    let res = other
+        .post_json("/_2fa/api/v1/challenge/resend", json!({}))
+        .await;
+    assert_eq!(res.json()["sent_to"], "a•••@example.com");
+    let second = code_in(&sink.wait_for(4));
+    let res = other
+        .post_json("/_2fa/api/v1/challenge", json!({"code": first}))
+        .await;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED);
+    let res = other
+        .post_json("/_2fa/api/v1/challenge", json!({"code": second}))
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+}
