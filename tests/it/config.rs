@@ -101,3 +101,13 @@ fn invalid_toml_is_one_clear_problem() {
     assert_eq!(code, 2);
     assert!(stderr.contains("not valid TOML"), "{stderr}");
 }
+
+#[test]
+fn the_log_mail_transport_is_for_the_demo_only() {
+    let (code, stderr) = check_config("[email]\ntransport = \"log\"\n");
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("email.transport") && stderr.contains("demo"),
+        "{stderr}"
+    );
+}

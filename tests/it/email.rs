@@ -390,3 +390,139 @@ async fn the_email_method_over_json() {
         .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.text());
 }
+
+/// Switching methods needs a current code of the active method: TOTP to email with an app code,
+/// then back to TOTP with a code emailed for the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_methods_needs_the_current_factor() {
+    let sink = SmtpSink::start();
+    let site = email_site(&sink, &[]).await;
+    let mut spa = Agent::new(site.proxy.addr);
+    spa.post_json(
+        "/api/login",
+        json!({"username": "alice", "password": "wonderland"}),
+    )
+    .await;
+    let secret = spa
+        .post_json("/_2fa/api/v1/totp/setup", json!({}))
+        .await
+        .json()["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let code = oathtool(&secret, site.clock.now_secs());
+    assert_eq!(
+        spa.post_json("/_2fa/api/v1/totp/confirm", json!({"code": code}))
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    // To email: the emailed code alone is not enough.
+    spa.post_json(
+        "/_2fa/api/v1/email/setup",
+        json!({"address": "alice@example.com"}),
+    )
+    .await;
+    let emailed = code_in(&sink.wait_for(1));
+    let res = spa
+        .post_json(
+            "/_2fa/api/v1/email/confirm",
+            json!({"code": emailed, "current_code": "000000"}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED);
+    site.clock.advance(30);
+    let current = oathtool(&secret, site.clock.now_secs());
+    let res = spa
+        .post_json(
+            "/_2fa/api/v1/email/confirm",
+            json!({"code": emailed, "current_code": current}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    assert_eq!(
+        spa.get("/_2fa/api/v1/status").await.json()["method"],
+        "email"
+    );
+    let changed = sink.wait_for(2);
+    assert!(
+        changed.contains("Your two-step verification changed"),
+        "{changed}"
+    );
+
+    // Back to an app: the settings page emails a code for the change.
+    let page = spa.get("/_2fa/settings/totp").await.text();
+    assert!(page.contains("Code we email you"), "{page}");
+    let csrf = input_value(&page, "csrf");
+    let res = spa
+        .post_form(
+            "/_2fa/settings/send-code",
+            &[("csrf", &csrf), ("back", "totp")],
+        )
+        .await;
+    assert!(res.text().contains("We sent a code"), "{}", res.text());
+    let change_code = code_in(&sink.wait_for(3));
+    let uri = decode_qr(&res.text());
+    let new_secret = query_param(&uri, "secret");
+    site.clock.advance(30);
+    let app_code = oathtool(&new_secret, site.clock.now_secs());
+    let csrf = input_value(&res.text(), "csrf");
+    let res = spa
+        .post_form(
+            "/_2fa/settings/totp",
+            &[
+                ("csrf", &csrf),
+                ("current_code", &change_code),
+                ("code", &app_code),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    assert_eq!(
+        spa.get("/_2fa/api/v1/status").await.json()["method"],
+        "totp"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_file_transport_writes_eml_files() {
+    let dir = TempDir::new("mailfiles");
+    let path = dir.0.display().to_string();
+    let site = site(
+        Backend::Memory,
+        &[
+            ("TWOFA_EMAIL__TRANSPORT", "file"),
+            ("TWOFA_EMAIL__FILE_DIR", &path),
+        ],
+    )
+    .await;
+    let mut spa = Agent::new(site.proxy.addr);
+    spa.post_json(
+        "/api/login",
+        json!({"username": "bob", "password": "builder"}),
+    )
+    .await;
+    let res = spa
+        .post_json(
+            "/_2fa/api/v1/email/setup",
+            json!({"address": "bob@example.com"}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    let files: Vec<_> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .filter_map(Result::ok)
+        .collect();
+    assert_eq!(files.len(), 1);
+    let eml = std::fs::read_to_string(files[0].path()).unwrap();
+    assert!(
+        eml.contains("To: bob@example.com") && eml.contains("multipart/alternative"),
+        "{eml}"
+    );
+    let code = code_in(&eml);
+    let res = spa
+        .post_json("/_2fa/api/v1/email/confirm", json!({"code": code}))
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+}
