@@ -201,3 +201,92 @@ async fn enable_totp_and_log_in_with_it_in_a_browser() {
     browser.wait_for_text("h1", "Dashboard").await;
     browser.close().await;
 }
+
+/// The seed's Method 2 in a real browser: enable email codes (the code read from what a real SMTP
+/// server received), log out, log in with a freshly mailed code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enable_email_codes_and_log_in_with_one_in_a_browser() {
+    use crate::support::site::{Backend, site};
+    use crate::support::smtp::{SmtpSink, code_in};
+
+    let sink = SmtpSink::start();
+    let port = sink.port.to_string();
+    let site = site(
+        Backend::Memory,
+        &[
+            ("TWOFA_EMAIL__SMTP__HOST", "127.0.0.1"),
+            ("TWOFA_EMAIL__SMTP__PORT", &port),
+            ("TWOFA_EMAIL__SMTP__TLS", "none"),
+        ],
+    )
+    .await;
+    let base = format!("http://127.0.0.1:{}", site.proxy.addr.port());
+    let browser = Browser::start().await;
+    browser.goto(&format!("{base}/")).await;
+    browser.wait_for_path("/login").await;
+    browser.fill("#username", "carol").await;
+    browser.fill("#password", "singer").await;
+    browser
+        .click("form[action='/login'] button[type='submit']")
+        .await;
+    browser.wait_for_text("h1", "Dashboard").await;
+    browser.click_link("Account Settings").await;
+    browser.click("#two-factor a.button").await;
+    browser.wait_for_path("/_2fa/settings").await;
+    browser.click("a.choice[href$='/settings/email']").await;
+    browser.wait_for_path("/_2fa/settings/email").await;
+    eprintln!(
+        "screenshot: {}",
+        browser.screenshot("2fa-email-address").await.display()
+    );
+    browser.fill("#address", "carol@example.com").await;
+    browser
+        .click("form[action='/_2fa/settings/email'] button[type='submit']")
+        .await;
+    browser
+        .wait_for_text("main", "We sent a 6-digit code to c•••@example.com")
+        .await;
+    eprintln!(
+        "screenshot: {}",
+        browser.screenshot("2fa-email-verify").await.display()
+    );
+    let code = code_in(&sink.wait_for(1));
+    browser.fill("#code", &code).await;
+    browser
+        .click("form[action='/_2fa/settings/email'] button[type='submit']")
+        .await;
+    browser
+        .wait_for_text("h1", "Save your recovery codes")
+        .await;
+    browser.click("#saved").await;
+    browser
+        .wait_for_text("main", "On — email to c•••@example.com")
+        .await;
+    eprintln!(
+        "screenshot: {}",
+        browser.screenshot("2fa-settings-email-on").await.display()
+    );
+
+    browser.goto(&format!("{base}/account")).await;
+    browser.click("form[action='/logout'] button").await;
+    browser.wait_for_path("/login").await;
+    browser.fill("#username", "carol").await;
+    browser.fill("#password", "singer").await;
+    browser
+        .click("form[action='/login'] button[type='submit']")
+        .await;
+    browser.wait_for_path("/_2fa/challenge").await;
+    browser.wait_for_text("h1", "Check your email").await;
+    eprintln!(
+        "screenshot: {}",
+        browser.screenshot("2fa-email-challenge").await.display()
+    );
+    // Mail 2 is the "two-step verification is on" notice; 3 is the sign-in code.
+    let code = code_in(&sink.wait_for(3));
+    browser.fill("#code", &code).await;
+    browser
+        .click("form[action='/_2fa/challenge'] button[type='submit']")
+        .await;
+    browser.wait_for_text("h1", "Dashboard").await;
+    browser.close().await;
+}
