@@ -740,11 +740,7 @@ pub async fn email_post(
             )
             .await?
             {
-                Ok(Sent::Sent { to }) => (
-                    Some(to.clone()),
-                    Some(format!("We sent a code to {to}.")),
-                    None,
-                ),
+                Ok(Sent::Sent { to }) => (Some(to), None, None),
                 Ok(Sent::TooSoon { wait }) => (
                     outstanding().await?,
                     None,
