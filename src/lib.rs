@@ -24,6 +24,7 @@ pub mod demo;
 pub mod enrollment;
 pub mod forms;
 pub mod listener;
+pub mod loadtest;
 pub mod login;
 pub mod mail;
 pub mod metrics;

@@ -52,7 +52,163 @@ enum Command {
     DemoApp {
         #[arg(long, default_value = "127.0.0.1:3000")]
         listen: SocketAddr,
+        /// Also accept `load1` .. `loadN` with password `load-password` (load tests).
+        #[arg(long, default_value_t = 0)]
+        load_users: u32,
     },
+    /// Drive load at a proxy (local or deployed): authenticated browsing or full 2FA logins,
+    /// bounded in time; prints latency percentiles and errors.
+    Loadtest(Box<LoadtestArgs>),
+}
+
+#[derive(clap::Args)]
+struct LoadtestArgs {
+    /// Base URL of the proxy, e.g. http://127.0.0.1:8080 (plain http).
+    #[arg(long)]
+    target: http::Uri,
+    /// "login": password, TOTP code, first page per flow; "browse": GET --path as a signed-in user.
+    #[arg(long, default_value = "browse")]
+    scenario: String,
+    /// Test users, one `name,password[,totp base32 key]` per line.
+    #[arg(long)]
+    users: Option<PathBuf>,
+    /// Turn on TOTP for every user in --users and write them with their keys to this file; no load.
+    #[arg(long)]
+    enroll_out: Option<PathBuf>,
+    /// The app's JSON login path.
+    #[arg(long, default_value = "/api/login")]
+    login_path: String,
+    /// Page fetched by "browse", and after each "login".
+    #[arg(long, default_value = "/")]
+    path: String,
+    /// Flows in flight (closed loop). Ignored with --rate.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Flows started per second (open loop, corrected for coordinated omission).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// How long to measure, e.g. 30s.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: std::time::Duration,
+    /// Unmeasured start, e.g. 2s.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    warmup: std::time::Duration,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    twofa_proxy::config::parse_duration(s)
+}
+
+async fn loadtest(args: LoadtestArgs) -> anyhow::Result<()> {
+    use twofa_proxy::loadtest::{self, Pace, Plan, Scenario, User};
+    let users = match &args.users {
+        Some(path) => User::parse_list(&std::fs::read_to_string(path)?)?,
+        None => Vec::new(),
+    };
+    if let Some(out) = &args.enroll_out {
+        let enrolled = loadtest::enroll(&args.target, &args.login_path, users, 32).await?;
+        let lines: Vec<String> = enrolled.iter().map(User::to_line).collect();
+        std::fs::write(out, lines.join("\n") + "\n")?;
+        eprintln!(
+            "enrolled {} users; keys written to {}",
+            enrolled.len(),
+            out.display()
+        );
+        return Ok(());
+    }
+    let scenario = match args.scenario.as_str() {
+        "login" => {
+            anyhow::ensure!(
+                !users.is_empty(),
+                "--scenario login needs --users with TOTP keys"
+            );
+            Scenario::Login {
+                login_path: args.login_path.clone(),
+                landing: args.path.clone(),
+                users: users.into(),
+            }
+        }
+        "browse" => {
+            // Signed in once, as the first user when one is given.
+            let cookie = match users.first() {
+                Some(u) => Some(sign_in_once(&args, u).await?),
+                None => None,
+            };
+            Scenario::Browse {
+                path: args.path.clone(),
+                cookie,
+            }
+        }
+        other => anyhow::bail!("unknown scenario {other:?} (login, browse)"),
+    };
+    let pace = match args.rate {
+        Some(r) => Pace::Rate(r),
+        None => Pace::Concurrency(args.concurrency),
+    };
+    eprintln!(
+        "loadtest: {} {:?} against {} for {:?}",
+        args.scenario, pace, args.target, args.duration
+    );
+    let report = loadtest::run(Plan {
+        target: args.target.clone(),
+        scenario,
+        pace,
+        duration: args.duration,
+        warmup: args.warmup,
+        progress: true,
+    })
+    .await;
+    let json = report.to_json();
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
+    }
+    if report.users_exhausted {
+        eprintln!(
+            "note: every test user signed in before the time was up; the rate covers {:.1}s",
+            report.seconds
+        );
+    }
+    #[allow(clippy::print_stdout)]
+    {
+        println!(
+            "{} flows ({:.0}/s), {} errors; latency p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+            report.flows,
+            report.per_second(),
+            report.errors,
+            report.percentile_ms(0.5),
+            report.percentile_ms(0.9),
+            report.percentile_ms(0.99),
+            report.percentile_ms(1.0)
+        );
+    }
+    Ok(())
+}
+
+/// Signs in; if this step's code was already used (say, at enrollment), waits for the next step.
+async fn sign_in_once(
+    args: &LoadtestArgs,
+    user: &twofa_proxy::loadtest::User,
+) -> anyhow::Result<String> {
+    use twofa_proxy::loadtest;
+    let client = loadtest::LoadClient::default();
+    match loadtest::sign_in(&client, &args.target, &args.login_path, user, unix_now()).await {
+        Ok(cookie) => Ok(cookie),
+        Err(_) => {
+            let wait = 30 - unix_now() % 30 + 1;
+            eprintln!("waiting {wait}s for the next TOTP step to sign in");
+            tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+            loadtest::sign_in(&client, &args.target, &args.login_path, user, unix_now()).await
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 #[derive(Subcommand)]
@@ -96,7 +252,10 @@ fn main() -> ExitCode {
                 Ok(config) => report(twofa_proxy::admin::reset_remote(&config, &user).await),
                 Err(code) => code,
             },
-            Command::DemoApp { listen } => report(twofa_proxy::demo::run_app(listen).await),
+            Command::DemoApp { listen, load_users } => {
+                report(twofa_proxy::demo::run_app(listen, load_users).await)
+            }
+            Command::Loadtest(args) => report(loadtest(*args).await),
             Command::Run => match load(cli.config) {
                 Ok(config) => report(run(config).await),
                 Err(code) => code,

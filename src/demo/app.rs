@@ -39,12 +39,17 @@ pub struct DemoApp {
 }
 
 struct Inner {
-    sessions: Mutex<HashMap<String, &'static str>>,
+    sessions: Mutex<HashMap<String, String>>,
     settings_url: String,
+    /// `load1` .. `loadN` (password [`LOAD_PASSWORD`]) exist too, for load tests.
+    load_users: u32,
 }
 
+/// The password of the generated `loadN` users.
+pub const LOAD_PASSWORD: &str = "load-password";
+
 pub struct User {
-    pub name: &'static str,
+    pub name: String,
 }
 
 #[derive(Template)]
@@ -59,25 +64,31 @@ struct LoginPage<'a> {
 #[template(path = "demo/dashboard.html")]
 struct DashboardPage {
     user: Option<User>,
-    name: &'static str,
+    name: String,
 }
 
 #[derive(Template)]
 #[template(path = "demo/account.html")]
 struct AccountPage<'a> {
     user: Option<User>,
-    name: &'static str,
-    email: &'static str,
+    name: String,
+    email: String,
     settings_url: &'a str,
 }
 
 impl DemoApp {
     /// `settings_url` is where "Enable Two-Factor Authentication" points (the proxy's settings).
     pub fn new(settings_url: &str) -> Self {
+        Self::with_load_users(settings_url, 0)
+    }
+
+    /// A demo app that also knows `load1` .. `load{count}` (the load benches' users).
+    pub fn with_load_users(settings_url: &str, count: u32) -> Self {
         Self {
             inner: Arc::new(Inner {
                 sessions: Mutex::new(HashMap::new()),
                 settings_url: settings_url.to_owned(),
+                load_users: count,
             }),
         }
     }
@@ -197,18 +208,21 @@ impl DemoApp {
                     "/" => html(
                         StatusCode::OK,
                         DashboardPage {
-                            user: Some(User { name }),
+                            user: Some(User { name: name.clone() }),
                             name,
                         }
                         .render(),
                     ),
                     "/account" => {
-                        let email = USERS.iter().find(|u| u.0 == name).map_or("", |u| u.2);
+                        let email = USERS
+                            .iter()
+                            .find(|u| u.0 == name)
+                            .map_or_else(|| format!("{name}@example.com"), |u| u.2.to_owned());
                         let settings_url = &self.inner.settings_url;
                         html(
                             StatusCode::OK,
                             AccountPage {
-                                user: Some(User { name }),
+                                user: Some(User { name: name.clone() }),
                                 name,
                                 email,
                                 settings_url,
@@ -239,11 +253,11 @@ impl DemoApp {
             }
             _ => "/".to_owned(),
         };
-        match check_password(field("username"), field("password")) {
+        match self.check_password(field("username"), field("password")) {
             Some(user) => {
                 let mut res = redirect(&next);
-                set_cookie(&mut res, &self.new_session(user));
-                name_user(&mut res, user);
+                set_cookie(&mut res, &self.new_session(&user));
+                name_user(&mut res, &user);
                 res
             }
             None => {
@@ -263,13 +277,14 @@ impl DemoApp {
         };
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         let field = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_owned();
-        match check_password(&field("username"), &field("password")) {
+        match self.check_password(&field("username"), &field("password")) {
             Some(user) => {
                 let mut res = json(
                     StatusCode::OK,
                     serde_json::json!({ "ok": true, "user": user }),
                 );
-                set_cookie(&mut res, &self.new_session(user));
+                set_cookie(&mut res, &self.new_session(&user));
+                name_user(&mut res, &user);
                 res
             }
             None => json(
@@ -279,7 +294,7 @@ impl DemoApp {
         }
     }
 
-    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, &'static str>> {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
         // A poisoned lock only means another request panicked mid-update; the map is still usable.
         self.inner
             .sessions
@@ -287,27 +302,31 @@ impl DemoApp {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    fn new_session(&self, user: &'static str) -> String {
+    fn new_session(&self, user: &str) -> String {
         let mut raw = [0u8; 16];
         let _ = getrandom::fill(&mut raw);
         let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-        self.sessions().insert(token.clone(), user);
+        self.sessions().insert(token.clone(), user.to_owned());
         format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax")
     }
 
-    fn current_user(&self, req: &Request<Incoming>) -> Option<&'static str> {
+    fn current_user(&self, req: &Request<Incoming>) -> Option<String> {
         let token = session_token(req)?;
-        self.sessions().get(&token).copied()
+        self.sessions().get(&token).cloned()
     }
-}
 
-fn check_password(username: &str, password: &str) -> Option<&'static str> {
-    // Like many real apps, the demo ignores the case of the username.
-    let username = username.trim().to_lowercase();
-    USERS
-        .iter()
-        .find(|(u, p, _)| *u == username && *p == password)
-        .map(|(u, _, _)| *u)
+    fn check_password(&self, username: &str, password: &str) -> Option<String> {
+        // Like many real apps, the demo ignores the case of the username.
+        let username = username.trim().to_lowercase();
+        if let Some((u, _, _)) = USERS
+            .iter()
+            .find(|(u, p, _)| *u == username && *p == password)
+        {
+            return Some((*u).to_owned());
+        }
+        let n: u32 = username.strip_prefix("load")?.parse().ok()?;
+        (n >= 1 && n <= self.inner.load_users && password == LOAD_PASSWORD).then_some(username)
+    }
 }
 
 fn session_token<B>(req: &Request<B>) -> Option<String> {
@@ -454,8 +473,21 @@ mod tests {
 
     #[test]
     fn passwords_ignore_username_case_only() {
-        assert_eq!(check_password(" ALICE ", "wonderland"), Some("alice"));
-        assert_eq!(check_password("alice", "WONDERLAND"), None);
-        assert_eq!(check_password("mallory", "x"), None);
+        let app = DemoApp::with_load_users("/", 5);
+        assert_eq!(
+            app.check_password(" ALICE ", "wonderland").as_deref(),
+            Some("alice")
+        );
+        assert_eq!(app.check_password("alice", "WONDERLAND"), None);
+        assert_eq!(app.check_password("mallory", "x"), None);
+        assert_eq!(
+            app.check_password("load5", LOAD_PASSWORD).as_deref(),
+            Some("load5")
+        );
+        assert_eq!(app.check_password("load6", LOAD_PASSWORD), None);
+        assert_eq!(
+            DemoApp::new("/").check_password("load1", LOAD_PASSWORD),
+            None
+        );
     }
 }

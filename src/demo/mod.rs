@@ -5,7 +5,7 @@ mod app;
 
 use std::net::SocketAddr;
 
-pub use app::{DemoApp, SESSION_COOKIE, USERS};
+pub use app::{DemoApp, LOAD_PASSWORD, SESSION_COOKIE, USERS};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigErrors};
@@ -66,10 +66,11 @@ pub async fn run(listen: SocketAddr, admin_listen: SocketAddr) -> anyhow::Result
     Ok(())
 }
 
-/// Runs only the demo app on `listen` until SIGINT/SIGTERM.
-pub async fn run_app(listen: SocketAddr) -> anyhow::Result<()> {
+/// Runs only the demo app on `listen` until SIGINT/SIGTERM, with `load_users` extra accounts
+/// (`load1` .. `loadN`, password [`LOAD_PASSWORD`]) for load tests.
+pub async fn run_app(listen: SocketAddr, load_users: u32) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
-    let addr = DemoApp::new("/_2fa/settings")
+    let addr = DemoApp::with_load_users("/_2fa/settings", load_users)
         .spawn(listen, stop.clone())
         .await?;
     tracing::info!(%addr, "demo app listening");
