@@ -3,8 +3,9 @@
 //! nginx is installed) through nginx `proxy_pass` with upstream keep-alive -- all in one run on
 //! this machine, reported as throughput, p50/p90/p99 latency and ratios against the direct run.
 //!
-//! Run:  cargo bench --bench load
-//! Tune: LOAD_SECONDS (default 5), LOAD_CONNECTIONS (default 32), LOAD_PATH (default /debug/hello)
+//! Run:  cargo bench --bench load        (about 2 minutes; report in target/tmp/load-report.md)
+//! Tune: LOAD_SECONDS (default 5), LOAD_CONNECTIONS (32), LOAD_IDLE_CONNECTIONS (10000),
+//!       LOAD_LOGIN_USERS (3000)
 //!
 //! Every process is real and on loopback: the demo app (`twofa-proxy demo-app`) as upstream,
 //! the release proxy binary, nginx. The load generator below keeps one request in flight per
@@ -69,7 +70,13 @@ fn scratch_dir() -> PathBuf {
 fn start_upstream() -> (Process, SocketAddr) {
     let addr = free_addr();
     let child = Command::new(BIN)
-        .args(["demo-app", "--listen", &addr.to_string()])
+        .args([
+            "demo-app",
+            "--listen",
+            &addr.to_string(),
+            "--load-users",
+            "100000",
+        ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
@@ -301,6 +308,207 @@ struct Target {
     cookie: Option<String>,
 }
 
+/// One table of closed-loop results for `path` across `targets`, with ratios to `baselines`.
+fn table(
+    rt: &tokio::runtime::Runtime,
+    title: &str,
+    path: &str,
+    targets: &[Target],
+    connections: usize,
+    seconds: u64,
+    md: &mut String,
+) -> Vec<serde_json::Value> {
+    println!("\n{title}: GET {path}, {connections} connections, {seconds}s each");
+    println!(
+        "{:<14} {:>10} {:>9} {:>9} {:>9} {:>7}",
+        "target", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors"
+    );
+    md.push_str(&format!(
+        "\n### {title}\n\n`GET {path}`, {connections} connections, {seconds} s each.\n\n\
+         | target | req/s | p50 ms | p90 ms | p99 ms | errors |\n|---|---|---|---|---|---|\n"
+    ));
+    let mut results = Vec::new();
+    for t in targets {
+        let out = rt.block_on(load(
+            t.addr,
+            t.cookie.clone(),
+            path,
+            connections,
+            Duration::from_secs(1),
+            Duration::from_secs(seconds),
+        ));
+        let row = (
+            out.rps(),
+            out.percentile_ms(0.50),
+            out.percentile_ms(0.90),
+            out.percentile_ms(0.99),
+        );
+        println!(
+            "{:<14} {:>10.0} {:>9.3} {:>9.3} {:>9.3} {:>7}",
+            t.name, row.0, row.1, row.2, row.3, out.errors
+        );
+        md.push_str(&format!(
+            "| {} | {:.0} | {:.3} | {:.3} | {:.3} | {} |\n",
+            t.name, row.0, row.1, row.2, row.3, out.errors
+        ));
+        results.push((t.name, out));
+    }
+    let find = |name: &str| results.iter().find(|(n, _)| *n == name).map(|(_, o)| o);
+    let mut ratios = String::new();
+    for base in ["direct", "nginx"] {
+        let Some(b) = find(base) else { continue };
+        for (name, p) in results.iter().filter(|(n, _)| n.starts_with("proxy")) {
+            let line = format!(
+                "{name} / {base}: throughput {:.2}, p99 {:+.3} ms",
+                p.rps() / b.rps(),
+                p.percentile_ms(0.99) - b.percentile_ms(0.99)
+            );
+            println!("{line}");
+            ratios.push_str(&format!("- {line}\n"));
+        }
+    }
+    md.push('\n');
+    md.push_str(&ratios);
+    results
+        .iter()
+        .map(|(name, o)| {
+            serde_json::json!({
+                "target": name, "rps": o.rps(), "errors": o.errors,
+                "p50_ms": o.percentile_ms(0.5), "p90_ms": o.percentile_ms(0.9), "p99_ms": o.percentile_ms(0.99),
+            })
+        })
+        .collect()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Start-to-ready time and idle memory of a fresh proxy process.
+fn startup(upstream: SocketAddr, dir: &std::path::Path) -> (f64, u64) {
+    let addr = free_addr();
+    let admin = free_addr();
+    let config = dir.join("startup.toml");
+    std::fs::write(
+        &config,
+        format!("[server]\nlisten = \"{addr}\"\nadmin_listen = \"{admin}\"\n[upstream]\nurl = \"http://{upstream}\"\n"),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let proc = Process(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(admin) {
+            use std::io::{Read, Write};
+            let _ = s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let mut buf = String::new();
+            let _ = s.read_to_string(&mut buf);
+            if buf.starts_with("HTTP/1.1 200") {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the proxy never became ready");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let ready_ms = started.elapsed().as_secs_f64() * 1000.0;
+    std::thread::sleep(Duration::from_millis(300));
+    let rss = rss_kib(proc.0.id());
+    (ready_ms, rss)
+}
+
+/// Holds `count` keep-alive connections open (each has made one request) and reports the
+/// proxy's memory before and with them.
+async fn idle_connections(
+    proxy: SocketAddr,
+    cookie: Option<String>,
+    pid: u32,
+    count: usize,
+) -> (u64, u64, usize) {
+    let before = rss_kib(pid);
+    let mut held = Vec::with_capacity(count);
+    for _ in 0..count {
+        let Ok(stream) = tokio::net::TcpStream::connect(proxy).await else {
+            break;
+        };
+        let Ok((mut sender, conn)) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+        else {
+            break;
+        };
+        tokio::spawn(conn);
+        let mut req = Request::get("/debug/hello").header("host", "bench");
+        if let Some(c) = &cookie {
+            req = req.header("cookie", c.as_str());
+        }
+        let Ok(res) = sender
+            .send_request(req.body(Empty::<Bytes>::new()).unwrap())
+            .await
+        else {
+            break;
+        };
+        let _ = res.into_body().collect().await;
+        held.push(sender);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let with = rss_kib(pid);
+    (before, with, held.len())
+}
+
+/// Full 2FA logins per second through `proxy`: users are enrolled first (JSON API), then each
+/// signs in once: password, TOTP code computed here, first page.
+async fn logins(
+    proxy: SocketAddr,
+    users: usize,
+    concurrency: usize,
+    seconds: u64,
+) -> twofa_proxy::loadtest::Report {
+    use twofa_proxy::loadtest::{self, Pace, Plan, Scenario, User};
+    let target: http::Uri = format!("http://{proxy}").parse().unwrap();
+    let list: Vec<User> = (1..=users)
+        .map(|i| User {
+            name: format!("load{i}"),
+            password: "load-password".into(),
+            totp: None,
+        })
+        .collect();
+    let enrolled = loadtest::enroll(&target, "/api/login", list, 32)
+        .await
+        .unwrap();
+    // The enrollment codes claimed this TOTP step; logins start in the next one.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    tokio::time::sleep(Duration::from_secs(30 - now % 30 + 1)).await;
+    loadtest::run(Plan {
+        target,
+        scenario: Scenario::Login {
+            login_path: "/api/login".into(),
+            landing: "/debug/hello".into(),
+            users: enrolled.into(),
+        },
+        pace: Pace::Concurrency(concurrency),
+        duration: Duration::from_secs(seconds),
+        warmup: Duration::ZERO,
+        progress: false,
+    })
+    .await
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` passes nothing useful either.
     if std::env::args().any(|a| a == "--list") {
@@ -308,14 +516,33 @@ fn main() {
     }
     let seconds: u64 = env_or("LOAD_SECONDS", 5);
     let connections: usize = env_or("LOAD_CONNECTIONS", 32);
-    let path: String = env_or("LOAD_PATH", "/debug/hello".to_owned());
+    let idle: usize = env_or("LOAD_IDLE_CONNECTIONS", 10_000);
+    let login_users: usize = env_or("LOAD_LOGIN_USERS", 3_000);
     let dir = scratch_dir();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mut md = format!(
+        "## Load bench results\n\nMeasured {} on this machine ({cores} cores shared by every process: \
+         upstream, proxy, nginx, Redis and the load generator), all on loopback. Compare ratios \
+         within a run, not absolute numbers across machines.\n",
+        date()
+    );
 
     let (_upstream, upstream) = start_upstream();
+    let (ready_ms, idle_rss) = startup(upstream, &dir);
+    println!(
+        "start to ready: {ready_ms:.1} ms; idle RSS: {:.1} MiB",
+        idle_rss as f64 / 1024.0
+    );
+    md.push_str(&format!(
+        "\n### Start-up and memory\n\n- start to ready (process spawn to `/readyz` 200): {ready_ms:.1} ms\n\
+         - idle RSS: {:.1} MiB\n",
+        idle_rss as f64 / 1024.0
+    ));
+
     let nginx = start_nginx(upstream, &dir);
     // Forwarding only: the path is public, no session is checked (the nginx-equivalent work).
     let (_public, public) = start_proxy(
@@ -325,16 +552,18 @@ fn main() {
         "[app]\npublic_paths = [\"/debug/\"]\n",
     );
     // Authenticated: every request's session is looked up before it is forwarded.
-    let (_memory, memory) = start_proxy(upstream, &dir, "memory", "");
+    let login_app = "[app]\nlogin_paths = [\"/login\", \"/api/login\"]\nsuccess_status = [200, 302, 303]\n\
+                     public_paths = [\"/login\", \"/api/login\", \"/static/\"]\n";
+    let (memory_proc, memory) = start_proxy(upstream, &dir, "memory", login_app);
     let redis = start_redis();
     let redis_proxy = redis.as_ref().map(|(_, addr)| {
         let extra = format!(
-            "[store]\nbackend = \"redis\"\nurl = \"redis://{addr}/0\"\n\
+            "{login_app}[store]\nbackend = \"redis\"\nurl = \"redis://{addr}/0\"\n\
              [secrets]\nencryption_key = \"YmVuY2gta2V5LWJlbmNoLWtleS1iZW5jaC1rZXktMTI=\"\n"
         );
         start_proxy(upstream, &dir, "redis", &extra)
     });
-
+    let memory_cookie = rt.block_on(sign_in(memory));
     let mut targets = vec![Target {
         name: "direct",
         addr: upstream,
@@ -346,6 +575,8 @@ fn main() {
             addr: *addr,
             cookie: None,
         });
+    } else {
+        println!("(nginx not installed: apt-get install nginx-light to add the nginx baseline)");
     }
     targets.push(Target {
         name: "proxy public",
@@ -355,7 +586,7 @@ fn main() {
     targets.push(Target {
         name: "proxy memory",
         addr: memory,
-        cookie: Some(rt.block_on(sign_in(memory))),
+        cookie: Some(memory_cookie.clone()),
     });
     if let Some((_, addr)) = &redis_proxy {
         targets.push(Target {
@@ -365,67 +596,117 @@ fn main() {
         });
     }
 
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!(
-        "load bench: GET {path}, {connections} connections, {seconds}s each, {cores} cores, all on loopback"
+    let small = table(
+        &rt,
+        "Authenticated GET, small body",
+        "/debug/hello",
+        &targets,
+        connections,
+        seconds,
+        &mut md,
     );
-    println!(
-        "{:<14} {:>10} {:>9} {:>9} {:>9} {:>7}",
-        "target", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors"
-    );
-    let mut results = Vec::new();
-    for t in &targets {
-        let out = rt.block_on(load(
-            t.addr,
-            t.cookie.clone(),
-            &path,
-            connections,
-            Duration::from_secs(1),
-            Duration::from_secs(seconds),
-        ));
-        println!(
-            "{:<14} {:>10.0} {:>9.3} {:>9.3} {:>9.3} {:>7}",
-            t.name,
-            out.rps(),
-            out.percentile_ms(0.50),
-            out.percentile_ms(0.90),
-            out.percentile_ms(0.99),
-            out.errors
-        );
-        results.push((t.name, out));
-    }
-    let find = |name: &str| results.iter().find(|(n, _)| *n == name).map(|(_, o)| o);
-    println!();
-    for base in ["direct", "nginx"] {
-        let Some(b) = find(base) else {
-            println!(
-                "(nginx not installed: apt-get install nginx-light to add the nginx baseline)"
-            );
-            continue;
-        };
-        for proxy in ["proxy public", "proxy memory", "proxy redis"] {
-            if let Some(p) = find(proxy) {
-                println!(
-                    "{proxy:<13} / {base:<6}: throughput {:.2}, p99 {:+.3} ms",
-                    p.rps() / b.rps(),
-                    p.percentile_ms(0.99) - b.percentile_ms(0.99)
-                );
-            }
-        }
-    }
-
-    let report: Vec<serde_json::Value> = results
+    let big_targets: Vec<Target> = targets
         .iter()
-        .map(|(name, o)| {
-            serde_json::json!({
-                "target": name, "rps": o.rps(), "errors": o.errors,
-                "p50_ms": o.percentile_ms(0.5), "p90_ms": o.percentile_ms(0.9), "p99_ms": o.percentile_ms(0.99),
-            })
+        .filter(|t| matches!(t.name, "direct" | "nginx" | "proxy memory"))
+        .map(|t| Target {
+            name: t.name,
+            addr: t.addr,
+            cookie: t.cookie.clone(),
         })
         .collect();
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("load-report.json");
-    let json = serde_json::json!({ "path": path, "connections": connections, "seconds": seconds, "cores": cores, "results": report });
-    std::fs::write(&out, serde_json::to_string_pretty(&json).unwrap()).unwrap();
-    println!("report: {}", out.display());
+    let big = table(
+        &rt,
+        "Authenticated GET, 1 MiB body",
+        "/debug/bytes?n=1048576",
+        &big_targets,
+        8,
+        seconds,
+        &mut md,
+    );
+
+    println!(
+        "\nfull 2FA logins (password, TOTP code, first page), {login_users} users enrolled first"
+    );
+    md.push_str("\n### Full 2FA logins\n\nJSON password login, TOTP code computed by the load generator, \
+                 first page; every user signs in once (codes cannot be replayed).\n\n\
+                 | store | logins/s | p50 ms | p90 ms | p99 ms | errors |\n|---|---|---|---|---|---|\n");
+    let mut login_json = Vec::new();
+    let mut login_targets = vec![("memory", memory)];
+    if let Some((_, addr)) = &redis_proxy {
+        login_targets.push(("redis", *addr));
+    }
+    for (name, addr) in login_targets {
+        let r = rt.block_on(logins(addr, login_users, 16, seconds));
+        println!(
+            "{name:<8} {:>8.0} logins/s  p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  errors {}{}",
+            r.per_second(),
+            r.percentile_ms(0.5),
+            r.percentile_ms(0.9),
+            r.percentile_ms(0.99),
+            r.errors,
+            if r.users_exhausted {
+                " (all users used: shorter run)"
+            } else {
+                ""
+            }
+        );
+        md.push_str(&format!(
+            "| {name} | {:.0} | {:.2} | {:.2} | {:.2} | {} |\n",
+            r.per_second(),
+            r.percentile_ms(0.5),
+            r.percentile_ms(0.9),
+            r.percentile_ms(0.99),
+            r.errors
+        ));
+        login_json.push(serde_json::json!({ "store": name, "report": r.to_json() }));
+    }
+
+    let (before, with, held) = rt.block_on(idle_connections(
+        memory,
+        Some(memory_cookie),
+        memory_proc.0.id(),
+        idle,
+    ));
+    let per_conn = (with.saturating_sub(before)) as f64 * 1024.0 / held.max(1) as f64;
+    println!(
+        "\n{held} idle keep-alive connections: proxy RSS {:.1} MiB -> {:.1} MiB ({per_conn:.0} bytes each)",
+        before as f64 / 1024.0,
+        with as f64 / 1024.0
+    );
+    md.push_str(&format!(
+        "\n### Idle connections\n\n{held} keep-alive connections held open (each made one \
+         authenticated request): proxy RSS {:.1} MiB before, {:.1} MiB with them, about {per_conn:.0} \
+         bytes per connection.\n",
+        before as f64 / 1024.0,
+        with as f64 / 1024.0
+    ));
+
+    let json = serde_json::json!({
+        "date": date(), "cores": cores, "seconds": seconds, "connections": connections,
+        "startup": { "ready_ms": ready_ms, "idle_rss_kib": idle_rss },
+        "small_body": small, "one_mib_body": big, "logins": login_json,
+        "idle_connections": { "count": held, "rss_before_kib": before, "rss_with_kib": with, "bytes_each": per_conn },
+    });
+    let out_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::write(
+        out_dir.join("load-report.json"),
+        serde_json::to_string_pretty(&json).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(out_dir.join("load-report.md"), &md).unwrap();
+    println!(
+        "\nreport: {} (and .json)",
+        out_dir.join("load-report.md").display()
+    );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn date() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
 }
