@@ -526,3 +526,26 @@ async fn the_file_transport_writes_eml_files() {
         .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_can_turn_the_email_method_off() {
+    let site = site(Backend::Memory, &[("TWOFA_TWOFACTOR__METHODS", "totp")]).await;
+    let mut agent = Agent::new(site.proxy.addr);
+    password_login(&mut agent, "alice", "wonderland").await;
+    let settings = agent.get("/_2fa/settings").await.text();
+    assert!(
+        settings.contains("Authenticator app") && !settings.contains("settings/email"),
+        "{settings}"
+    );
+    assert_eq!(
+        agent.get("/_2fa/settings/email").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let res = agent
+        .post_json(
+            "/_2fa/api/v1/email/setup",
+            json!({"address": "alice@example.com"}),
+        )
+        .await;
+    assert_eq!(res.json()["error"], "method_unavailable");
+}
