@@ -5,7 +5,7 @@
 //!
 //! Run:  cargo bench --bench load        (about 2 minutes; report in target/tmp/load-report.md)
 //! Tune: LOAD_SECONDS (default 5), LOAD_CONNECTIONS (32), LOAD_IDLE_CONNECTIONS (10000),
-//!       LOAD_LOGIN_USERS (3000)
+//!       LOAD_LOGIN_USERS (20000)
 //!
 //! Every process is real and on loopback: the demo app (`twofa-proxy demo-app`) as upstream,
 //! the release proxy binary, nginx. The load generator below keeps one request in flight per
@@ -517,7 +517,7 @@ fn main() {
     let seconds: u64 = env_or("LOAD_SECONDS", 5);
     let connections: usize = env_or("LOAD_CONNECTIONS", 32);
     let idle: usize = env_or("LOAD_IDLE_CONNECTIONS", 10_000);
-    let login_users: usize = env_or("LOAD_LOGIN_USERS", 3_000);
+    let login_users: usize = env_or("LOAD_LOGIN_USERS", 20_000);
     let dir = scratch_dir();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
