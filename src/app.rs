@@ -72,11 +72,25 @@ pub async fn open_store(config: &Config, clock: &SharedClock) -> anyhow::Result<
     })
 }
 
+/// Clears expired entries from the memory store every 30 s, for as long as the store lives.
+async fn sweep_memory_store(store: std::sync::Weak<AnyStore>) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        match store.upgrade().as_deref() {
+            Some(AnyStore::Memory(memory)) => memory.sweep(),
+            _ => return,
+        }
+    }
+}
+
 /// [`start`] with an injected clock (tests move a manual one).
 pub async fn start_with_clock(config: Config, clock: SharedClock) -> anyhow::Result<Running> {
     install_crypto_provider();
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(open_store(&config, &clock).await?);
+    if matches!(*store, AnyStore::Memory(_)) {
+        tokio::spawn(sweep_memory_store(Arc::downgrade(&store)));
+    }
     let sealer = Sealer::from_config(&config.secrets)?;
     let listener = Listener::bind(&config.server).await?;
     let addr = listener.local_addr()?;

@@ -655,20 +655,18 @@ fn read_store(r: &mut Reader) -> StoreConfig {
         ],
     );
     let url = r.string("store.url", "redis://127.0.0.1:6379/0");
-    if backend == StoreBackend::Redis
-        && ![
-            "redis://",
-            "rediss://",
-            "redis+sentinel://",
-            "redis+cluster://",
-        ]
-        .iter()
-        .any(|s| url.starts_with(s))
-    {
-        r.problem(
-            "store.url",
-            format!("expected a redis:// or rediss:// URL, got {url:?}"),
-        );
+    if backend == StoreBackend::Redis {
+        if url.starts_with("redis+sentinel://") || url.starts_with("redis+cluster://") {
+            r.problem(
+                "store.url",
+                "Redis Sentinel and Cluster are not supported yet; use redis:// or rediss://",
+            );
+        } else if !url.starts_with("redis://") && !url.starts_with("rediss://") {
+            r.problem(
+                "store.url",
+                format!("expected a redis:// or rediss:// URL, got {url:?}"),
+            );
+        }
     }
     StoreConfig {
         backend,

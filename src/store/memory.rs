@@ -30,7 +30,6 @@ struct Maps {
     email_sends: HashMap<(String, u64), Expiring<u32>>,
     failures: HashMap<(String, u64), Expiring<u32>>,
     locks: HashMap<String, Expiring<u64>>,
-    writes: u64,
 }
 
 pub struct MemoryStore {
@@ -56,12 +55,11 @@ impl MemoryStore {
         self.clock.now().saturating_add(ttl.as_secs().max(1))
     }
 
-    /// Every so many writes, drop what has expired so the maps do not grow without bound.
-    fn note_write(&self, maps: &mut Maps) {
-        maps.writes += 1;
-        if !maps.writes.is_multiple_of(1024) {
-            return;
-        }
+    /// Drops what has expired, so the maps do not grow without bound. Called on a timer (see
+    /// `app::start`), not on the request path: it walks every map under the lock.
+    pub fn sweep(&self) {
+        let mut guard = self.lock();
+        let maps = &mut *guard;
         let now = self.clock.now();
         maps.sessions.retain(|_, e| e.expires > now);
         let live: HashSet<&String> = maps.sessions.keys().collect();
@@ -126,7 +124,6 @@ impl Store for MemoryStore {
                 expires,
             },
         );
-        self.note_write(&mut m);
         Ok(())
     }
 
@@ -193,7 +190,6 @@ impl Store for MemoryStore {
                 expires,
             },
         );
-        self.note_write(&mut m);
         Ok(())
     }
 
@@ -217,7 +213,6 @@ impl Store for MemoryStore {
         let expires = self.expiry(ttl);
         let mut m = self.lock();
         let n = bump(&mut m.attempts, id.to_owned(), now, expires);
-        self.note_write(&mut m);
         Ok(n)
     }
 
@@ -272,7 +267,6 @@ impl Store for MemoryStore {
                 expires,
             },
         );
-        self.note_write(&mut m);
         Ok(())
     }
 
@@ -296,7 +290,6 @@ impl Store for MemoryStore {
                 expires,
             },
         );
-        self.note_write(&mut m);
         Ok(())
     }
 
@@ -320,7 +313,6 @@ impl Store for MemoryStore {
         let expires = self.expiry(ttl);
         let mut m = self.lock();
         let n = bump(&mut m.email_sends, (user.to_owned(), bucket), now, expires);
-        self.note_write(&mut m);
         Ok(n)
     }
 
@@ -339,7 +331,6 @@ impl Store for MemoryStore {
                 expires,
             },
         );
-        self.note_write(&mut m);
         Ok(true)
     }
 
@@ -348,7 +339,6 @@ impl Store for MemoryStore {
         let expires = self.expiry(ttl);
         let mut m = self.lock();
         let n = bump(&mut m.failures, (user.to_owned(), bucket), now, expires);
-        self.note_write(&mut m);
         Ok(n)
     }
 
@@ -377,5 +367,45 @@ impl Store for MemoryStore {
     async fn unlock_account(&self, user: &str) -> StoreResult<()> {
         self.lock().locks.remove(user);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    #[tokio::test]
+    async fn sweep_drops_only_what_expired() {
+        let clock = ManualClock::new(1_000);
+        let store = MemoryStore::new(clock.clone());
+        let record = SessionRecord {
+            user: "a".into(),
+            created: 1_000,
+            last_seen: 1_000,
+            csrf: "c".into(),
+            must_enroll: false,
+            parked: None,
+            email: None,
+        };
+        store
+            .put_session("short", &record, Duration::from_secs(10))
+            .await
+            .unwrap();
+        store
+            .put_session("long", &record, Duration::from_secs(100))
+            .await
+            .unwrap();
+        store
+            .count_failure("a", 1, Duration::from_secs(10))
+            .await
+            .unwrap();
+        clock.advance(11);
+        store.sweep();
+        let maps = store.lock();
+        assert_eq!(maps.sessions.len(), 1);
+        assert!(maps.sessions.contains_key("long"));
+        assert_eq!(maps.user_sessions["a"].len(), 1);
+        assert!(maps.failures.is_empty());
     }
 }
