@@ -92,14 +92,19 @@ impl Core {
     /// identity header (any case, `_` or `-`) removed, then the verified identity set.
     pub fn prepare_upstream_headers(&self, headers: &mut HeaderMap, identity: Option<&str>) {
         cookie::strip_ours(headers, &self.sessions.names);
-        let wanted = normalise_header_name(self.identity_header.as_str());
-        let doomed: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| normalise_header_name(k.as_str()) == wanted)
-            .cloned()
-            .collect();
-        for name in doomed {
-            headers.remove(name);
+        // HeaderName is already lower case; only `_` versus `-` is left to fold. Checked
+        // without allocating: this runs on every forwarded request.
+        let wanted = self.identity_header.as_str().as_bytes();
+        let is_variant = |name: &HeaderName| {
+            let n = name.as_str().as_bytes();
+            n.len() == wanted.len() && n.iter().zip(wanted).all(|(a, b)| fold(*a) == fold(*b))
+        };
+        if headers.keys().any(is_variant) {
+            let doomed: Vec<HeaderName> =
+                headers.keys().filter(|k| is_variant(k)).cloned().collect();
+            for name in doomed {
+                headers.remove(name);
+            }
         }
         if let Some(user) = identity
             && let Ok(v) = HeaderValue::from_str(user)
@@ -109,15 +114,7 @@ impl Core {
     }
 }
 
-/// Header names compared the way lenient upstreams compare them (case and `_`/`-` folded).
-fn normalise_header_name(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c == '_' {
-                '-'
-            } else {
-                c.to_ascii_lowercase()
-            }
-        })
-        .collect()
+/// Header-name bytes compared the way lenient upstreams compare them (`_` and `-` alike).
+fn fold(b: u8) -> u8 {
+    if b == b'_' { b'-' } else { b }
 }
