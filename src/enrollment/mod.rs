@@ -220,18 +220,10 @@ pub async fn enable_totp(
     current_code: &str,
 ) -> StoreResult<Enabled> {
     let user = &session.record.user;
-    // Where notices went before the change (the email method's address goes with it).
     let previous_address = email::known_address(core, user).await?;
-    let changing = match current_factor(core, user, current_code).await? {
-        Change::NotEnabled => false,
-        Change::Done(_) => true,
-        Change::Failed { tries_left } => {
-            return Ok(Enabled::Current(Change::Failed { tries_left }));
-        }
-        Change::Locked { retry_after } => {
-            return Ok(Enabled::Current(Change::Locked { retry_after }));
-        }
-        Change::NotAllowed => return Ok(Enabled::Current(Change::NotAllowed)),
+    let changing = match may_enable(core, user, current_code).await? {
+        Ok(changing) => changing,
+        Err(refused) => return Ok(refused),
     };
     let secret = match core.store.enrollment(user).await? {
         Some(e) => core.sealer.open("enrollment", user, &e.secret),
@@ -251,6 +243,40 @@ pub async fn enable_totp(
         email: None,
         enabled_at: core.clock.now(),
     };
+    finish_enable(core, session, record, changing, previous_address).await
+}
+
+/// `Ok(changing)` when the user may turn a method on: no 2FA yet, or the current factor checked
+/// out (changing methods needs it); otherwise the refusal.
+async fn may_enable(
+    core: &Core,
+    user: &str,
+    current_code: &str,
+) -> StoreResult<Result<bool, Enabled>> {
+    Ok(match current_factor(core, user, current_code).await? {
+        Change::NotEnabled => Ok(false),
+        Change::Done(_) => Ok(true),
+        Change::Failed { tries_left } => Err(Enabled::Current(Change::Failed { tries_left })),
+        Change::Locked { retry_after } => Err(Enabled::Current(Change::Locked { retry_after })),
+        Change::NotAllowed => Err(Enabled::Current(Change::NotAllowed)),
+    })
+}
+
+/// Saves the new method and does what every enablement does: fresh recovery codes, a new
+/// session id with the user's other sessions ended, the audit event, metrics and a notice
+/// (to the address notices went to before, or the new one).
+async fn finish_enable(
+    core: &Core,
+    session: &Current,
+    record: TwoFactorRecord,
+    changing: bool,
+    previous_address: Option<String>,
+) -> StoreResult<Enabled> {
+    let user = &session.record.user;
+    let method = match record.method {
+        MethodKind::Totp => "totp",
+        MethodKind::Email => "email",
+    };
     core.store.save_two_factor(user, &record).await?;
     core.store.delete_enrollment(user).await?;
     let codes = new_recovery_codes(core, user).await?;
@@ -260,20 +286,37 @@ pub async fn enable_totp(
     } else {
         "second_factor_enabled"
     };
-    tracing::info!(target: "audit", event, user, method = "totp");
+    tracing::info!(target: "audit", event, user, method);
     core.metrics
-        .enrollment(if changing { "changed" } else { "enabled" }, "totp");
-    let notice = if changing {
-        Notice::Changed
-    } else {
-        Notice::Enabled
-    };
+        .enrollment(if changing { "changed" } else { "enabled" }, method);
     let address = match previous_address {
         Some(a) => Some(a),
         None => email::known_address(core, user).await?,
     };
-    email::notify(core, user, address, notice);
+    email::notify(
+        core,
+        user,
+        address,
+        if changing {
+            Notice::Changed
+        } else {
+            Notice::Enabled
+        },
+    );
     Ok(Enabled::Done { codes, fresh })
+}
+
+/// The recovery-codes page that ends a successful enablement, with the new session cookie.
+fn enabled_page(core: &Core, codes: Vec<String>, fresh: &Current) -> Response<Body> {
+    let continue_href = if fresh.record.parked.is_some() {
+        format!("{}/settings/continue", core.prefix())
+    } else {
+        format!("{}/settings?done=enabled", core.prefix())
+    };
+    let mut res = codes_page(core, &fresh.record, codes, continue_href, None);
+    res.headers_mut()
+        .append(header::SET_COOKIE, core.sessions.set_cookie(&fresh.id));
+    res
 }
 
 /// Turns 2FA off after a current code; ends the user's other sessions.
@@ -329,17 +372,7 @@ pub async fn confirm(
         Err(res) => return Ok(*res),
     };
     match enable_totp(core, session, form.get("code"), form.get("current_code")).await? {
-        Enabled::Done { codes, fresh } => {
-            let continue_href = if fresh.record.parked.is_some() {
-                format!("{}/settings/continue", core.prefix())
-            } else {
-                format!("{}/settings?done=enabled", core.prefix())
-            };
-            let mut res = codes_page(core, &fresh.record, codes, continue_href, None);
-            res.headers_mut()
-                .append(header::SET_COOKIE, core.sessions.set_cookie(&fresh.id));
-            Ok(res)
-        }
+        Enabled::Done { codes, fresh } => Ok(enabled_page(core, codes, &fresh)),
         Enabled::Current(Change::Locked { retry_after }) => Ok(locked(core, retry_after)),
         Enabled::Current(Change::Failed { tries_left }) => {
             let error = format!(
@@ -622,16 +655,10 @@ pub async fn enable_email(
     current_code: &str,
 ) -> StoreResult<Enabled> {
     let user = &session.record.user;
-    let changing = match current_factor(core, user, current_code).await? {
-        Change::NotEnabled => false,
-        Change::Done(_) => true,
-        Change::Failed { tries_left } => {
-            return Ok(Enabled::Current(Change::Failed { tries_left }));
-        }
-        Change::Locked { retry_after } => {
-            return Ok(Enabled::Current(Change::Locked { retry_after }));
-        }
-        Change::NotAllowed => return Ok(Enabled::Current(Change::NotAllowed)),
+    let previous_address = email::known_address(core, user).await?;
+    let changing = match may_enable(core, user, current_code).await? {
+        Ok(changing) => changing,
+        Err(refused) => return Ok(refused),
     };
     let Some(address) = email::check_code(core, &email::enroll_key(user), code).await? else {
         return Ok(Enabled::WrongCode);
@@ -642,29 +669,15 @@ pub async fn enable_email(
         email: Some(address.clone()),
         enabled_at: core.clock.now(),
     };
-    core.store.save_two_factor(user, &record).await?;
-    core.store.delete_enrollment(user).await?;
-    let codes = new_recovery_codes(core, user).await?;
-    let fresh = privilege_changed(core, session).await?;
-    let event = if changing {
-        "second_factor_changed"
-    } else {
-        "second_factor_enabled"
-    };
-    tracing::info!(target: "audit", event, user, method = "email");
-    core.metrics
-        .enrollment(if changing { "changed" } else { "enabled" }, "email");
-    email::notify(
+    // Notices about the new method go to the address just proven.
+    finish_enable(
         core,
-        user,
-        Some(address),
-        if changing {
-            Notice::Changed
-        } else {
-            Notice::Enabled
-        },
-    );
-    Ok(Enabled::Done { codes, fresh })
+        session,
+        record,
+        changing,
+        previous_address.or(Some(address)),
+    )
+    .await
 }
 
 async fn render_email(
@@ -782,17 +795,7 @@ pub async fn email_post(
         }
         "verify" => {
             match enable_email(core, session, form.get("code"), form.get("current_code")).await? {
-                Enabled::Done { codes, fresh } => {
-                    let continue_href = if fresh.record.parked.is_some() {
-                        format!("{}/settings/continue", core.prefix())
-                    } else {
-                        format!("{}/settings?done=enabled", core.prefix())
-                    };
-                    let mut res = codes_page(core, &fresh.record, codes, continue_href, None);
-                    res.headers_mut()
-                        .append(header::SET_COOKIE, core.sessions.set_cookie(&fresh.id));
-                    Ok(res)
-                }
+                Enabled::Done { codes, fresh } => Ok(enabled_page(core, codes, &fresh)),
                 Enabled::Current(Change::Locked { retry_after }) => Ok(locked(core, retry_after)),
                 Enabled::Current(Change::Failed { tries_left }) => {
                     let error = format!(
