@@ -155,18 +155,35 @@ pub async fn show(
     }
 }
 
-/// "Send a new code" on an email challenge.
-pub async fn resend(core: &Core, req: Request<Incoming>) -> StoreResult<Response<Body>> {
+/// A challenge form: same-origin, for a live pending login, with its CSRF token. The refusal is
+/// boxed: it is the rare path.
+async fn pending_form(
+    core: &Core,
+    req: Request<Incoming>,
+) -> StoreResult<Result<(crate::forms::Form, String, PendingLogin), Box<Response<Body>>>> {
     let form = match read_form(req).await {
         Ok(f) => f,
-        Err(e) => return Ok(form_error(core, e)),
+        Err(e) => return Ok(Err(Box::new(form_error(core, e)))),
     };
     let Some((id, pending)) = pending(core, &form.parts.headers).await? else {
-        return Ok(expired(core));
+        return Ok(Err(Box::new(expired(core))));
     };
     if !token_matches(form.get("csrf"), &pending.csrf) {
-        return Ok(pages::error(&core.brand, StatusCode::FORBIDDEN, true));
+        return Ok(Err(Box::new(pages::error(
+            &core.brand,
+            StatusCode::FORBIDDEN,
+            true,
+        ))));
     }
+    Ok(Ok((form, id, pending)))
+}
+
+/// "Send a new code" on an email challenge.
+pub async fn resend(core: &Core, req: Request<Incoming>) -> StoreResult<Response<Body>> {
+    let (_form, id, pending) = match pending_form(core, req).await? {
+        Ok(x) => x,
+        Err(res) => return Ok(*res),
+    };
     let (notice, error) = match resend_code(core, &id, &pending).await? {
         Some(Sent::Sent { to }) => (
             Some(format!(
@@ -316,16 +333,10 @@ pub async fn submit(
     req: Request<Incoming>,
     recovery: bool,
 ) -> StoreResult<Response<Body>> {
-    let form = match read_form(req).await {
-        Ok(f) => f,
-        Err(e) => return Ok(form_error(core, e)),
+    let (form, id, pending) = match pending_form(core, req).await? {
+        Ok(x) => x,
+        Err(res) => return Ok(*res),
     };
-    let Some((id, pending)) = pending(core, &form.parts.headers).await? else {
-        return Ok(expired(core));
-    };
-    if !token_matches(form.get("csrf"), &pending.csrf) {
-        return Ok(pages::error(&core.brand, StatusCode::FORBIDDEN, true));
-    }
     let old_session = cookie::find(&form.parts.headers, core.sessions.names.session);
     match attempt(core, &id, &pending, form.get("code"), recovery, old_session).await? {
         Attempt::Passed { parked, session } => {
