@@ -58,6 +58,8 @@ enum Transport {
 pub struct Mailer {
     from: Mailbox,
     transport: Transport,
+    /// Longest a whole SMTP exchange may take (`[email.smtp] timeout`).
+    send_timeout: std::time::Duration,
 }
 
 impl Mailer {
@@ -76,7 +78,11 @@ impl Mailer {
             }
             MailTransport::Smtp => Transport::Smtp(smtp_transport(config)?),
         };
-        Ok(Self { from, transport })
+        Ok(Self {
+            from,
+            transport,
+            send_timeout: config.smtp.timeout,
+        })
     }
 
     /// The outbox page's mails, when running with the `log` transport.
@@ -102,11 +108,16 @@ impl Mailer {
             ))
             .map_err(|e| MailError::Build(e.to_string()))?;
         match &self.transport {
-            Transport::Smtp(t) => t
-                .send(message)
-                .await
-                .map(|_| ())
-                .map_err(|e| MailError::Delivery(smtp_error(&e))),
+            // lettre's own timeout covers connecting and single reads, not a server that keeps
+            // the dialogue going (seen with a refused AUTH): the whole send is bounded here.
+            Transport::Smtp(t) => {
+                match tokio::time::timeout(self.send_timeout, t.send(message)).await {
+                    Ok(sent) => sent
+                        .map(|_| ())
+                        .map_err(|e| MailError::Delivery(smtp_error(&e))),
+                    Err(_) => Err(MailError::Delivery("timed out".into())),
+                }
+            }
             Transport::File(dir) => {
                 let name = format!(
                     "{}-{}.eml",

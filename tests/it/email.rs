@@ -549,3 +549,86 @@ async fn operators_can_turn_the_email_method_off() {
         .await;
     assert_eq!(res.json()["error"], "method_unavailable");
 }
+
+/// Implicit TLS (`tls = "tls"`, the port-465 style) with SMTP AUTH; a wrong password sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn implicit_tls_with_smtp_auth() {
+    let dir = TempDir::new("smtp-auth");
+    let (cert, key) = self_signed(&dir.0);
+    let sink = SmtpSink::start_implicit_tls_with_auth(&cert, &key, "twofa:s3cret");
+    let ca = cert.display().to_string();
+    let port = sink.port.to_string();
+    let password_file = dir.path("smtp-password");
+    std::fs::write(&password_file, "s3cret\n").unwrap();
+    let password_path = password_file.display().to_string();
+    let base = [
+        ("TWOFA_EMAIL__SMTP__HOST", "localhost"),
+        ("TWOFA_EMAIL__SMTP__PORT", port.as_str()),
+        ("TWOFA_EMAIL__SMTP__TLS", "tls"),
+        ("TWOFA_EMAIL__SMTP__CA_FILE", ca.as_str()),
+        ("TWOFA_EMAIL__SMTP__USERNAME", "twofa"),
+        ("TWOFA_EMAIL__SMTP__TIMEOUT", "2s"),
+    ];
+
+    let mut wrong: Vec<(&str, &str)> = base.to_vec();
+    wrong.push(("TWOFA_EMAIL__SMTP__PASSWORD", "wrong"));
+    let refused = site(Backend::Memory, &wrong).await;
+    let mut spa = Agent::new(refused.proxy.addr);
+    spa.post_json(
+        "/api/login",
+        json!({"username": "bob", "password": "builder"}),
+    )
+    .await;
+    let res = spa
+        .post_json(
+            "/_2fa/api/v1/email/setup",
+            json!({"address": "bob@example.com"}),
+        )
+        .await;
+    assert_eq!(res.json()["error"], "send_failed", "{}", res.text());
+    assert!(sink.messages().is_empty());
+
+    // The password read from a file, as a mounted Secret would be.
+    let mut right: Vec<(&str, &str)> = base.to_vec();
+    right.push(("TWOFA_EMAIL__SMTP__PASSWORD_FILE", password_path.as_str()));
+    let accepted = site(Backend::Memory, &right).await;
+    let mut spa = Agent::new(accepted.proxy.addr);
+    spa.post_json(
+        "/api/login",
+        json!({"username": "bob", "password": "builder"}),
+    )
+    .await;
+    let res = spa
+        .post_json(
+            "/_2fa/api/v1/email/setup",
+            json!({"address": "bob@example.com"}),
+        )
+        .await;
+    assert_eq!(res.json()["sent_to"], "b•••@example.com", "{}", res.text());
+    assert!(code_in(&sink.wait_for(1)).len() == 6);
+}
+
+/// `address_source = "username"`: nothing to type; the code goes to the account name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_username_can_be_the_address() {
+    let sink = SmtpSink::start();
+    let site = email_site(&sink, &[("TWOFA_EMAIL__ADDRESS_SOURCE", "username")]).await;
+    // The demo's users are not addresses: the page says so instead of asking.
+    let mut alice = Agent::new(site.proxy.addr);
+    password_login(&mut alice, "alice", "wonderland").await;
+    let page = alice.get("/_2fa/settings/email").await.text();
+    assert!(!page.contains("name=\"address\""), "{page}");
+    let csrf = input_value(&page, "csrf");
+    let res = alice
+        .post_form(
+            "/_2fa/settings/email",
+            &[("csrf", &csrf), ("action", "send")],
+        )
+        .await;
+    assert!(
+        res.text().contains("No email address is known"),
+        "{}",
+        res.text()
+    );
+    assert!(sink.messages().is_empty());
+}

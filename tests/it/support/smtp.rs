@@ -13,6 +13,7 @@ pub struct SmtpSink {
     pub port: u16,
     dir: TempDir,
     tls: Option<(PathBuf, PathBuf)>,
+    extra: Vec<String>,
 }
 
 impl SmtpSink {
@@ -25,7 +26,19 @@ impl SmtpSink {
         Self::start_with(Some((cert.to_owned(), key.to_owned())))
     }
 
+    /// Implicit TLS (no STARTTLS), with this certificate and key, and AUTH with `user:password`.
+    pub fn start_implicit_tls_with_auth(cert: &Path, key: &Path, credentials: &str) -> Self {
+        Self::start_full(
+            Some((cert.to_owned(), key.to_owned())),
+            vec!["--implicit".into(), "--auth".into(), credentials.into()],
+        )
+    }
+
     fn start_with(tls: Option<(PathBuf, PathBuf)>) -> Self {
+        Self::start_full(tls, Vec::new())
+    }
+
+    fn start_full(tls: Option<(PathBuf, PathBuf)>, extra: Vec<String>) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -36,6 +49,7 @@ impl SmtpSink {
             port,
             dir: TempDir::new("smtp"),
             tls,
+            extra,
         };
         sink.spawn();
         sink
@@ -50,6 +64,7 @@ impl SmtpSink {
         if let Some((cert, key)) = &self.tls {
             cmd.arg("--cert").arg(cert).arg("--key").arg(key);
         }
+        cmd.args(&self.extra);
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
