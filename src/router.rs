@@ -127,7 +127,14 @@ impl Router {
             Decision::Logout => self.logout(req, &conn, wants_html).await,
             Decision::Enroll => Ok(pages::redirect(&format!("{}/settings", core.prefix()))),
             Decision::SignIn { expire_app_cookie } => {
-                let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+                // Where to come back to: only ever a same-origin path (the login page passes
+                // it on, and apps do not all check it).
+                let target = req
+                    .uri()
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .filter(|t| gate::is_safe_redirect(t))
+                    .unwrap_or("/");
                 let next: String = form_urlencoded::byte_serialize(target.as_bytes()).collect();
                 let app = &core.config.app;
                 let mut res =
