@@ -25,12 +25,7 @@ async fn admin_reset_removes_2fa_and_ends_sessions() {
     let proxy = ProxyProcess::start(&toml);
 
     let mut alice = Agent::new(proxy.addr);
-    alice
-        .post_json(
-            "/api/login",
-            json!({"username": "alice", "password": "wonderland"}),
-        )
-        .await;
+    alice.json_login("alice", "wonderland").await;
     let secret = alice
         .post_json("/_2fa/api/v1/totp/setup", json!({}))
         .await

@@ -10,12 +10,7 @@ use crate::support::site::*;
 async fn the_whole_flow_over_json() {
     let site = site(Backend::Memory, &[]).await;
     let mut spa = Agent::new(site.proxy.addr);
-    let res = spa
-        .post_json(
-            "/api/login",
-            json!({"username": "alice", "password": "wonderland"}),
-        )
-        .await;
+    let res = spa.json_login("alice", "wonderland").await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.text());
 
     let status = spa.get("/_2fa/api/v1/status").await.json();
@@ -56,12 +51,7 @@ async fn the_whole_flow_over_json() {
 
     // A new JSON login must answer the challenge.
     let mut other = Agent::new(site.proxy.addr);
-    let res = other
-        .post_json(
-            "/api/login",
-            json!({"username": "alice", "password": "wonderland"}),
-        )
-        .await;
+    let res = other.json_login("alice", "wonderland").await;
     assert_eq!(res.status, StatusCode::UNAUTHORIZED);
     assert_eq!(res.json()["challenge"], "/_2fa/api/v1/challenge");
     assert_eq!(
@@ -130,11 +120,7 @@ async fn the_api_refuses_strangers_and_other_sites() {
     assert_eq!(res.json()["error"], "challenge_expired");
 
     let mut spa = Agent::new(site.proxy.addr);
-    spa.post_json(
-        "/api/login",
-        json!({"username": "bob", "password": "builder"}),
-    )
-    .await;
+    spa.json_login("bob", "builder").await;
     let cookie = spa
         .cookies
         .iter()

@@ -25,14 +25,9 @@ async fn demo_login_through_the_proxy_in_a_browser() {
     browser
         .wait_for("form[action='/login'] input#password")
         .await;
-    let shot = browser.screenshot("demo-login").await;
-    eprintln!("screenshot: {}", shot.display());
+    browser.shot("demo-login").await;
 
-    browser.fill("#username", "alice").await;
-    browser.fill("#password", "wonderland").await;
-    browser
-        .click("form[action='/login'] button[type='submit']")
-        .await;
+    browser.sign_in("alice", "wonderland").await;
 
     // Signed in: the dashboard, greeting alice, served through the proxy.
     browser.wait_for_path("/").await;
@@ -45,8 +40,7 @@ async fn demo_login_through_the_proxy_in_a_browser() {
     );
     let url = browser.current_url().await;
     assert!(url.starts_with(&base), "left the proxy: {url}");
-    let shot = browser.screenshot("demo-dashboard").await;
-    eprintln!("screenshot: {}", shot.display());
+    browser.shot("demo-dashboard").await;
 
     // Account Settings, with the link to the proxy's 2FA settings.
     browser.click_link("Account Settings").await;
@@ -72,8 +66,7 @@ async fn demo_login_through_the_proxy_in_a_browser() {
         profile.contains("alice") && profile.contains("alice@example.com"),
         "profile: {profile}"
     );
-    let shot = browser.screenshot("demo-account").await;
-    eprintln!("screenshot: {}", shot.display());
+    browser.shot("demo-account").await;
 
     // Log out: back on the login page, and the dashboard is closed again.
     browser.click("form[action='/logout'] button").await;
@@ -103,11 +96,7 @@ async fn enable_totp_and_log_in_with_it_in_a_browser() {
 
     browser.goto(&format!("{base}/")).await;
     browser.wait_for_path("/login").await;
-    browser.fill("#username", "alice").await;
-    browser.fill("#password", "wonderland").await;
-    browser
-        .click("form[action='/login'] button[type='submit']")
-        .await;
+    browser.sign_in("alice", "wonderland").await;
     browser.wait_for_text("h1", "Dashboard").await;
 
     browser.click_link("Account Settings").await;
@@ -116,18 +105,12 @@ async fn enable_totp_and_log_in_with_it_in_a_browser() {
     browser.wait_for_path("/_2fa/settings").await;
     browser.wait_for_text("h1", "Two-step verification").await;
     assert!(browser.text("main").await.contains("Recommended"));
-    eprintln!(
-        "screenshot: {}",
-        browser.screenshot("2fa-settings-off").await.display()
-    );
+    browser.shot("2fa-settings-off").await;
 
     browser.click("a.choice").await;
     browser.wait_for_path("/_2fa/settings/totp").await;
     browser.wait_for("figure.qr svg").await;
-    eprintln!(
-        "screenshot: {}",
-        browser.screenshot("2fa-totp-setup").await.display()
-    );
+    browser.shot("2fa-totp-setup").await;
     browser.click("details summary").await;
     let key = browser
         .wait_for_text("#manual-key", "")
@@ -151,46 +134,30 @@ async fn enable_totp_and_log_in_with_it_in_a_browser() {
             .len(),
         10
     );
-    eprintln!(
-        "screenshot: {}",
-        browser.screenshot("2fa-recovery-codes").await.display()
-    );
+    browser.shot("2fa-recovery-codes").await;
     browser.click("#saved").await;
     browser
         .wait_for_text("main", "On — authenticator app")
         .await;
-    eprintln!(
-        "screenshot: {}",
-        browser.screenshot("2fa-settings-on").await.display()
-    );
+    browser.shot("2fa-settings-on").await;
 
     // Log out, then in again: now the code is asked for.
     browser.goto(&format!("{base}/account")).await;
     browser.click("form[action='/logout'] button").await;
     browser.wait_for_path("/login").await;
-    browser.fill("#username", "alice").await;
-    browser.fill("#password", "wonderland").await;
-    browser
-        .click("form[action='/login'] button[type='submit']")
-        .await;
+    browser.sign_in("alice", "wonderland").await;
     browser.wait_for_path("/_2fa/challenge").await;
     browser
         .wait_for_text("main", "authenticator app for DCKAP Integrator (alice)")
         .await;
-    eprintln!(
-        "screenshot: {}",
-        browser.screenshot("2fa-challenge").await.display()
-    );
+    browser.shot("2fa-challenge").await;
 
     browser.fill("#code", "000000").await;
     browser
         .click("form[action='/_2fa/challenge'] button[type='submit']")
         .await;
     browser.wait_for_text(".error", "did not work").await;
-    eprintln!(
-        "screenshot: {}",
-        browser.screenshot("2fa-challenge-error").await.display()
-    );
+    browser.shot("2fa-challenge-error").await;
 
     site.clock.advance(30);
     let code = oathtool(&key, site.clock.now_secs());
@@ -224,21 +191,14 @@ async fn enable_email_codes_and_log_in_with_one_in_a_browser() {
     let browser = Browser::start().await;
     browser.goto(&format!("{base}/")).await;
     browser.wait_for_path("/login").await;
-    browser.fill("#username", "carol").await;
-    browser.fill("#password", "singer").await;
-    browser
-        .click("form[action='/login'] button[type='submit']")
-        .await;
+    browser.sign_in("carol", "singer").await;
     browser.wait_for_text("h1", "Dashboard").await;
     browser.click_link("Account Settings").await;
     browser.click("#two-factor a.button").await;
     browser.wait_for_path("/_2fa/settings").await;
     browser.click("a.choice[href$='/settings/email']").await;
     browser.wait_for_path("/_2fa/settings/email").await;
-    eprintln!(
-        "screenshot: {}",
-        browser.screenshot("2fa-email-address").await.display()
-    );
+    browser.shot("2fa-email-address").await;
     browser.fill("#address", "carol@example.com").await;
     browser
         .click("form[action='/_2fa/settings/email'] button[type='submit']")
@@ -246,10 +206,7 @@ async fn enable_email_codes_and_log_in_with_one_in_a_browser() {
     browser
         .wait_for_text("main", "We sent a 6-digit code to c•••@example.com")
         .await;
-    eprintln!(
-        "screenshot: {}",
-        browser.screenshot("2fa-email-verify").await.display()
-    );
+    browser.shot("2fa-email-verify").await;
     let code = code_in(&sink.wait_for(1));
     browser.fill("#code", &code).await;
     browser
@@ -262,25 +219,15 @@ async fn enable_email_codes_and_log_in_with_one_in_a_browser() {
     browser
         .wait_for_text("main", "On — email to c•••@example.com")
         .await;
-    eprintln!(
-        "screenshot: {}",
-        browser.screenshot("2fa-settings-email-on").await.display()
-    );
+    browser.shot("2fa-settings-email-on").await;
 
     browser.goto(&format!("{base}/account")).await;
     browser.click("form[action='/logout'] button").await;
     browser.wait_for_path("/login").await;
-    browser.fill("#username", "carol").await;
-    browser.fill("#password", "singer").await;
-    browser
-        .click("form[action='/login'] button[type='submit']")
-        .await;
+    browser.sign_in("carol", "singer").await;
     browser.wait_for_path("/_2fa/challenge").await;
     browser.wait_for_text("h1", "Check your email").await;
-    eprintln!(
-        "screenshot: {}",
-        browser.screenshot("2fa-email-challenge").await.display()
-    );
+    browser.shot("2fa-email-challenge").await;
     // Mail 2 is the "two-step verification is on" notice; 3 is the sign-in code.
     let code = code_in(&sink.wait_for(3));
     browser.fill("#code", &code).await;

@@ -334,11 +334,7 @@ async fn the_email_method_over_json() {
     let sink = SmtpSink::start();
     let site = email_site(&sink, &[]).await;
     let mut spa = Agent::new(site.proxy.addr);
-    spa.post_json(
-        "/api/login",
-        json!({"username": "alice", "password": "wonderland"}),
-    )
-    .await;
+    spa.json_login("alice", "wonderland").await;
     let res = spa
         .post_json(
             "/_2fa/api/v1/email/setup",
@@ -365,12 +361,7 @@ async fn the_email_method_over_json() {
     sink.wait_for(2);
 
     let mut other = Agent::new(site.proxy.addr);
-    let res = other
-        .post_json(
-            "/api/login",
-            json!({"username": "alice", "password": "wonderland"}),
-        )
-        .await;
+    let res = other.json_login("alice", "wonderland").await;
     assert_eq!(res.json()["method"], "email");
     let first = code_in(&sink.wait_for(3));
     let res = other
@@ -401,11 +392,7 @@ async fn switching_methods_needs_the_current_factor() {
     let sink = SmtpSink::start();
     let site = email_site(&sink, &[]).await;
     let mut spa = Agent::new(site.proxy.addr);
-    spa.post_json(
-        "/api/login",
-        json!({"username": "alice", "password": "wonderland"}),
-    )
-    .await;
+    spa.json_login("alice", "wonderland").await;
     let secret = spa
         .post_json("/_2fa/api/v1/totp/setup", json!({}))
         .await
@@ -501,11 +488,7 @@ async fn the_file_transport_writes_eml_files() {
     )
     .await;
     let mut spa = Agent::new(site.proxy.addr);
-    spa.post_json(
-        "/api/login",
-        json!({"username": "bob", "password": "builder"}),
-    )
-    .await;
+    spa.json_login("bob", "builder").await;
     let res = spa
         .post_json(
             "/_2fa/api/v1/email/setup",
@@ -577,11 +560,7 @@ async fn implicit_tls_with_smtp_auth() {
     wrong.push(("TWOFA_EMAIL__SMTP__PASSWORD", "wrong"));
     let refused = site(Backend::Memory, &wrong).await;
     let mut spa = Agent::new(refused.proxy.addr);
-    spa.post_json(
-        "/api/login",
-        json!({"username": "bob", "password": "builder"}),
-    )
-    .await;
+    spa.json_login("bob", "builder").await;
     let res = spa
         .post_json(
             "/_2fa/api/v1/email/setup",
@@ -596,11 +575,7 @@ async fn implicit_tls_with_smtp_auth() {
     right.push(("TWOFA_EMAIL__SMTP__PASSWORD_FILE", password_path.as_str()));
     let accepted = site(Backend::Memory, &right).await;
     let mut spa = Agent::new(accepted.proxy.addr);
-    spa.post_json(
-        "/api/login",
-        json!({"username": "bob", "password": "builder"}),
-    )
-    .await;
+    spa.json_login("bob", "builder").await;
     let res = spa
         .post_json(
             "/_2fa/api/v1/email/setup",

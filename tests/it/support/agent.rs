@@ -95,6 +95,15 @@ impl Agent {
         .await
     }
 
+    /// The demo app's JSON login.
+    pub async fn json_login(&mut self, user: &str, password: &str) -> Answer {
+        self.post_json(
+            "/api/login",
+            serde_json::json!({ "username": user, "password": password }),
+        )
+        .await
+    }
+
     /// Follows `Location` from a redirect answer with a GET.
     pub async fn follow(&mut self, answer: &Answer) -> Answer {
         let location = answer

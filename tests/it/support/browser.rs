@@ -249,6 +249,19 @@ impl Browser {
     }
 
     /// Saves a PNG of the viewport as `<target dir>/screenshots/<name>.png`; returns its path.
+    /// Fills and submits the demo app's login form (the browser is on it).
+    pub async fn sign_in(&self, user: &str, password: &str) {
+        self.fill("#username", user).await;
+        self.fill("#password", password).await;
+        self.click("form[action='/login'] button[type='submit']")
+            .await;
+    }
+
+    /// A screenshot whose path goes to the test output, for reviewers.
+    pub async fn shot(&self, name: &str) {
+        eprintln!("screenshot: {}", self.screenshot(name).await.display());
+    }
+
     pub async fn screenshot(&self, name: &str) -> PathBuf {
         let png = step(&format!("screenshot {name}"), self.client.screenshot()).await;
         let dir = screenshot_dir();
