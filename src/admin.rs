@@ -96,6 +96,28 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     res
 }
 
+fn percent_decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Removes a user's 2FA (lost phone): record, recovery codes, enrollment, lock and every session.
 async fn reset(state: &AdminState, req: &Request<Incoming>, raw_user: &str) -> Response<Body> {
     let core = &state.core;
@@ -115,10 +137,8 @@ async fn reset(state: &AdminState, req: &Request<Incoming>, raw_user: &str) -> R
         tracing::warn!(target: "audit", event = "admin_denied", action = "reset-2fa");
         return text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n");
     }
-    let decoded: String = form_urlencoded::parse(format!("u={raw_user}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default();
+    // A path segment: percent-decoding only (`+` and `&` are literal here).
+    let decoded = percent_decode(raw_user);
     let Some(user) = core.canonical_user(&decoded) else {
         return text(StatusCode::BAD_REQUEST, "not a user name\n");
     };
@@ -178,7 +198,17 @@ pub async fn reset_remote(config: &crate::config::Config, user: &str) -> anyhow:
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let encoded: String = form_urlencoded::byte_serialize(user.as_bytes()).collect();
+    // Percent-encoding for a path segment (not form encoding: `+` would mean `+`).
+    let encoded: String = user
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
     let req = Request::post(format!("{RESET_PREFIX}{encoded}{RESET_SUFFIX}"))
         .header(header::HOST, addr.to_string())
         .header(header::AUTHORIZATION, format!("Bearer {}", token.expose()))
@@ -196,4 +226,15 @@ pub async fn reset_remote(config: &crate::config::Config, user: &str) -> anyhow:
         println!("{}", text.trim());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn user_names_in_paths_are_percent_decoded_only() {
+        assert_eq!(super::percent_decode("a%26b"), "a&b");
+        assert_eq!(super::percent_decode("a+b"), "a+b");
+        assert_eq!(super::percent_decode("al%69ce"), "alice");
+        assert_eq!(super::percent_decode("bad%zz"), "bad%zz");
+    }
 }

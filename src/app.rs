@@ -170,6 +170,7 @@ fn service_stack(core: &Arc<Core>) -> anyhow::Result<Stack> {
     let upstream = Upstream::new(
         &config.upstream,
         config.server.trusted_proxies.clone(),
+        Some(core.identity_header.clone()),
         core.metrics.clone(),
     )?;
     let router = Arc::new(Router::new(core.clone(), upstream));
@@ -244,6 +245,6 @@ pub fn check_files(config: &Config) -> anyhow::Result<()> {
     if let Some(files) = &config.server.tls {
         crate::listener::check_tls(files)?;
     }
-    Upstream::new(&config.upstream, Vec::new(), Arc::new(Metrics::new()))?;
+    Upstream::new(&config.upstream, Vec::new(), None, Arc::new(Metrics::new()))?;
     Ok(())
 }

@@ -48,7 +48,7 @@ pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, FormError>
 /// A same-origin `application/x-www-form-urlencoded` post, parsed.
 pub async fn read_form(req: Request<Incoming>) -> Result<Form, FormError> {
     let (parts, body) = req.into_parts();
-    if !same_origin(&parts.headers) {
+    if !same_origin(&parts.headers, &parts.uri) {
         return Err(FormError::CrossOrigin);
     }
     let bytes = read_body(body, FORM_LIMIT).await?;
@@ -66,7 +66,7 @@ pub async fn read_json(
     req: Request<Incoming>,
 ) -> Result<(Parts, serde_json::Map<String, serde_json::Value>), FormError> {
     let (parts, body) = req.into_parts();
-    if !same_origin(&parts.headers) {
+    if !same_origin(&parts.headers, &parts.uri) {
         return Err(FormError::CrossOrigin);
     }
     let is_json = parts
@@ -86,7 +86,7 @@ pub async fn read_json(
 
 /// Browsers say where a request came from; refuse anything that says "another site".
 /// (CSRF tokens do the real work; this closes the gap for clients that lose them.)
-pub fn same_origin(headers: &HeaderMap) -> bool {
+pub fn same_origin(headers: &HeaderMap, uri: &http::Uri) -> bool {
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
         && !matches!(site, "same-origin" | "none")
     {
@@ -95,9 +95,11 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
+    // HTTP/2 carries the host in `:authority`, not a Host header.
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
         .unwrap_or("");
     let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest);
     !host.is_empty() && origin_host.eq_ignore_ascii_case(host)
@@ -113,6 +115,27 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
+    fn same_origin_h(headers: &HeaderMap) -> bool {
+        same_origin(headers, &http::Uri::from_static("/"))
+    }
+
+    #[test]
+    fn http2_authority_counts_as_the_host() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://app.example"),
+        );
+        assert!(same_origin(
+            &h,
+            &http::Uri::from_static("https://app.example/_2fa/challenge")
+        ));
+        assert!(!same_origin(
+            &h,
+            &http::Uri::from_static("https://evil.example/x")
+        ));
+    }
+
     #[test]
     fn origins() {
         let h = |pairs: &[(&'static str, &'static str)]| {
@@ -122,24 +145,24 @@ mod tests {
             }
             m
         };
-        assert!(same_origin(&h(&[("host", "app.example")])));
-        assert!(same_origin(&h(&[
+        assert!(same_origin_h(&h(&[("host", "app.example")])));
+        assert!(same_origin_h(&h(&[
             ("host", "app.example"),
             ("origin", "https://app.example")
         ])));
-        assert!(!same_origin(&h(&[
+        assert!(!same_origin_h(&h(&[
             ("host", "app.example"),
             ("origin", "https://evil.example")
         ])));
-        assert!(!same_origin(&h(&[
+        assert!(!same_origin_h(&h(&[
             ("host", "app.example"),
             ("origin", "null")
         ])));
-        assert!(!same_origin(&h(&[
+        assert!(!same_origin_h(&h(&[
             ("host", "app.example"),
             ("sec-fetch-site", "cross-site")
         ])));
-        assert!(same_origin(&h(&[
+        assert!(same_origin_h(&h(&[
             ("host", "app.example"),
             ("sec-fetch-site", "same-origin")
         ])));

@@ -90,8 +90,15 @@ impl Router {
                 Some(q) => format!("{path}?{q}"),
                 None => path.clone(),
             };
-            if let Ok(uri) = rebuilt.parse::<Uri>() {
-                *req.uri_mut() = uri;
+            match rebuilt.parse::<Uri>() {
+                Ok(uri) => *req.uri_mut() = uri,
+                // Never forward a path other than the one decided on.
+                Err(_) => {
+                    return (
+                        RouteClass::Rejected,
+                        pages::error(&core.brand, StatusCode::BAD_REQUEST, wants_html),
+                    );
+                }
             }
         }
 

@@ -94,11 +94,8 @@ impl Core {
         cookie::strip_ours(headers, &self.sessions.names);
         // HeaderName is already lower case; only `_` versus `-` is left to fold. Checked
         // without allocating: this runs on every forwarded request.
-        let wanted = self.identity_header.as_str().as_bytes();
-        let is_variant = |name: &HeaderName| {
-            let n = name.as_str().as_bytes();
-            n.len() == wanted.len() && n.iter().zip(wanted).all(|(a, b)| fold(*a) == fold(*b))
-        };
+        let wanted = self.identity_header.as_str();
+        let is_variant = |name: &HeaderName| crate::upstream::same_name(name.as_str(), wanted);
         if headers.keys().any(is_variant) {
             let doomed: Vec<HeaderName> =
                 headers.keys().filter(|k| is_variant(k)).cloned().collect();
@@ -112,9 +109,4 @@ impl Core {
             headers.insert(self.identity_header.clone(), v);
         }
     }
-}
-
-/// Header-name bytes compared the way lenient upstreams compare them (`_` and `-` alike).
-fn fold(b: u8) -> u8 {
-    if b == b'_' { b'-' } else { b }
 }

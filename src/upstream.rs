@@ -57,6 +57,8 @@ pub struct Upstream {
     preserve_host: bool,
     response_timeout: Duration,
     trusted_proxies: Vec<IpNet>,
+    /// Set by the gate before forwarding; kept even if the client names it in `Connection`.
+    identity_header: Option<HeaderName>,
     metrics: Arc<Metrics>,
 }
 
@@ -64,6 +66,7 @@ impl Upstream {
     pub fn new(
         config: &UpstreamConfig,
         trusted_proxies: Vec<IpNet>,
+        identity_header: Option<HeaderName>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let mut http = HttpConnector::new();
@@ -94,6 +97,7 @@ impl Upstream {
             preserve_host: config.preserve_host,
             response_timeout: config.response_timeout,
             trusted_proxies,
+            identity_header,
             metrics,
         })
     }
@@ -109,7 +113,15 @@ impl Upstream {
         let client_host = client_host(&req);
 
         let headers = req.headers_mut();
+        // A client may name the identity header in `Connection`; the proxy's own value stays.
+        let identity = self
+            .identity_header
+            .as_ref()
+            .and_then(|h| Some((h.clone(), headers.get(h)?.clone())));
         remove_hop_by_hop(headers);
+        if let Some((name, value)) = identity {
+            headers.insert(name, value);
+        }
         self.set_forwarded(headers, conn, client_host.as_ref());
         if let Some(protocol) = &upgrade {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -216,8 +228,14 @@ impl Upstream {
             }
         } else {
             // A client may not tell the app who it is or how it connected (ASVS 5.0 4.1.3).
-            for name in SPOOFABLE {
-                headers.remove(*name);
+            // Underscore spellings too: CGI-style upstreams read `X_Forwarded_For` as the same.
+            let doomed: Vec<HeaderName> = headers
+                .keys()
+                .filter(|k| SPOOFABLE.iter().any(|s| same_name(k.as_str(), s)))
+                .cloned()
+                .collect();
+            for name in doomed {
+                headers.remove(name);
             }
             headers.insert(X_FORWARDED_FOR, peer_text);
             headers.insert(X_FORWARDED_PROTO, proto);
@@ -249,6 +267,13 @@ const SPOOFABLE: &[&str] = &[
     "x-rewrite-url",
     "forwarded",
 ];
+
+/// Header names compared as lenient upstreams compare them: `_` and `-` alike (names are
+/// already lower case).
+pub fn same_name(a: &str, b: &str) -> bool {
+    let fold = |c: u8| if c == b'_' { b'-' } else { c };
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
+}
 
 /// RFC 9110 7.6.1 connection-specific headers, plus the legacy `Proxy-Connection`.
 const HOP_BY_HOP: &[&str] = &[

@@ -515,7 +515,12 @@ pub async fn continue_to_app(core: &Core, session: &Current) -> StoreResult<Resp
     };
     core.sessions.save(&session.id, &record).await?;
     Ok(match Parked::open(&core.sealer, user, sealed) {
-        Some(parked) => parked.into_response(),
+        Some(parked) => {
+            let mut res = parked.into_response();
+            res.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            res
+        }
         None => pages::redirect(&core.config.app.account_settings_url),
     })
 }

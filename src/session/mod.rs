@@ -151,9 +151,8 @@ impl Sessions {
         }
         if now.saturating_sub(record.last_seen) >= self.touch_every {
             record.last_seen = now;
-            self.store
-                .put_session(id, &record, self.ttl(&record, now))
-                .await?;
+            // Only if it still exists: a logout racing this request must stay a logout.
+            self.save(id, &record).await?;
         }
         Ok(Some(Current {
             id: id.to_owned(),
