@@ -49,8 +49,22 @@ pub async fn watch_login(
             ));
         }
     };
-    let json = is_json(&parts.headers);
-    let typed_user = username_from_body(&body, json, &core.config.app.username_field);
+    // The account name is read exactly the way every app would read it, or the login is refused:
+    // if the proxy and the app could disagree about who logs in, the wrong user gets challenged.
+    let json = match login_body_kind(&parts.headers) {
+        Ok(kind) => kind == BodyKind::Json,
+        Err(status) => return Ok(pages::error(&core.brand, status, wants_html)),
+    };
+    let typed_user = match username_from_body(&body, json, &core.config.app.username_field) {
+        Ok(user) => user,
+        Err(()) => {
+            return Ok(pages::error(
+                &core.brand,
+                StatusCode::BAD_REQUEST,
+                wants_html,
+            ));
+        }
+    };
     let old_session = cookie::find(&parts.headers, core.sessions.names.session).map(str::to_owned);
     core.prepare_upstream_headers(&mut parts.headers, None);
 
@@ -78,11 +92,14 @@ pub async fn watch_login(
         .user_header
         .as_deref()
         .and_then(|h| head.headers.remove(h));
-    let raw_user = named
-        .as_ref()
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or(typed_user);
+    let raw_user = match app.user_header {
+        // Configured: the app's word or nothing (a missing header must not fall back to the body).
+        Some(_) => named
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        None => typed_user,
+    };
     let Some(user) = raw_user.as_deref().and_then(|u| core.canonical_user(u)) else {
         // The app let someone in and we cannot tell who: never hand over its session.
         tracing::error!("the app accepted a login but no account name was found; login refused");
@@ -215,22 +232,93 @@ pub async fn watch_login(
     }
 }
 
-fn is_json(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().starts_with("application/json"))
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyKind {
+    Form,
+    Json,
 }
 
-/// The account name field of a form or top-level JSON body.
-fn username_from_body(body: &Bytes, json: bool, field: &str) -> Option<String> {
-    if json {
-        let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-        return v.get(field)?.as_str().map(str::to_owned);
+/// Only plain, unencoded urlencoded forms and JSON are read; anything else (multipart, a
+/// compressed body, an unknown type) could hide a second account name from the proxy.
+fn login_body_kind(headers: &http::HeaderMap) -> Result<BodyKind, StatusCode> {
+    let encoded = headers.get_all(header::CONTENT_ENCODING).iter().any(|v| {
+        !v.to_str()
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("identity"))
+    });
+    if encoded {
+        return Err(StatusCode::UNSUPPORTED_MEDIA_TYPE);
     }
-    form_urlencoded::parse(body)
-        .find(|(k, _)| k == field)
-        .map(|(_, v)| v.into_owned())
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    match media.as_deref() {
+        Some("application/x-www-form-urlencoded") => Ok(BodyKind::Form),
+        Some("application/json") => Ok(BodyKind::Json),
+        _ => Err(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+    }
+}
+
+/// The top-level members of a JSON object, duplicates kept (serde_json's map keeps only one).
+struct Members(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for Members {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Members;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Members, A::Error> {
+                let mut members = Vec::new();
+                while let Some(entry) = map.next_entry::<String, serde_json::Value>()? {
+                    members.push(entry);
+                }
+                Ok(Members(members))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// The account-name field of a form or top-level JSON object. `Err` when it is ambiguous: sent
+/// twice, in another letter case (some frameworks bind case-insensitively), as a PHP/Rails-style
+/// array, or not a string. `Ok(None)` when absent.
+fn username_from_body(body: &Bytes, json: bool, field: &str) -> Result<Option<String>, ()> {
+    let candidates: Vec<Option<String>> = if json {
+        let Members(members) = serde_json::from_slice(body).map_err(|_| ())?;
+        members
+            .into_iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(field))
+            .map(|(_, v)| v.as_str().map(str::to_owned))
+            .collect()
+    } else {
+        form_urlencoded::parse(body)
+            .filter(|(k, _)| {
+                let k = k.as_ref();
+                k.eq_ignore_ascii_case(field)
+                    || k.get(..field.len())
+                        .is_some_and(|p| p.eq_ignore_ascii_case(field))
+                        && k[field.len()..].starts_with('[')
+            })
+            .map(|(k, v)| (k.len() == field.len()).then(|| v.into_owned()))
+            .collect()
+    };
+    match candidates.as_slice() {
+        [] => Ok(None),
+        [Some(name)] => Ok(Some(name.clone())),
+        _ => Err(()),
+    }
 }
 
 /// Collecting a limited body into bytes, `None` if it exceeds the limit or breaks.
@@ -255,18 +343,77 @@ mod tests {
 
     #[test]
     fn usernames_from_forms_and_json() {
-        let form = Bytes::from_static(b"username=Alice%40example.com&password=x");
+        let name = |body: &'static [u8], json| {
+            username_from_body(&Bytes::from_static(body), json, "username")
+        };
         assert_eq!(
-            username_from_body(&form, false, "username").as_deref(),
-            Some("Alice@example.com")
+            name(b"username=Alice%40example.com&password=x", false),
+            Ok(Some("Alice@example.com".into()))
         );
-        let json = Bytes::from_static(br#"{"username":"bob","password":"x"}"#);
         assert_eq!(
-            username_from_body(&json, true, "username").as_deref(),
-            Some("bob")
+            name(br#"{"username":"bob","password":"x"}"#, true),
+            Ok(Some("bob".into()))
         );
-        assert_eq!(username_from_body(&json, true, "email"), None);
-        let array = Bytes::from_static(br#"{"username":["a","b"]}"#);
-        assert_eq!(username_from_body(&array, true, "username"), None);
+        assert_eq!(name(br#"{"email":"bob"}"#, true), Ok(None));
+        assert_eq!(name(b"password=x", false), Ok(None));
+    }
+
+    /// Bodies where the proxy and some app could read different account names are refused.
+    #[test]
+    fn ambiguous_account_names_are_refused() {
+        let name = |body: &'static [u8], json| {
+            username_from_body(&Bytes::from_static(body), json, "username")
+        };
+        for form in [
+            &b"username=nobody&username=alice"[..],
+            b"username=alice&Username=nobody",
+            b"username[]=alice&password=x",
+            b"username=alice&USERNAME[0]=nobody",
+        ] {
+            assert_eq!(
+                name(form, false),
+                Err(()),
+                "{}",
+                String::from_utf8_lossy(form)
+            );
+        }
+        for json in [
+            &br#"{"username":"nobody","username":"alice"}"#[..],
+            br#"{"username":"alice","UserName":"nobody"}"#,
+            br#"{"username":["a","b"]}"#,
+            br#"{"username":1}"#,
+            br#"["username","alice"]"#,
+        ] {
+            assert_eq!(
+                name(json, true),
+                Err(()),
+                "{}",
+                String::from_utf8_lossy(json)
+            );
+        }
+    }
+
+    #[test]
+    fn only_plain_forms_and_json_are_read() {
+        let kind = |ct: &'static str, ce: Option<&'static str>| {
+            let mut h = http::HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, http::HeaderValue::from_static(ct));
+            if let Some(ce) = ce {
+                h.insert(header::CONTENT_ENCODING, http::HeaderValue::from_static(ce));
+            }
+            login_body_kind(&h)
+        };
+        assert_eq!(
+            kind("application/x-www-form-urlencoded; charset=UTF-8", None),
+            Ok(BodyKind::Form)
+        );
+        assert_eq!(kind("Application/JSON", None), Ok(BodyKind::Json));
+        assert_eq!(
+            kind("application/json", Some("identity")),
+            Ok(BodyKind::Json)
+        );
+        assert!(kind("application/json", Some("gzip")).is_err());
+        assert!(kind("multipart/form-data; boundary=x", None).is_err());
+        assert!(kind("text/plain", None).is_err());
     }
 }

@@ -586,3 +586,47 @@ async fn the_apps_user_header_names_the_account() {
     let page = shouting.follow(&res).await;
     assert!(page.text().contains("(alice)"));
 }
+
+/// Bodies that some app could read as one account and the proxy as another never let a login
+/// through unchallenged (the proxy would challenge the wrong user).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_login_bodies_cannot_pick_the_challenged_user() {
+    let site = site(Backend::Memory, &[]).await;
+    enrolled_at_challenge(&site, "alice", "wonderland").await;
+    let mut attacker = Agent::new(site.proxy.addr);
+    // JSON with a media type in capitals; the value contains something form-shaped.
+    let body = r#"{"username":"alice","password":"wonderland","x":"&username=nobody&"}"#;
+    let res = attacker
+        .request("POST", "/api/login", Some("Application/JSON"), body.into())
+        .await;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{}", res.text());
+    assert_eq!(res.json()["error"], "second_factor_required");
+    assert!(!attacker.cookies.contains_key("session"));
+    // Two names in one form, and a multipart body: refused outright.
+    let res = attacker
+        .post_form(
+            "/login",
+            &[
+                ("username", "nobody"),
+                ("username", "alice"),
+                ("password", "wonderland"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    let multipart =
+        "--b\r\nContent-Disposition: form-data; name=\"username\"\r\n\r\nalice\r\n--b--\r\n";
+    let res = attacker
+        .request(
+            "POST",
+            "/login",
+            Some("multipart/form-data; boundary=b"),
+            multipart.into(),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(
+        !attacker.cookies.contains_key("session")
+            && !attacker.cookies.contains_key("twofa-session")
+    );
+}
