@@ -123,7 +123,7 @@ fn session_benches(c: &mut Criterion) {
     for (name, store, config) in stores {
         let sessions = Sessions::new(Arc::new(store), clock.clone(), &config.session);
         let current = rt
-            .block_on(sessions.create("alice", false, None, None))
+            .block_on(sessions.create("alice", false, None, None, None))
             .unwrap();
         let mut headers = HeaderMap::new();
         let cookie = format!("app=1; {}={}", sessions.names.session, current.id);

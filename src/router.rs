@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
 use hyper::body::Incoming;
 
 use crate::body::Body;
@@ -106,7 +106,7 @@ impl Router {
         let rules = &core.rules;
         let needs_session = !(rules.is_public(&path)
             || rules.is_logout(&path)
-            || (method == Method::POST && rules.is_login(&path)));
+            || (gate::submits(&method) && rules.is_login(&path)));
         let session = if needs_session {
             match core.sessions.load(req.headers()).await {
                 Ok(s) => s,
@@ -115,8 +115,24 @@ impl Router {
         } else {
             None
         };
+        // A proxy session only vouches for the app session it was issued with: an app cookie
+        // from any other login (say, one the app accepted at a path nobody watched) is refused.
+        let app_cookie =
+            cookie::find(req.headers(), &core.config.app.success_cookie).filter(|v| !v.is_empty());
+        let foreign_app_session = match (&session, app_cookie) {
+            (Some(s), Some(value)) => s
+                .record
+                .app_cookie
+                .as_ref()
+                .is_some_and(|bound| *bound != core.app_cookie_hash(value)),
+            _ => false,
+        };
+        if foreign_app_session && let Some(s) = &session {
+            tracing::warn!(target: "audit", event = "app_session_mismatch", user = s.record.user);
+        }
         let state = match &session {
             None => SessionState::None,
+            Some(_) if foreign_app_session => SessionState::None,
             Some(s) if s.record.must_enroll => SessionState::MustEnroll,
             Some(_) => SessionState::Valid,
         };
@@ -127,10 +143,19 @@ impl Router {
             Decision::Own => Ok(pages::error(&core.brand, StatusCode::NOT_FOUND, wants_html)),
             Decision::WatchLogin => intercept::watch_login(core, &self.upstream, req, &conn).await,
             Decision::Public => Ok(self.forward(req, None, &conn, wants_html).await),
-            Decision::Forward => {
-                let user = session.as_ref().map(|s| s.record.user.clone());
-                Ok(self.forward(req, user.as_deref(), &conn, wants_html).await)
-            }
+            Decision::Forward => match &session {
+                Some(current) => {
+                    let res = self
+                        .forward(req, Some(&current.record.user), &conn, wants_html)
+                        .await;
+                    self.follow_app_session(current, res).await
+                }
+                None => Ok(pages::error(
+                    &core.brand,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    wants_html,
+                )),
+            },
             Decision::Logout => self.logout(req, &conn, wants_html).await,
             Decision::Enroll => Ok(pages::redirect(&format!("{}/settings", core.prefix()))),
             Decision::SignIn { expire_app_cookie } => {
@@ -185,6 +210,61 @@ impl Router {
             Ok(res) => res,
             Err(e) => self.upstream_error(&e, wants_html),
         }
+    }
+
+    /// The app may replace its session cookie on any answer (rolling sessions). The new value
+    /// becomes the session's binding, unless the app names a different user in its answer
+    /// (`user_header`): then it is a login nobody watched, and its cookie is withheld.
+    async fn follow_app_session(
+        &self,
+        current: &crate::session::Current,
+        mut res: Response<Body>,
+    ) -> Result<Response<Body>, StoreError> {
+        let core = &*self.core;
+        let app = &core.config.app;
+        let Some(value) = res
+            .headers()
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .find(|v| cookie::sets_cookie(v, &app.success_cookie))
+            .and_then(|v| cookie::cookie_value(v))
+        else {
+            return Ok(res);
+        };
+        let hash = core.app_cookie_hash(&value);
+        if current.record.app_cookie.as_deref() == Some(hash.as_str()) {
+            return Ok(res);
+        }
+        let named = app
+            .user_header
+            .as_deref()
+            .and_then(|h| res.headers_mut().remove(h));
+        let other_user = named
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|u| core.canonical_user(u))
+            .is_some_and(|u| u != current.record.user);
+        if other_user {
+            tracing::warn!(target: "audit", event = "unwatched_login_refused", user = current.record.user);
+            let kept: Vec<HeaderValue> = res
+                .headers()
+                .get_all(header::SET_COOKIE)
+                .iter()
+                .filter(|v| !cookie::sets_cookie(v, &app.success_cookie))
+                .cloned()
+                .collect();
+            res.headers_mut().remove(header::SET_COOKIE);
+            for v in kept {
+                res.headers_mut().append(header::SET_COOKIE, v);
+            }
+            return Ok(res);
+        }
+        let record = crate::store::SessionRecord {
+            app_cookie: Some(hash),
+            ..current.record.clone()
+        };
+        core.sessions.save(&current.id, &record).await?;
+        Ok(res)
     }
 
     /// Logout paths end the proxy session too, then go to the app as usual.

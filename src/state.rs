@@ -64,6 +64,18 @@ impl Core {
         })
     }
 
+    /// The binding of a session to the app's session cookie (a keyed hash of its value).
+    pub fn app_cookie_hash(&self, value: &str) -> String {
+        self.sealer.hash_code("app-cookie", value)
+    }
+
+    /// The binding for the app session a parked login hands over.
+    pub fn app_cookie_of(&self, parked: &crate::login::parked::Parked) -> Option<String> {
+        parked
+            .cookie_value(&self.config.app.success_cookie)
+            .map(|v| self.app_cookie_hash(&v))
+    }
+
     /// Whose session `id` is, for the audit log.
     pub async fn store_session_user(&self, id: &str) -> crate::store::StoreResult<Option<String>> {
         use crate::store::Store as _;

@@ -322,7 +322,13 @@ async fn finish(core: &Core, id: &str, old_session: Option<&str>) -> StoreResult
     }
     let session = core
         .sessions
-        .create(&pending.user, false, None, pending.email.clone())
+        .create(
+            &pending.user,
+            false,
+            None,
+            pending.email.clone(),
+            core.app_cookie_of(&parked),
+        )
         .await?;
     tracing::info!(target: "audit", event = "challenge_passed", user = pending.user);
     Ok(Attempt::Passed { parked, session })

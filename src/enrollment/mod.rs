@@ -509,12 +509,15 @@ pub async fn continue_to_app(core: &Core, session: &Current) -> StoreResult<Resp
     if session.record.must_enroll {
         return Ok(pages::redirect(&format!("{}/settings", core.prefix())));
     }
+    let parked = Parked::open(&core.sealer, user, sealed);
+    // The app session handed over now is the one this proxy session vouches for.
     let record = SessionRecord {
         parked: None,
+        app_cookie: parked.as_ref().and_then(|p| core.app_cookie_of(p)),
         ..session.record.clone()
     };
     core.sessions.save(&session.id, &record).await?;
-    Ok(match Parked::open(&core.sealer, user, sealed) {
+    Ok(match parked {
         Some(parked) => {
             let mut res = parked.into_response();
             res.headers_mut()
@@ -548,6 +551,7 @@ async fn privilege_changed(core: &Core, session: &Current) -> StoreResult<Curren
             false,
             session.record.parked.clone(),
             session.record.email.clone(),
+            session.record.app_cookie.clone(),
         )
         .await?;
     core.sessions.end(&session.id).await?;

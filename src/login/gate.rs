@@ -154,8 +154,18 @@ impl PathRules {
         })
     }
 
+    /// A login path in any spelling an app might accept: letter case, a trailing slash and
+    /// `;parameters` do not make a login unwatched.
     pub fn is_login(&self, path: &str) -> bool {
-        self.login_paths.iter().any(|p| p == path)
+        let loose = |p: &str| {
+            let p = p.split(';').next().unwrap_or(p);
+            p.strip_suffix('/')
+                .filter(|s| !s.is_empty())
+                .unwrap_or(p)
+                .to_ascii_lowercase()
+        };
+        let wanted = loose(path);
+        self.login_paths.iter().any(|p| loose(p) == wanted)
     }
 
     pub fn is_logout(&self, path: &str) -> bool {
@@ -192,6 +202,14 @@ pub enum Decision {
     Unauthorized { expire_app_cookie: bool },
 }
 
+/// Methods that can carry a login (any but the safe ones: some frameworks take PUT or PATCH).
+pub fn submits(method: &Method) -> bool {
+    !matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
+}
+
 /// The whole policy, one pure function (tested with a table of tricky paths below).
 pub fn decide(
     rules: &PathRules,
@@ -204,7 +222,7 @@ pub fn decide(
     if rules.is_own(path) {
         return Decision::Own;
     }
-    if method == Method::POST && rules.is_login(path) {
+    if submits(method) && rules.is_login(path) {
         return Decision::WatchLogin;
     }
     if rules.is_logout(path) {
@@ -375,8 +393,23 @@ mod tests {
         assert_eq!(post("/api/login"), WatchLogin);
         assert_eq!(
             post("/login/"),
+            WatchLogin,
+            "a trailing slash does not hide a login"
+        );
+        assert_eq!(post("/LOGIN"), WatchLogin, "nor does letter case");
+        assert_eq!(
+            post("/login;jsessionid=1"),
+            WatchLogin,
+            "nor a path parameter"
+        );
+        assert_eq!(
+            decide(&r, &Method::PUT, "/login", true, false, none),
+            WatchLogin
+        );
+        assert_eq!(
+            post("/login/other"),
             Public,
-            "only the exact login path is watched"
+            "paths below it are the app's business"
         );
         assert_eq!(
             post("/dashboard"),

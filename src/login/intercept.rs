@@ -199,7 +199,13 @@ pub async fn watch_login(
         Enforcement::Optional => {
             let session = core
                 .sessions
-                .create(&user, false, None, header_email.clone())
+                .create(
+                    &user,
+                    false,
+                    None,
+                    header_email.clone(),
+                    core.app_cookie_of(&parked),
+                )
                 .await?;
             tracing::info!(target: "audit", event = "login_without_second_factor", user);
             let mut res = parked.into_response();
@@ -211,7 +217,7 @@ pub async fn watch_login(
             let sealed = parked.seal(&core.sealer, &user);
             let session = core
                 .sessions
-                .create(&user, true, Some(sealed), header_email.clone())
+                .create(&user, true, Some(sealed), header_email.clone(), None)
                 .await?;
             tracing::info!(target: "audit", event = "enrollment_required", user);
             let mut res = if json {

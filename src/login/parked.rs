@@ -65,6 +65,15 @@ impl Parked {
             .and_then(|v| v.to_str().ok().map(str::to_owned))
     }
 
+    /// The value the app gives cookie `name` here, if it sets it.
+    pub fn cookie_value(&self, name: &str) -> Option<String> {
+        self.set_cookies().iter().find_map(|v| {
+            let text = v.to_str().ok()?;
+            let c = cookie::Cookie::parse(text).ok()?;
+            (c.name() == name && !c.value().is_empty()).then(|| c.value().to_owned())
+        })
+    }
+
     /// The app's cookies (its session), to hand over now.
     pub fn set_cookies(&self) -> Vec<HeaderValue> {
         self.header_values("set-cookie").collect()

@@ -111,6 +111,13 @@ pub fn strip_ours(headers: &mut HeaderMap, names: &CookieNames) {
     }
 }
 
+/// The value a `Set-Cookie` header sets.
+pub fn cookie_value(value: &HeaderValue) -> Option<String> {
+    Cookie::parse(value.to_str().ok()?)
+        .ok()
+        .map(|c| c.value().to_owned())
+}
+
 /// Whether a `Set-Cookie` value sets cookie `name` to something (not an expiry).
 pub fn sets_cookie(value: &HeaderValue, name: &str) -> bool {
     let Ok(text) = value.to_str() else {

@@ -106,6 +106,7 @@ impl Sessions {
         must_enroll: bool,
         parked: Option<String>,
         email: Option<String>,
+        app_cookie: Option<String>,
     ) -> StoreResult<Current> {
         let now = self.clock.now();
         let record = SessionRecord {
@@ -116,6 +117,7 @@ impl Sessions {
             must_enroll,
             parked,
             email,
+            app_cookie,
         };
         let id = random_token();
         self.store
@@ -187,6 +189,7 @@ impl Sessions {
                 must_enroll,
                 None,
                 current.record.email.clone(),
+                current.record.app_cookie.clone(),
             )
             .await?;
         self.end(&current.id).await?;

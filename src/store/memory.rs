@@ -387,6 +387,7 @@ mod tests {
             must_enroll: false,
             parked: None,
             email: None,
+            app_cookie: None,
         };
         store
             .put_session("short", &record, Duration::from_secs(10))

@@ -41,6 +41,10 @@ pub struct SessionRecord {
     /// The user's address as the app named it at login (`address_source = "header:..."`).
     #[serde(default)]
     pub email: Option<String>,
+    /// Keyed hash of the app's session cookie this session was issued with: a proxy session
+    /// only ever accompanies the app session of the same login.
+    #[serde(default)]
+    pub app_cookie: Option<String>,
 }
 
 /// A login the app accepted, held back until the second factor is proven.

@@ -630,3 +630,47 @@ async fn ambiguous_login_bodies_cannot_pick_the_challenged_user() {
             && !attacker.cookies.contains_key("twofa-session")
     );
 }
+
+/// A proxy session only vouches for the app session of its own login: another account's app
+/// cookie (from a login the proxy never saw) next to it is refused. (That every spelling of a
+/// login path is watched is in the gate's unit tests.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_cannot_carry_another_logins_app_cookie() {
+    let site = site(Backend::Memory, &[]).await;
+    enrolled_at_challenge(&site, "alice", "wonderland").await;
+    // The attacker signs in as bob (no 2FA) and holds a valid proxy session.
+    let mut attacker = Agent::new(site.proxy.addr);
+    password_login(&mut attacker, "bob", "builder").await;
+    assert!(attacker.get("/").await.text().contains("Welcome back, bob"));
+    // Alice's app session obtained behind the proxy's back (straight from the app here).
+    let direct = format!("http://{}/login", site.upstream);
+    let res = crate::support::send(
+        http::Request::post(&direct)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(crate::support::full("username=alice&password=wonderland"))
+            .unwrap(),
+    )
+    .await;
+    let alice_cookie = res
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_owned();
+    attacker.cookies.insert("session".into(), alice_cookie);
+    let res = attacker.get("/").await;
+    assert_eq!(
+        res.status,
+        StatusCode::SEE_OTHER,
+        "alice's app session was served to bob's proxy session"
+    );
+    assert!(
+        res.header("set-cookie")
+            .unwrap()
+            .starts_with("session=; Path=/; Max-Age=0")
+    );
+}

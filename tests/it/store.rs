@@ -24,6 +24,7 @@ fn session(user: &str) -> SessionRecord {
         must_enroll: false,
         parked: None,
         email: Some(format!("{user}@example.com")),
+        app_cookie: None,
     }
 }
 
