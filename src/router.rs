@@ -227,7 +227,7 @@ impl Router {
             .get_all(header::SET_COOKIE)
             .iter()
             .find(|v| cookie::sets_cookie(v, &app.success_cookie))
-            .and_then(|v| cookie::cookie_value(v))
+            .and_then(cookie::cookie_value)
         else {
             return Ok(res);
         };

@@ -242,8 +242,8 @@ pub async fn resend_code(
 pub enum Attempt {
     /// Right: the login was consumed and a session started; replay `parked` with its cookie.
     Passed {
-        parked: Parked,
-        session: Current,
+        parked: Box<Parked>,
+        session: Box<Current>,
     },
     /// Wrong; `tries_left` before this sign-in or the account runs out.
     Failed {
@@ -331,7 +331,10 @@ async fn finish(core: &Core, id: &str, old_session: Option<&str>) -> StoreResult
         )
         .await?;
     tracing::info!(target: "audit", event = "challenge_passed", user = pending.user);
-    Ok(Attempt::Passed { parked, session })
+    Ok(Attempt::Passed {
+        parked: Box::new(parked),
+        session: Box::new(session),
+    })
 }
 
 pub async fn submit(
