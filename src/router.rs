@@ -120,11 +120,13 @@ impl Router {
         let app_cookie =
             cookie::find(req.headers(), &core.config.app.success_cookie).filter(|v| !v.is_empty());
         let foreign_app_session = match (&session, app_cookie) {
-            (Some(s), Some(value)) => s
-                .record
-                .app_cookie
-                .as_ref()
-                .is_some_and(|bound| *bound != core.app_cookie_hash(value)),
+            (Some(s), Some(value)) => s.record.app_cookie.as_ref().is_some_and(|bound| {
+                !core
+                    .sealer
+                    .hash_candidates("app-cookie", value)
+                    .iter()
+                    .any(|h| h == bound)
+            }),
             _ => false,
         };
         if foreign_app_session && let Some(s) = &session {

@@ -147,12 +147,25 @@ impl Sealer {
 
     /// A keyed hash (hex) of a code, for storing codes without storing them.
     pub fn hash_code(&self, purpose: &str, code: &str) -> String {
-        let mut ctx = hmac::Context::with_key(&self.current.mac);
-        ctx.update(purpose.as_bytes());
-        ctx.update(b"\0");
-        ctx.update(code.as_bytes());
-        hex(ctx.sign().as_ref())
+        hash_with(&self.current, purpose, code)
     }
+
+    /// The hash under the current key, then under each previous one: stored hashes made before
+    /// a key rotation still match.
+    pub fn hash_candidates(&self, purpose: &str, code: &str) -> Vec<String> {
+        std::iter::once(&self.current)
+            .chain(&self.previous)
+            .map(|k| hash_with(k, purpose, code))
+            .collect()
+    }
+}
+
+fn hash_with(key: &Key, purpose: &str, code: &str) -> String {
+    let mut ctx = hmac::Context::with_key(&key.mac);
+    ctx.update(purpose.as_bytes());
+    ctx.update(b"\0");
+    ctx.update(code.as_bytes());
+    hex(ctx.sign().as_ref())
 }
 
 fn aad(purpose: &str, context: &str) -> String {
@@ -233,6 +246,31 @@ mod tests {
         })
         .unwrap();
         assert!(without.open("totp", "alice", &blob).is_none());
+    }
+
+    #[test]
+    fn hashes_from_before_a_rotation_still_match() {
+        let secret = |k: &str| crate::config::Secret::new(k.to_owned());
+        let old_key = STANDARD.encode([1u8; 32]);
+        let old = Sealer::from_config(&SecretsConfig {
+            encryption_key: Some(secret(&old_key)),
+            previous_keys: vec![],
+            admin_token: None,
+        })
+        .unwrap();
+        let rotated = Sealer::from_config(&SecretsConfig {
+            encryption_key: Some(secret(&STANDARD.encode([2u8; 32]))),
+            previous_keys: vec![secret(&old_key)],
+            admin_token: None,
+        })
+        .unwrap();
+        let stored = old.hash_code("recovery", "abcd");
+        assert_ne!(rotated.hash_code("recovery", "abcd"), stored);
+        assert!(
+            rotated
+                .hash_candidates("recovery", "abcd")
+                .contains(&stored)
+        );
     }
 
     #[test]

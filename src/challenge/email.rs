@@ -100,9 +100,8 @@ pub async fn send_code(
     Ok(Sent::Sent { to: mask(address) })
 }
 
-/// Whether `input` is the live code for `key`; a match uses the code up. The address it was
-/// sent to comes back, so an enrollment proves exactly that address.
-pub async fn check_code(core: &Core, key: &str, input: &str) -> StoreResult<Option<String>> {
+/// Whether `input` is the live code for `key`, without using it up.
+pub async fn matches_code(core: &Core, key: &str, input: &str) -> StoreResult<Option<EmailCode>> {
     let Some(code) = parse_code(core, input) else {
         return Ok(None);
     };
@@ -112,16 +111,32 @@ pub async fn check_code(core: &Core, key: &str, input: &str) -> StoreResult<Opti
     if core.clock.now() > stored.created + core.config.email.code_ttl.as_secs() {
         return Ok(None);
     }
-    if !token_matches(&core.sealer.hash_code("email", &code), &stored.hash) {
-        return Ok(None);
-    }
-    // Of two right answers racing, one takes the code.
+    // Hashes made under a previous key (before a rotation) still match.
+    let matched = core
+        .sealer
+        .hash_candidates("email", &code)
+        .iter()
+        .any(|h| token_matches(h, &stored.hash));
+    Ok(matched.then_some(stored))
+}
+
+/// Uses up a code found by [`matches_code`]; of two right answers racing, one wins.
+pub async fn take_code(core: &Core, key: &str, matched: &EmailCode) -> StoreResult<Option<String>> {
     Ok(core
         .store
         .take_email_code(key)
         .await?
-        .filter(|t| t.hash == stored.hash)
+        .filter(|t| t.hash == matched.hash)
         .map(|t| t.address))
+}
+
+/// Whether `input` is the live code for `key`; a match uses the code up. The address it was
+/// sent to comes back, so an enrollment proves exactly that address.
+pub async fn check_code(core: &Core, key: &str, input: &str) -> StoreResult<Option<String>> {
+    match matches_code(core, key, input).await? {
+        Some(matched) => take_code(core, key, &matched).await,
+        None => Ok(None),
+    }
 }
 
 /// The address notices go to, where one is known.

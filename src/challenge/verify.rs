@@ -34,7 +34,7 @@ pub async fn locked_for(core: &Core, user: &str) -> StoreResult<Option<u64>> {
 }
 
 /// How long the store remembers a claimed step: past the end of the skew window.
-fn step_ttl(core: &Core) -> Duration {
+pub fn step_ttl(core: &Core) -> Duration {
     Duration::from_secs((2 * u64::from(core.config.totp.skew) + 2) * totp::STEP_SECONDS)
 }
 
@@ -97,10 +97,14 @@ async fn use_recovery_code(core: &Core, user: &str, code: &str) -> StoreResult<b
     let Some(normalized) = recovery::normalize(code) else {
         return Ok(false);
     };
-    let used = core
-        .store
-        .use_recovery_code(user, &core.sealer.hash_code("recovery", &normalized))
-        .await?;
+    // Codes hashed under a previous key (before a rotation) still work.
+    let mut used = false;
+    for hash in core.sealer.hash_candidates("recovery", &normalized) {
+        if core.store.use_recovery_code(user, &hash).await? {
+            used = true;
+            break;
+        }
+    }
     if used {
         let left = core.store.recovery_codes_left(user).await.unwrap_or(0);
         tracing::info!(target: "audit", event = "recovery_code_used", user, codes_left = left);

@@ -220,11 +220,8 @@ pub async fn enable_totp(
     current_code: &str,
 ) -> StoreResult<Enabled> {
     let user = &session.record.user;
-    let previous_address = email::known_address(core, user).await?;
-    let changing = match may_enable(core, user, current_code).await? {
-        Ok(changing) => changing,
-        Err(refused) => return Ok(refused),
-    };
+    // The new key and its first code are checked before the current factor is spent, so an
+    // expired setup or a mistyped new code does not use up (or count against) the current one.
     let secret = match core.store.enrollment(user).await? {
         Some(e) => core.sealer.open("enrollment", user, &e.secret),
         None => None,
@@ -233,15 +230,27 @@ pub async fn enable_totp(
         core.store.delete_enrollment(user).await?;
         return Ok(Enabled::Expired);
     };
-    // The first code claims its step, so it cannot be replayed to log in.
-    if !verify::totp_matches(core, user, &secret, code).await? {
+    let now = core.clock.now();
+    let new_step = totp::TotpCode::parse(code)
+        .and_then(|c| totp::check(&secret, &c, now, core.config.totp.skew));
+    let Some(new_step) = new_step else {
         return Ok(Enabled::WrongCode);
-    }
+    };
+    let previous_address = email::known_address(core, user).await?;
+    let changing = match may_enable(core, user, current_code).await? {
+        Ok(changing) => changing,
+        Err(refused) => return Ok(refused),
+    };
+    // Mark the step used so the first code cannot log in. If it is already claimed (the current
+    // code of the same 30 s window was), it cannot log in either: nothing more to check.
+    core.store
+        .claim_totp_step(user, new_step, verify::step_ttl(core))
+        .await?;
     let record = TwoFactorRecord {
         method: MethodKind::Totp,
         totp_secret: Some(core.sealer.seal("totp", user, &secret)),
         email: None,
-        enabled_at: core.clock.now(),
+        enabled_at: now,
     };
     finish_enable(core, session, record, changing, previous_address).await
 }
@@ -664,13 +673,32 @@ pub async fn enable_email(
     current_code: &str,
 ) -> StoreResult<Enabled> {
     let user = &session.record.user;
+    // Wrong codes are counted per issued code: past the limit the code is gone and a new one
+    // must be sent (a 6-digit code must not be guessable by retrying).
+    let key = email::enroll_key(user);
+    let Some(issued) = core.store.email_code(&key).await? else {
+        return Ok(Enabled::Expired);
+    };
+    let counter = format!("{key}:{}", issued.created);
+    let attempts = core
+        .store
+        .count_attempt(&counter, core.config.email.code_ttl)
+        .await?;
+    if attempts > core.config.twofactor.max_attempts_per_challenge {
+        core.store.take_email_code(&key).await?;
+        return Ok(Enabled::Expired);
+    }
+    // The emailed code is checked before the current factor is spent (as for a new app).
+    let Some(matched) = email::matches_code(core, &key, code).await? else {
+        return Ok(Enabled::WrongCode);
+    };
     let previous_address = email::known_address(core, user).await?;
     let changing = match may_enable(core, user, current_code).await? {
         Ok(changing) => changing,
         Err(refused) => return Ok(refused),
     };
-    let Some(address) = email::check_code(core, &email::enroll_key(user), code).await? else {
-        return Ok(Enabled::WrongCode);
+    let Some(address) = email::take_code(core, &key, &matched).await? else {
+        return Ok(Enabled::Expired);
     };
     let record = TwoFactorRecord {
         method: MethodKind::Email,
@@ -821,8 +849,20 @@ pub async fn email_post(
                     )
                     .await
                 }
-                Enabled::Current(_) | Enabled::Expired => {
+                Enabled::Current(_) => {
                     render_email(core, session, None, None, None, StatusCode::OK).await
+                }
+                Enabled::Expired => {
+                    let error = "That code expired or had too many wrong tries. Send a new code.";
+                    render_email(
+                        core,
+                        session,
+                        None,
+                        None,
+                        Some(error.to_owned()),
+                        StatusCode::UNAUTHORIZED,
+                    )
+                    .await
                 }
                 Enabled::WrongCode => {
                     let error = "That code did not match, or it expired. Check the newest email, or send a new code.";

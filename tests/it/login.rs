@@ -674,3 +674,63 @@ async fn a_session_cannot_carry_another_logins_app_cookie() {
             .starts_with("session=; Path=/; Max-Age=0")
     );
 }
+
+/// Moving to a new authenticator app: the old app's code and the new app's first code, in the
+/// same 30 s window, as a person would type them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_to_a_new_authenticator_app() {
+    let site = site(Backend::Memory, &[]).await;
+    let mut agent = Agent::new(site.proxy.addr);
+    password_login(&mut agent, "carol", "singer").await;
+    let (old_secret, _) = enroll(&site, &mut agent).await;
+    site.clock.advance(30);
+    let page = agent.get("/_2fa/settings/totp").await.text();
+    let new_secret = query_param(&decode_qr(&page), "secret");
+    assert_ne!(new_secret, old_secret);
+    let csrf = input_value(&page, "csrf");
+    let now = site.clock.now_secs();
+    // A mistyped new code does not spend the old one.
+    let res = agent
+        .post_form(
+            "/_2fa/settings/totp",
+            &[
+                ("csrf", &csrf),
+                ("current_code", &oathtool(&old_secret, now)),
+                ("code", "000000"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED);
+    let res = agent
+        .post_form(
+            "/_2fa/settings/totp",
+            &[
+                ("csrf", &csrf),
+                ("current_code", &oathtool(&old_secret, now)),
+                ("code", &oathtool(&new_secret, now)),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    assert!(res.text().contains("Save your recovery codes"));
+    // The new app's codes now sign in; the old app's do not.
+    site.clock.advance(30);
+    let mut fresh = Agent::new(site.proxy.addr);
+    let res = password_login(&mut fresh, "carol", "singer").await;
+    let csrf = input_value(&fresh.follow(&res).await.text(), "csrf");
+    let now = site.clock.now_secs();
+    let res = fresh
+        .post_form(
+            "/_2fa/challenge",
+            &[("csrf", &csrf), ("code", &oathtool(&old_secret, now))],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED);
+    let res = fresh
+        .post_form(
+            "/_2fa/challenge",
+            &[("csrf", &csrf), ("code", &oathtool(&new_secret, now))],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.text());
+}
