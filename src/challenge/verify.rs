@@ -65,9 +65,10 @@ pub async fn verify(
     code: &str,
     email_key: &str,
 ) -> StoreResult<Outcome> {
-    if let Some(retry_after) = locked_for(core, user).await? {
-        return Ok(Outcome::Locked { retry_after });
-    }
+    let reserved = match reserve(core, user).await? {
+        Ok(n) => n,
+        Err(locked) => return Ok(locked),
+    };
     let ok = match record.method {
         MethodKind::Totp if totp::TotpCode::parse(code).is_some() => {
             match totp_secret(core, user, record) {
@@ -81,16 +82,17 @@ pub async fn verify(
         // Anything else may be a recovery code.
         _ => use_recovery_code(core, user, code).await?,
     };
-    settle(core, user, ok).await
+    settle(core, user, ok, reserved).await
 }
 
 /// A recovery code only (the challenge's recovery page).
 pub async fn verify_recovery(core: &Core, user: &str, code: &str) -> StoreResult<Outcome> {
-    if let Some(retry_after) = locked_for(core, user).await? {
-        return Ok(Outcome::Locked { retry_after });
-    }
+    let reserved = match reserve(core, user).await? {
+        Ok(n) => n,
+        Err(locked) => return Ok(locked),
+    };
     let ok = use_recovery_code(core, user, code).await?;
-    settle(core, user, ok).await
+    settle(core, user, ok, reserved).await
 }
 
 async fn use_recovery_code(core: &Core, user: &str, code: &str) -> StoreResult<bool> {
@@ -117,33 +119,63 @@ fn bucket(core: &Core) -> u64 {
     core.clock.now() / core.config.twofactor.lockout_window.as_secs().max(1)
 }
 
-/// Records the result: a success clears the window's failures; a failure counts and may lock.
-async fn settle(core: &Core, user: &str, ok: bool) -> StoreResult<Outcome> {
-    let tf = &core.config.twofactor;
-    if ok {
-        core.store.clear_failures(user, bucket(core)).await?;
-        return Ok(Outcome::Passed);
+/// The consecutive-failure counter's bucket: it only ever resets on a success (NIST SP 800-63B
+/// 5.2.2: never more than 100 consecutive failed attempts on one account).
+pub const CONSECUTIVE: u64 = u64::MAX;
+const CONSECUTIVE_LIMIT: u32 = 100;
+const CONSECUTIVE_TTL: Duration = Duration::from_secs(30 * 86_400);
+
+/// Counts an attempt before the code is checked, so that parallel guesses cannot all pass the
+/// threshold check together. `Ok(count)` to go ahead; `Err(Locked)` if locked or over the limit.
+async fn reserve(core: &Core, user: &str) -> StoreResult<Result<u32, Outcome>> {
+    if let Some(retry_after) = locked_for(core, user).await? {
+        return Ok(Err(Outcome::Locked { retry_after }));
     }
-    let failures = core
+    let tf = &core.config.twofactor;
+    let in_window = core
         .store
         .count_failure(user, bucket(core), tf.lockout_window)
         .await?;
+    let in_a_row = core
+        .store
+        .count_failure(user, CONSECUTIVE, CONSECUTIVE_TTL)
+        .await?;
+    if in_window > tf.lockout_threshold || in_a_row > CONSECUTIVE_LIMIT {
+        return Ok(Err(lock(core, user).await?));
+    }
+    Ok(Ok(in_window))
+}
+
+/// Records the result of a reserved attempt: a success clears the counts; a failure stays
+/// counted and locks the account at the threshold.
+async fn settle(core: &Core, user: &str, ok: bool, failures: u32) -> StoreResult<Outcome> {
+    let tf = &core.config.twofactor;
+    if ok {
+        core.store.clear_failures(user, bucket(core)).await?;
+        core.store.clear_failures(user, CONSECUTIVE).await?;
+        return Ok(Outcome::Passed);
+    }
     tracing::info!(target: "audit", event = "second_factor_failed", user, failures);
     if failures >= tf.lockout_threshold {
-        let now = core.clock.now();
-        let until = now + tf.lockout_duration.as_secs();
-        core.store
-            .lock_account(user, until, tf.lockout_duration)
-            .await?;
-        core.store.clear_failures(user, bucket(core)).await?;
-        core.metrics.lockouts.inc();
-        email::notify_known(core, user, Notice::Locked).await?;
-        tracing::warn!(target: "audit", event = "account_locked", user, seconds = tf.lockout_duration.as_secs());
-        return Ok(Outcome::Locked {
-            retry_after: until - now,
-        });
+        return lock(core, user).await;
     }
     Ok(Outcome::Failed {
         tries_left: tf.lockout_threshold - failures,
+    })
+}
+
+async fn lock(core: &Core, user: &str) -> StoreResult<Outcome> {
+    let tf = &core.config.twofactor;
+    let now = core.clock.now();
+    let until = now + tf.lockout_duration.as_secs();
+    core.store
+        .lock_account(user, until, tf.lockout_duration)
+        .await?;
+    core.store.clear_failures(user, bucket(core)).await?;
+    core.metrics.lockouts.inc();
+    email::notify_known(core, user, Notice::Locked).await?;
+    tracing::warn!(target: "audit", event = "account_locked", user, seconds = tf.lockout_duration.as_secs());
+    Ok(Outcome::Locked {
+        retry_after: until - now,
     })
 }
