@@ -156,7 +156,9 @@ async fn reset(state: &AdminState, req: &Request<Incoming>, raw_user: &str) -> R
         core.store.delete_enrollment(&user).await?;
         core.store.unlock_account(&user).await?;
         // Past 100 failures in a row only a success or an administrator clears the count.
-        core.store.clear_failures(&user, crate::challenge::verify::CONSECUTIVE).await?;
+        core.store
+            .clear_failures(&user, crate::challenge::verify::CONSECUTIVE)
+            .await?;
         let ended = core.sessions.end_others(&user, None).await?;
         Ok::<_, crate::store::StoreError>((had, ended))
     }

@@ -734,3 +734,35 @@ async fn moving_to_a_new_authenticator_app() {
         .await;
     assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.text());
 }
+
+/// Guesses sent in parallel from many sign-ins cannot get more checks than the lockout allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_guesses_stop_at_the_threshold() {
+    let site = site(Backend::Memory, &[]).await;
+    enrolled_at_challenge(&site, "alice", "wonderland").await;
+    let mut attempts = Vec::new();
+    for i in 0..5 {
+        let mut agent = Agent::new(site.proxy.addr);
+        let res = password_login(&mut agent, "alice", "wonderland").await;
+        let csrf = input_value(&agent.follow(&res).await.text(), "csrf");
+        for j in 0..4 {
+            let code = format!("{:06}", 100_000 + i * 10 + j);
+            let mut a = Agent::new(site.proxy.addr);
+            a.cookies = agent.cookies.clone();
+            let csrf = csrf.clone();
+            attempts.push(tokio::spawn(async move {
+                a.post_form("/_2fa/challenge", &[("csrf", &csrf), ("code", &code)])
+                    .await
+                    .status
+            }));
+        }
+    }
+    let mut checked = 0;
+    for a in attempts {
+        if a.await.unwrap() == StatusCode::UNAUTHORIZED {
+            checked += 1;
+        }
+    }
+    // lockout_threshold = 3 in this config: at most three guesses were actually checked.
+    assert!(checked <= 3, "{checked} guesses were checked");
+}
