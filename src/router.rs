@@ -121,11 +121,13 @@ impl Router {
             cookie::find(req.headers(), &core.config.app.success_cookie).filter(|v| !v.is_empty());
         let foreign_app_session = match (&session, app_cookie) {
             (Some(s), Some(value)) => s.record.app_cookie.as_ref().is_some_and(|bound| {
-                !core
-                    .sealer
-                    .hash_candidates("app-cookie", value)
-                    .iter()
-                    .any(|h| h == bound)
+                // The current key first (every request pays this); older keys only on a mismatch.
+                *bound != core.app_cookie_hash(value)
+                    && !core
+                        .sealer
+                        .hash_candidates("app-cookie", value)
+                        .iter()
+                        .any(|h| h == bound)
             }),
             _ => false,
         };
