@@ -117,19 +117,13 @@ impl Router {
         };
         // A proxy session only vouches for the app session it was issued with: an app cookie
         // from any other login (say, one the app accepted at a path nobody watched) is refused.
-        let app_cookie =
-            cookie::find(req.headers(), &core.config.app.success_cookie).filter(|v| !v.is_empty());
-        let foreign_app_session = match (&session, app_cookie) {
-            (Some(s), Some(value)) => s.record.app_cookie.as_ref().is_some_and(|bound| {
-                // The current key first (every request pays this); older keys only on a mismatch.
-                *bound != core.app_cookie_hash(value)
-                    && !core
-                        .sealer
-                        .hash_candidates("app-cookie", value)
-                        .iter()
-                        .any(|h| h == bound)
-            }),
-            _ => false,
+        let app_cookies = cookie::find_all(req.headers(), &core.config.app.success_cookie);
+        // Every copy counts: apps differ in which of two same-named cookies they read.
+        let foreign_app_session = match &session {
+            Some(s) => app_cookies
+                .iter()
+                .any(|value| !core.vouches_for(&s.record, value)),
+            None => false,
         };
         if foreign_app_session && let Some(s) = &session {
             tracing::warn!(target: "audit", event = "app_session_mismatch", user = s.record.user);
@@ -146,7 +140,15 @@ impl Router {
         let res = match decision {
             Decision::Own => Ok(pages::error(&core.brand, StatusCode::NOT_FOUND, wants_html)),
             Decision::WatchLogin => intercept::watch_login(core, &self.upstream, req, &conn).await,
-            Decision::Public => Ok(self.forward(req, None, &conn, wants_html).await),
+            Decision::Public => {
+                let session_id =
+                    cookie::find(req.headers(), core.sessions.names.session).map(str::to_owned);
+                let request_cookies: Vec<String> =
+                    app_cookies.iter().map(|v| (*v).to_owned()).collect();
+                let res = self.forward(req, None, &conn, wants_html).await;
+                self.follow_on_public(session_id, &request_cookies, res)
+                    .await
+            }
             Decision::Forward => match &session {
                 Some(current) => {
                     let res = self
@@ -216,9 +218,11 @@ impl Router {
         }
     }
 
-    /// The app may replace its session cookie on any answer (rolling sessions). The new value
-    /// becomes the session's binding, unless the app names a different user in its answer
-    /// (`user_header`): then it is a login nobody watched, and its cookie is withheld.
+    /// The app may replace its session cookie on any answer (rolling sessions); the new value
+    /// becomes the session's binding. With `user_header` configured, only an answer that names
+    /// this session's user may do so (anything else is a login nobody watched: its cookie is
+    /// withheld). Without it, such a login cannot be told from a rotation: list every login
+    /// endpoint in `login_paths`.
     async fn follow_app_session(
         &self,
         current: &crate::session::Current,
@@ -226,11 +230,17 @@ impl Router {
     ) -> Result<Response<Body>, StoreError> {
         let core = &*self.core;
         let app = &core.config.app;
+        // The app's word on the user is for the proxy only, on every answer.
+        let named = app
+            .user_header
+            .as_deref()
+            .and_then(|h| res.headers_mut().remove(h));
+        // Browsers keep the last Set-Cookie of a name.
         let Some(value) = res
             .headers()
             .get_all(header::SET_COOKIE)
             .iter()
-            .find(|v| cookie::sets_cookie(v, &app.success_cookie))
+            .rfind(|v| cookie::sets_cookie(v, &app.success_cookie))
             .and_then(cookie::cookie_value)
         else {
             return Ok(res);
@@ -239,16 +249,15 @@ impl Router {
         if current.record.app_cookie.as_deref() == Some(hash.as_str()) {
             return Ok(res);
         }
-        let named = app
-            .user_header
-            .as_deref()
-            .and_then(|h| res.headers_mut().remove(h));
-        let other_user = named
-            .as_ref()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|u| core.canonical_user(u))
-            .is_some_and(|u| u != current.record.user);
-        if other_user {
+        let same_user = match &app.user_header {
+            None => true,
+            Some(_) => named
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .and_then(|u| core.canonical_user(u))
+                .is_some_and(|u| u == current.record.user),
+        };
+        if !same_user {
             tracing::warn!(target: "audit", event = "unwatched_login_refused", user = current.record.user);
             let kept: Vec<HeaderValue> = res
                 .headers()
@@ -264,11 +273,42 @@ impl Router {
             return Ok(res);
         }
         let record = crate::store::SessionRecord {
+            app_cookie_prev: current.record.app_cookie.clone(),
             app_cookie: Some(hash),
             ..current.record.clone()
         };
         core.sessions.save(&current.id, &record).await?;
         Ok(res)
+    }
+
+    /// A public page may roll the app's cookie too (its middleware runs everywhere). Followed
+    /// only for a live session whose request carried the app cookie it vouches for.
+    async fn follow_on_public(
+        &self,
+        session_id: Option<String>,
+        request_cookies: &[String],
+        res: Response<Body>,
+    ) -> Result<Response<Body>, StoreError> {
+        let core = &*self.core;
+        let app = &core.config.app;
+        let rolls = res
+            .headers()
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .any(|v| cookie::sets_cookie(v, &app.success_cookie));
+        let Some(id) = session_id.filter(|_| rolls && !request_cookies.is_empty()) else {
+            return Ok(res);
+        };
+        let Some(current) = core.sessions.load_id(&id).await? else {
+            return Ok(res);
+        };
+        let vouched = request_cookies
+            .iter()
+            .all(|v| core.vouches_for(&current.record, v));
+        if current.record.must_enroll || !vouched {
+            return Ok(res);
+        }
+        self.follow_app_session(&current, res).await
     }
 
     /// Logout paths end the proxy session too, then go to the app as usual.

@@ -69,6 +69,22 @@ impl Core {
         self.sealer.hash_code("app-cookie", value)
     }
 
+    /// Whether a session vouches for this app cookie value: its binding, or the one before the
+    /// app's last rotation, under the current or a previous key. Unbound sessions vouch for any.
+    pub fn vouches_for(&self, record: &crate::store::SessionRecord, value: &str) -> bool {
+        let Some(bound) = &record.app_cookie else {
+            return true;
+        };
+        let accepted = |h: &str| h == bound || record.app_cookie_prev.as_deref() == Some(h);
+        // The current key first (every request pays this); older keys only on a mismatch.
+        accepted(&self.app_cookie_hash(value))
+            || self
+                .sealer
+                .hash_candidates("app-cookie", value)
+                .iter()
+                .any(|h| accepted(h))
+    }
+
     /// The binding for the app session a parked login hands over.
     pub fn app_cookie_of(&self, parked: &crate::login::parked::Parked) -> Option<String> {
         parked

@@ -128,8 +128,19 @@ const CONSECUTIVE_TTL: Duration = Duration::from_secs(30 * 86_400);
 /// Counts an attempt before the code is checked, so that parallel guesses cannot all pass the
 /// threshold check together. `Ok(count)` to go ahead; `Err(Locked)` if locked or over the limit.
 async fn reserve(core: &Core, user: &str) -> StoreResult<Result<u32, Outcome>> {
-    if let Some(retry_after) = locked_for(core, user).await? {
-        return Ok(Err(Outcome::Locked { retry_after }));
+    let now = core.clock.now();
+    match core.store.locked_until(user).await? {
+        Some(until) if until > now => {
+            return Ok(Err(Outcome::Locked {
+                retry_after: until - now,
+            }));
+        }
+        // The lock has run its time: the window starts over.
+        Some(_) => {
+            core.store.clear_failures(user, bucket(core)).await?;
+            core.store.unlock_account(user).await?;
+        }
+        None => {}
     }
     let tf = &core.config.twofactor;
     let in_window = core
@@ -168,12 +179,17 @@ async fn lock(core: &Core, user: &str) -> StoreResult<Outcome> {
     let tf = &core.config.twofactor;
     let now = core.clock.now();
     let until = now + tf.lockout_duration.as_secs();
+    // Tell the user (and count it) once per lock, not for every refused guess; the window's
+    // count is kept, so guesses already on their way are refused too.
+    let already = locked_for(core, user).await?.is_some();
+    // Kept past its end (until the window is over too), so the next attempt knows to start over.
     core.store
-        .lock_account(user, until, tf.lockout_duration)
+        .lock_account(user, until, tf.lockout_duration + tf.lockout_window)
         .await?;
-    core.store.clear_failures(user, bucket(core)).await?;
-    core.metrics.lockouts.inc();
-    email::notify_known(core, user, Notice::Locked).await?;
+    if !already {
+        core.metrics.lockouts.inc();
+        email::notify_known(core, user, Notice::Locked).await?;
+    }
     tracing::warn!(target: "audit", event = "account_locked", user, seconds = tf.lockout_duration.as_secs());
     Ok(Outcome::Locked {
         retry_after: until - now,

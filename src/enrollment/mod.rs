@@ -243,9 +243,14 @@ pub async fn enable_totp(
     };
     // Mark the step used so the first code cannot log in. If it is already claimed (the current
     // code of the same 30 s window was), it cannot log in either: nothing more to check.
-    core.store
+    let claimed = core
+        .store
         .claim_totp_step(user, new_step, verify::step_ttl(core))
         .await?;
+    if !claimed && !changing {
+        // A first enrollment racing itself (a double submit): one finishes, the other does not.
+        return Ok(Enabled::WrongCode);
+    }
     let record = TwoFactorRecord {
         method: MethodKind::Totp,
         totp_secret: Some(core.sealer.seal("totp", user, &secret)),

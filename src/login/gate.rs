@@ -157,12 +157,18 @@ impl PathRules {
     /// A login path in any spelling an app might accept: letter case, a trailing slash and
     /// `;parameters` do not make a login unwatched.
     pub fn is_login(&self, path: &str) -> bool {
+        // `;parameters` are dropped from every segment, as servlet containers do.
         let loose = |p: &str| {
-            let p = p.split(';').next().unwrap_or(p);
-            p.strip_suffix('/')
+            let bare: Vec<&str> = p
+                .split('/')
+                .map(|seg| seg.split(';').next().unwrap_or(seg))
+                .collect();
+            let joined = bare.join("/");
+            let trimmed = joined
+                .strip_suffix('/')
                 .filter(|s| !s.is_empty())
-                .unwrap_or(p)
-                .to_ascii_lowercase()
+                .unwrap_or(&joined);
+            trimmed.to_ascii_lowercase()
         };
         let wanted = loose(path);
         self.login_paths.iter().any(|p| loose(p) == wanted)
@@ -202,12 +208,9 @@ pub enum Decision {
     Unauthorized { expire_app_cookie: bool },
 }
 
-/// Methods that can carry a login (any but the safe ones: some frameworks take PUT or PATCH).
+/// Methods that can carry a login (some frameworks take PUT or PATCH as well as POST).
 pub fn submits(method: &Method) -> bool {
-    !matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
-    )
+    matches!(*method, Method::POST | Method::PUT | Method::PATCH)
 }
 
 /// The whole policy, one pure function (tested with a table of tricky paths below).
@@ -222,11 +225,11 @@ pub fn decide(
     if rules.is_own(path) {
         return Decision::Own;
     }
+    if rules.is_logout(path) && !(method == Method::POST && rules.is_login(path)) {
+        return Decision::Logout;
+    }
     if submits(method) && rules.is_login(path) {
         return Decision::WatchLogin;
-    }
-    if rules.is_logout(path) {
-        return Decision::Logout;
     }
     if rules.is_public(path) {
         return Decision::Public;
@@ -405,6 +408,22 @@ mod tests {
         assert_eq!(
             decide(&r, &Method::PUT, "/login", true, false, none),
             WatchLogin
+        );
+        assert_eq!(
+            post("/api;v=1/login"),
+            WatchLogin,
+            "a parameter on an earlier segment"
+        );
+        assert_eq!(
+            post("/login;x/anything"),
+            Unauthorized {
+                expire_app_cookie: false
+            },
+            "not the login path"
+        );
+        assert_eq!(
+            decide(&r, &Method::DELETE, "/login", true, false, none),
+            Public
         );
         assert_eq!(
             post("/login/other"),

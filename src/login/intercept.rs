@@ -51,18 +51,27 @@ pub async fn watch_login(
     };
     // The account name is read exactly the way every app would read it, or the login is refused:
     // if the proxy and the app could disagree about who logs in, the wrong user gets challenged.
-    let json = match login_body_kind(&parts.headers) {
-        Ok(kind) => kind == BodyKind::Json,
-        Err(status) => return Ok(pages::error(&core.brand, status, wants_html)),
-    };
-    let typed_user = match username_from_body(&body, json, &core.config.app.username_field) {
-        Ok(user) => user,
-        Err(()) => {
-            return Ok(pages::error(
-                &core.brand,
-                StatusCode::BAD_REQUEST,
-                wants_html,
-            ));
+    // With `user_header` the app names the user itself and the body is not read for it.
+    let (json, typed_user) = if core.config.app.user_header.is_some() {
+        (login_body_kind(&parts.headers) == Ok(BodyKind::Json), None)
+    } else {
+        let json = match login_body_kind(&parts.headers) {
+            Ok(kind) => kind == BodyKind::Json,
+            Err(status) => return Ok(pages::error(&core.brand, status, wants_html)),
+        };
+        let field = &core.config.app.username_field;
+        // Some frameworks read the query string before the body (Servlet, Flask).
+        let query = parts.uri.query().unwrap_or("");
+        let in_query = form_urlencoded::parse(query.as_bytes()).any(|(k, _)| same_field(&k, field));
+        match username_from_body(&body, json, field) {
+            Ok(user) if !in_query => (json, user),
+            _ => {
+                return Ok(pages::error(
+                    &core.brand,
+                    StatusCode::BAD_REQUEST,
+                    wants_html,
+                ));
+            }
         }
     };
     let old_session = cookie::find(&parts.headers, core.sessions.names.session).map(str::to_owned);
@@ -254,21 +263,42 @@ fn login_body_kind(headers: &http::HeaderMap) -> Result<BodyKind, StatusCode> {
     if encoded {
         return Err(StatusCode::UNSUPPORTED_MEDIA_TYPE);
     }
-    let media = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        });
-    match media.as_deref() {
+    let mut types = headers.get_all(header::CONTENT_TYPE).iter();
+    let (Some(content_type), None) = (types.next(), types.next()) else {
+        return Err(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    };
+    let content_type = content_type
+        .to_str()
+        .map_err(|_| StatusCode::UNSUPPORTED_MEDIA_TYPE)?
+        .to_ascii_lowercase();
+    let mut params = content_type.split(';').map(str::trim);
+    let media = params.next().unwrap_or("");
+    // A charset the app would decode differently (say, EBCDIC) could hide another name.
+    for param in params {
+        if let Some(charset) = param.strip_prefix("charset=")
+            && !matches!(charset.trim_matches('"'), "utf-8" | "us-ascii")
+        {
+            return Err(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        }
+    }
+    match Some(media) {
         Some("application/x-www-form-urlencoded") => Ok(BodyKind::Form),
         Some("application/json") => Ok(BodyKind::Json),
         _ => Err(StatusCode::UNSUPPORTED_MEDIA_TYPE),
     }
+}
+
+/// Whether a form key is, for some framework, the field `field`: letter case, PHP's mangling
+/// (leading spaces dropped, cut at NUL, `.` and space read as `_`) and `field[...]` arrays.
+fn same_field(key: &str, field: &str) -> bool {
+    let key = key.trim_start_matches(' ');
+    let key = key.split('\0').next().unwrap_or(key);
+    let key = key.split('[').next().unwrap_or(key);
+    let fold = |c: char| match c {
+        '.' | ' ' => '_',
+        c => c.to_ascii_lowercase(),
+    };
+    key.chars().map(fold).eq(field.chars().map(fold))
 }
 
 /// The top-level members of a JSON object, duplicates kept (serde_json's map keeps only one).
@@ -303,6 +333,10 @@ impl<'de> serde::Deserialize<'de> for Members {
 fn username_from_body(body: &Bytes, json: bool, field: &str) -> Result<Option<String>, ()> {
     let candidates: Vec<Option<String>> = if json {
         let Members(members) = serde_json::from_slice(body).map_err(|_| ())?;
+        // Non-ASCII keys are refused: some decoders fold Unicode case (Go: `ſ` is `s`).
+        if members.iter().any(|(k, _)| !k.is_ascii()) {
+            return Err(());
+        }
         members
             .into_iter()
             .filter(|(k, _)| k.eq_ignore_ascii_case(field))
@@ -310,14 +344,8 @@ fn username_from_body(body: &Bytes, json: bool, field: &str) -> Result<Option<St
             .collect()
     } else {
         form_urlencoded::parse(body)
-            .filter(|(k, _)| {
-                let k = k.as_ref();
-                k.eq_ignore_ascii_case(field)
-                    || k.get(..field.len())
-                        .is_some_and(|p| p.eq_ignore_ascii_case(field))
-                        && k[field.len()..].starts_with('[')
-            })
-            .map(|(k, v)| (k.len() == field.len()).then(|| v.into_owned()))
+            .filter(|(k, _)| same_field(k, field))
+            .map(|(k, v)| (k.as_ref() == field).then(|| v.into_owned()))
             .collect()
     };
     match candidates.as_slice() {
@@ -375,6 +403,8 @@ mod tests {
             b"username=alice&Username=nobody",
             b"username[]=alice&password=x",
             b"username=alice&USERNAME[0]=nobody",
+            b"username=mallory&username%00x=alice",
+            b"username=mallory&+username=alice",
         ] {
             assert_eq!(
                 name(form, false),
@@ -389,6 +419,7 @@ mod tests {
             br#"{"username":["a","b"]}"#,
             br#"{"username":1}"#,
             br#"["username","alice"]"#,
+            "{\"username\":\"mallory\",\"u\u{17f}ername\":\"alice\"}".as_bytes(),
         ] {
             assert_eq!(
                 name(json, true),
@@ -421,5 +452,10 @@ mod tests {
         assert!(kind("application/json", Some("gzip")).is_err());
         assert!(kind("multipart/form-data; boundary=x", None).is_err());
         assert!(kind("text/plain", None).is_err());
+        assert!(kind("application/x-www-form-urlencoded; charset=ibm037", None).is_err());
+        assert_eq!(
+            kind("application/json; charset=utf-8", None),
+            Ok(BodyKind::Json)
+        );
     }
 }

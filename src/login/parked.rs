@@ -66,12 +66,14 @@ impl Parked {
     }
 
     /// The value the app gives cookie `name` here, if it sets it.
+    /// (The last one that sets it, as browsers keep; deletions such as PHP's
+    /// `name=deleted; expires=1970` do not count.)
     pub fn cookie_value(&self, name: &str) -> Option<String> {
-        self.set_cookies().iter().find_map(|v| {
-            let text = v.to_str().ok()?;
-            let c = cookie::Cookie::parse(text).ok()?;
-            (c.name() == name && !c.value().is_empty()).then(|| c.value().to_owned())
-        })
+        self.set_cookies()
+            .iter()
+            .filter(|v| crate::session::cookie::sets_cookie(v, name))
+            .filter_map(crate::session::cookie::cookie_value)
+            .next_back()
     }
 
     /// The app's cookies (its session), to hand over now.

@@ -80,6 +80,19 @@ pub fn find<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.trim())
 }
 
+/// Every non-empty value of cookie `name` (a request may carry the same name twice).
+pub fn find_all<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .filter(|(k, v)| *k == name && !v.trim().is_empty())
+        .map(|(_, v)| v.trim())
+        .collect()
+}
+
 /// Whether the request carries cookie `name` with a non-empty value.
 pub fn has(headers: &HeaderMap, name: &str) -> bool {
     find(headers, name).is_some_and(|v| !v.is_empty())

@@ -118,6 +118,7 @@ impl Sessions {
             parked,
             email,
             app_cookie,
+            app_cookie_prev: None,
         };
         let id = random_token();
         self.store
@@ -128,9 +129,14 @@ impl Sessions {
 
     /// The request's session if it exists and has not timed out.
     pub async fn load(&self, headers: &HeaderMap) -> StoreResult<Option<Current>> {
-        let Some(id) = cookie::find(headers, self.names.session).filter(|v| !v.is_empty()) else {
-            return Ok(None);
-        };
+        match cookie::find(headers, self.names.session).filter(|v| !v.is_empty()) {
+            Some(id) => self.load_id(id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Session `id` if it exists and has not timed out.
+    pub async fn load_id(&self, id: &str) -> StoreResult<Option<Current>> {
         let cached = self.cache.as_ref().and_then(|c| c.get(id));
         let mut record = match cached {
             Some(r) => r,

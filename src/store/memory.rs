@@ -388,6 +388,7 @@ mod tests {
             parked: None,
             email: None,
             app_cookie: None,
+            app_cookie_prev: None,
         };
         store
             .put_session("short", &record, Duration::from_secs(10))

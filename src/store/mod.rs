@@ -45,6 +45,10 @@ pub struct SessionRecord {
     /// only ever accompanies the app session of the same login.
     #[serde(default)]
     pub app_cookie: Option<String>,
+    /// The binding before the app's last cookie rotation: requests already on their way with the
+    /// old cookie are not mistaken for another login.
+    #[serde(default)]
+    pub app_cookie_prev: Option<String>,
 }
 
 /// A login the app accepted, held back until the second factor is proven.

@@ -25,6 +25,7 @@ fn session(user: &str) -> SessionRecord {
         parked: None,
         email: Some(format!("{user}@example.com")),
         app_cookie: None,
+        app_cookie_prev: None,
     }
 }
 
