@@ -182,6 +182,26 @@ pub enum Change<T> {
     NotAllowed,
 }
 
+impl<T> Change<T> {
+    /// The same refusal for a change of another kind; `Done` has none.
+    fn refusal<U>(self) -> Change<U> {
+        match self {
+            Change::Done(_) | Change::NotEnabled => Change::NotEnabled,
+            Change::Failed { tries_left } => Change::Failed { tries_left },
+            Change::Locked { retry_after } => Change::Locked { retry_after },
+            Change::NotAllowed => Change::NotAllowed,
+        }
+    }
+
+    /// `None` when the change may go ahead, else the refusal.
+    fn refused<U>(self) -> Option<Change<U>> {
+        match self {
+            Change::Done(_) => None,
+            refused => Some(refused.refusal()),
+        }
+    }
+}
+
 /// The outcome of confirming a TOTP enrollment.
 pub enum Enabled {
     /// On; here are the recovery codes (shown once) and the session's new id.
@@ -270,9 +290,7 @@ async fn may_enable(
     Ok(match current_factor(core, user, current_code).await? {
         Change::NotEnabled => Ok(false),
         Change::Done(_) => Ok(true),
-        Change::Failed { tries_left } => Err(Enabled::Current(Change::Failed { tries_left })),
-        Change::Locked { retry_after } => Err(Enabled::Current(Change::Locked { retry_after })),
-        Change::NotAllowed => Err(Enabled::Current(Change::NotAllowed)),
+        refused => Err(Enabled::Current(refused.refusal())),
     })
 }
 
@@ -339,19 +357,20 @@ pub async fn turn_off(core: &Core, session: &Current, code: &str) -> StoreResult
         return Ok(Change::NotAllowed);
     }
     let user = &session.record.user;
-    match current_factor(core, user, code).await? {
-        Change::Done(_) => {}
-        Change::Failed { tries_left } => return Ok(Change::Failed { tries_left }),
-        Change::Locked { retry_after } => return Ok(Change::Locked { retry_after }),
-        Change::NotEnabled => return Ok(Change::NotEnabled),
-        Change::NotAllowed => return Ok(Change::NotAllowed),
-    }
+    let record = match current_factor(core, user, code).await? {
+        Change::Done(record) => record,
+        refused => return Ok(refused.refusal()),
+    };
     let address = email::known_address(core, user).await?;
     core.store.remove_two_factor(user).await?;
     email::notify(core, user, address, Notice::Disabled);
     let fresh = privilege_changed(core, session).await?;
     tracing::info!(target: "audit", event = "second_factor_disabled", user);
-    core.metrics.enrollment("disabled", "totp");
+    let method = match record.method {
+        MethodKind::Totp => "totp",
+        MethodKind::Email => "email",
+    };
+    core.metrics.enrollment("disabled", method);
     Ok(Change::Done(fresh))
 }
 
@@ -362,12 +381,8 @@ pub async fn new_codes(
     code: &str,
 ) -> StoreResult<Change<(Vec<String>, Current)>> {
     let user = &session.record.user;
-    match current_factor(core, user, code).await? {
-        Change::Done(_) => {}
-        Change::Failed { tries_left } => return Ok(Change::Failed { tries_left }),
-        Change::Locked { retry_after } => return Ok(Change::Locked { retry_after }),
-        Change::NotEnabled => return Ok(Change::NotEnabled),
-        Change::NotAllowed => return Ok(Change::NotAllowed),
+    if let Some(refused) = current_factor(core, user, code).await?.refused() {
+        return Ok(refused);
     }
     let codes = new_recovery_codes(core, user).await?;
     let fresh = privilege_changed(core, session).await?;
