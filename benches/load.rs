@@ -518,6 +518,10 @@ fn main() {
     let connections: usize = env_or("LOAD_CONNECTIONS", 32);
     let idle: usize = env_or("LOAD_IDLE_CONNECTIONS", 10_000);
     let login_users: usize = env_or("LOAD_LOGIN_USERS", 20_000);
+    // LOAD_ONLY=small,big,logins,idle runs a subset (start-up is always measured).
+    let only = std::env::var("LOAD_ONLY").unwrap_or_default();
+    let wanted = |part: &str| only.is_empty() || only.split(',').any(|p| p.trim() == part);
+    let idle = if wanted("idle") { idle } else { 0 };
     let dir = scratch_dir();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -596,15 +600,17 @@ fn main() {
         });
     }
 
-    let small = table(
-        &rt,
-        "Authenticated GET, small body",
-        "/debug/hello",
-        &targets,
-        connections,
-        seconds,
-        &mut md,
-    );
+    let small = wanted("small").then(|| {
+        table(
+            &rt,
+            "Authenticated GET, small body",
+            "/debug/hello",
+            &targets,
+            connections,
+            seconds,
+            &mut md,
+        )
+    });
     let big_targets: Vec<Target> = targets
         .iter()
         .filter(|t| matches!(t.name, "direct" | "nginx" | "proxy memory"))
@@ -614,15 +620,17 @@ fn main() {
             cookie: t.cookie.clone(),
         })
         .collect();
-    let big = table(
-        &rt,
-        "Authenticated GET, 1 MiB body",
-        "/debug/bytes?n=1048576",
-        &big_targets,
-        8,
-        seconds,
-        &mut md,
-    );
+    let big = wanted("big").then(|| {
+        table(
+            &rt,
+            "Authenticated GET, 1 MiB body",
+            "/debug/bytes?n=1048576",
+            &big_targets,
+            8,
+            seconds,
+            &mut md,
+        )
+    });
 
     println!(
         "\nfull 2FA logins (password, TOTP code, first page), {login_users} users enrolled first"
@@ -635,7 +643,7 @@ fn main() {
     if let Some((_, addr)) = &redis_proxy {
         login_targets.push(("redis", *addr));
     }
-    for (name, addr) in login_targets {
+    for (name, addr) in login_targets.into_iter().filter(|_| wanted("logins")) {
         let r = rt.block_on(logins(addr, login_users, 16, seconds));
         println!(
             "{name:<8} {:>8.0} logins/s  p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  errors {}{}",

@@ -55,6 +55,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Time a client has to send a request's headers (slow-loris guard).
     pub header_read_timeout: Duration,
+    /// How long an idle keep-alive connection is kept open waiting for its next request.
+    pub keepalive_timeout: Duration,
     /// Largest request head accepted; beyond it clients get 431.
     pub max_header_bytes: usize,
     /// Worker threads serving connections; 0 = one per core.
@@ -395,6 +397,7 @@ fn read_server(r: &mut Reader) -> ServerConfig {
         trusted_proxies,
         shutdown_grace: r.duration("server.shutdown_grace", Duration::from_secs(30)),
         header_read_timeout: r.duration("server.header_read_timeout", Duration::from_secs(10)),
+        keepalive_timeout: r.duration("server.keepalive_timeout", Duration::from_secs(60)),
         max_header_bytes: r.uint("server.max_header_bytes", 32 * 1024, 8 * 1024..=1024 * 1024)
             as usize,
         workers: r.uint("server.workers", 0, 0..=1024) as usize,

@@ -14,6 +14,7 @@ mod admin;
 mod api;
 mod browser;
 mod config;
+mod connections;
 mod email;
 mod forwarding;
 mod lifecycle;

@@ -4,33 +4,50 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
+use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
+use tower::util::Oneshot;
 
 use crate::body::Body;
 use crate::config::{ServerConfig, TlsFiles};
 use crate::metrics::Metrics;
 use crate::upstream::ConnInfo;
 
+mod h1;
+
 /// How long a client has to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The HTTP/2 connection preface; a plain connection starting with it speaks h2c.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 pub struct Listener {
     tcp: TcpListener,
     tls: Option<TlsAcceptor>,
-    builder: auto::Builder<TokioExecutor>,
+    protocols: Protocols,
+}
+
+/// Connection settings shared by every connection of a listener.
+struct Protocols {
+    /// Plain HTTP/1.1 (see [`h1`]).
+    h1: http1::Builder,
+    /// TLS connections (ALPN picks) and h2c.
+    auto: auto::Builder<TokioExecutor>,
+    keepalive: Duration,
 }
 
 impl Listener {
@@ -39,17 +56,27 @@ impl Listener {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
         let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
+        let mut h1 = http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            .header_read_timeout(config.header_read_timeout)
+            .max_buf_size(config.max_header_bytes);
+        let mut auto = auto::Builder::new(TokioExecutor::new());
+        auto.http1()
             .timer(TokioTimer::new())
             .header_read_timeout(config.header_read_timeout)
             .max_buf_size(config.max_header_bytes);
-        builder
-            .http2()
+        auto.http2()
             .timer(TokioTimer::new())
             .max_header_list_size(config.max_header_bytes as u32);
-        Ok(Self { tcp, tls, builder })
+        Ok(Self {
+            tcp,
+            tls,
+            protocols: Protocols {
+                h1,
+                auto,
+                keepalive: config.keepalive_timeout,
+            },
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -69,11 +96,12 @@ impl Listener {
         S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
             + Clone
             + Send
+            + Unpin
             + 'static,
-        S::Future: Send + 'static,
+        S::Future: Send + Unpin + 'static,
     {
-        let graceful = GracefulShutdown::new();
-        let builder = Arc::new(self.builder);
+        let connections = TaskTracker::new();
+        let protocols = Arc::new(self.protocols);
         let mut next = 0usize;
         loop {
             let (stream, peer) = tokio::select! {
@@ -102,51 +130,181 @@ impl Listener {
                     continue;
                 }
             };
-            let conn = ConnInfo {
-                peer,
-                tls: self.tls.is_some(),
+            let service = ConnService {
+                inner: service.clone(),
+                conn: ConnInfo {
+                    peer,
+                    tls: self.tls.is_some(),
+                },
+                activity: None,
             };
-            let service = service.clone();
-            let hyper_service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-                req.extensions_mut().insert(conn);
-                service.clone().oneshot(req)
-            });
             let tls = self.tls.clone();
-            let builder = builder.clone();
+            let protocols = protocols.clone();
             let metrics = metrics.clone();
-            let watcher = graceful.watcher();
-            handle.spawn(async move {
+            let shutdown = shutdown.clone();
+            let fut = async move {
                 let _open = OpenConnection::new(&metrics);
                 let Ok(stream) = TcpStream::from_std(stream) else {
                     return;
                 };
                 match tls {
-                    None => serve_io(&builder, watcher, stream, hyper_service).await,
+                    None => serve_plain_tcp(&protocols, stream, service, &shutdown).await,
+                    // Boxed: the handshake and TLS state would otherwise enlarge every
+                    // connection's task, plain ones included.
                     Some(acceptor) => {
-                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
-                            .await
-                        {
-                            Ok(Ok(tls_stream)) => {
-                                serve_io(&builder, watcher, tls_stream, hyper_service).await
-                            }
-                            Ok(Err(e)) => {
-                                tracing::debug!(error = %e, %peer, "TLS handshake failed")
-                            }
-                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                        }
+                        Box::pin(serve_tls(
+                            &protocols, acceptor, stream, peer, service, &shutdown,
+                        ))
+                        .await
                     }
                 }
-            });
+            };
+            connections.spawn_on(fut, handle);
         }
         drop(self.tcp);
+        connections.close();
         tracing::info!(
             grace_secs = grace.as_secs(),
             "stopped accepting; draining open connections"
         );
         tokio::select! {
-            _ = graceful.shutdown() => tracing::info!("all connections drained"),
+            _ = connections.wait() => tracing::info!("all connections drained"),
             _ = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
         }
+    }
+}
+
+/// The worker's service as hyper calls it, per connection: tags each request with its
+/// connection's facts and, on parkable HTTP/1 connections, counts it for [`h1`].
+#[derive(Clone)]
+struct ConnService<S> {
+    inner: S,
+    conn: ConnInfo,
+    activity: Option<Arc<h1::Activity>>,
+}
+
+impl<S> hyper::service::Service<Request<Incoming>> for ConnService<S>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Clone,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = h1::Counted<Oneshot<S, Request<Incoming>>>;
+
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        req.extensions_mut().insert(self.conn);
+        if let Some(activity) = &self.activity {
+            activity.request_started(!req.body().is_end_stream());
+        }
+        h1::Counted::new(self.inner.clone().oneshot(req), self.activity.clone())
+    }
+}
+
+/// A plain connection: HTTP/1.1 that parks between requests, or h2c (prior knowledge).
+async fn serve_plain_tcp<S>(
+    protocols: &Protocols,
+    stream: TcpStream,
+    mut service: ConnService<S>,
+    shutdown: &CancellationToken,
+) where
+    S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + Unpin
+        + 'static,
+    S::Future: Send + Unpin + 'static,
+{
+    // No hyper state until the client has sent something; a silent client costs only its socket.
+    tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => return,
+        ready = tokio::time::timeout(protocols.keepalive, stream.readable()) => {
+            if !matches!(ready, Ok(Ok(()))) {
+                return;
+            }
+        }
+    }
+    let mut first = [0u8; H2_PREFACE.len()];
+    let Ok(n) = stream.peek(&mut first).await else {
+        return;
+    };
+    if n == 0 {
+        return;
+    }
+    if H2_PREFACE.starts_with(&first[..n]) {
+        // h2c, or too little sent to tell: hyper's auto detection reads on and decides.
+        return Box::pin(serve_auto(&protocols.auto, stream, service, shutdown)).await;
+    }
+    let activity = Arc::new(h1::Activity::default());
+    service.activity = Some(activity.clone());
+    h1::serve(
+        &protocols.h1,
+        stream,
+        service,
+        activity,
+        protocols.keepalive,
+        shutdown,
+    )
+    .await;
+}
+
+async fn serve_tls<S>(
+    protocols: &Protocols,
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    service: ConnService<S>,
+    shutdown: &CancellationToken,
+) where
+    S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + Unpin
+        + 'static,
+    S::Future: Send + Unpin + 'static,
+{
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => serve_auto(&protocols.auto, tls, service, shutdown).await,
+        Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+    }
+}
+
+/// HTTP/1.1 or HTTP/2 as the client chooses, through hyper-util's auto connection; on shutdown
+/// the connection finishes its requests (HTTP/2: GOAWAY) and ends.
+async fn serve_auto<I, S>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    service: ConnService<S>,
+    shutdown: &CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + Unpin
+        + 'static,
+    S::Future: Send + Unpin + 'static,
+{
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let drain = shutdown.cancelled();
+    tokio::pin!(drain);
+    let mut draining = false;
+    let result = std::future::poll_fn(|cx: &mut Context<'_>| {
+        if !draining && drain.as_mut().poll(cx).is_ready() {
+            draining = true;
+            conn.as_mut().graceful_shutdown();
+        }
+        match conn.as_mut().poll(cx) {
+            Poll::Ready(r) => Poll::Ready(r),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await;
+    if let Err(e) = result {
+        // Clients vanishing mid-request is ordinary; nothing to act on.
+        tracing::debug!(error = %e, "connection ended with an error");
     }
 }
 
@@ -203,25 +361,6 @@ impl Workers {
             let _ = w.stop.send(());
             let _ = w.thread.join();
         }
-    }
-}
-
-async fn serve_io<I, S>(
-    builder: &auto::Builder<TokioExecutor>,
-    watcher: hyper_util::server::graceful::Watcher,
-    io: I,
-    service: S,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    if let Err(e) = watcher.watch(conn.into_owned()).await {
-        // Clients vanishing mid-request is ordinary; nothing to act on.
-        tracing::debug!(error = %e, "connection ended with an error");
     }
 }
 
