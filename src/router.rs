@@ -246,7 +246,7 @@ impl Router {
             return Ok(res);
         };
         let hash = core.app_cookie_hash(&value);
-        if current.record.app_cookie.as_deref() == Some(hash.as_str()) {
+        if current.record.app_cookie.as_deref() == Some(&*hash) {
             return Ok(res);
         }
         let same_user = match &app.user_header {
@@ -274,7 +274,7 @@ impl Router {
         }
         let record = crate::store::SessionRecord {
             app_cookie_prev: current.record.app_cookie.clone(),
-            app_cookie: Some(hash),
+            app_cookie: Some(hash.to_string()),
             ..current.record.clone()
         };
         core.sessions.save(&current.id, &record).await?;

@@ -172,8 +172,16 @@ fn aad(purpose: &str, context: &str) -> String {
     format!("twofa-proxy:{purpose}:{context}")
 }
 
+/// Lower-case hex. Not `format!` per byte: this runs on every authenticated request (the app
+/// cookie binding check).
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0x0f)] as char);
+    }
+    out
 }
 
 /// 32 random bytes always make a valid AES-256 key.
