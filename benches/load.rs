@@ -306,6 +306,55 @@ struct Target {
     name: &'static str,
     addr: SocketAddr,
     cookie: Option<String>,
+    /// The process whose CPU time is charged to this target (with its child processes: nginx
+    /// workers); none for the upstream itself.
+    pid: Option<u32>,
+}
+
+/// User and system CPU seconds used so far by `pid` and its direct children.
+fn cpu_seconds(pid: u32) -> (f64, f64) {
+    // Field 14/15 of /proc/PID/stat, counted after the `)` that closes the command name.
+    let read = |pid: &str| -> Option<(u32, u64, u64)> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        Some((
+            f.get(1)?.parse().ok()?,
+            f.get(11)?.parse().ok()?,
+            f.get(12)?.parse().ok()?,
+        ))
+    };
+    let (mut user, mut sys) = read(&pid.to_string()).map_or((0, 0), |(_, u, s)| (u, s));
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let Some(name) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if let Some((ppid, u, s)) = read(name)
+            && ppid == pid
+        {
+            user += u;
+            sys += s;
+        }
+    }
+    let tick = clock_ticks();
+    (user as f64 / tick, sys as f64 / tick)
+}
+
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }
 
 /// One table of closed-loop results for `path` across `targets`, with ratios to `baselines`.
@@ -320,49 +369,76 @@ fn table(
 ) -> Vec<serde_json::Value> {
     println!("\n{title}: GET {path}, {connections} connections, {seconds}s each");
     println!(
-        "{:<14} {:>10} {:>9} {:>9} {:>9} {:>7}",
-        "target", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors"
+        "{:<14} {:>10} {:>9} {:>9} {:>9} {:>7} {:>12} {:>11}",
+        "target", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors", "user µs/req", "sys µs/req"
     );
     md.push_str(&format!(
-        "\n### {title}\n\n`GET {path}`, {connections} connections, {seconds} s each.\n\n\
-         | target | req/s | p50 ms | p90 ms | p99 ms | errors |\n|---|---|---|---|---|---|\n"
+        "\n### {title}\n\n`GET {path}`, {connections} connections, {seconds} s each. CPU per \
+         request is the target process's own (nginx: its workers; not the upstream's, not \
+         Redis's).\n\n\
+         | target | req/s | p50 ms | p90 ms | p99 ms | errors | user µs/req | sys µs/req |\n\
+         |---|---|---|---|---|---|---|---|\n"
     ));
     let mut results = Vec::new();
     for t in targets {
+        let warmup = Duration::from_secs(1);
+        let measure = Duration::from_secs(seconds);
+        // CPU sampled over the measured window only, beside the load.
+        let cpu = t.pid.map(|pid| {
+            rt.spawn(async move {
+                tokio::time::sleep(warmup).await;
+                let before = cpu_seconds(pid);
+                tokio::time::sleep(measure).await;
+                let after = cpu_seconds(pid);
+                (after.0 - before.0, after.1 - before.1)
+            })
+        });
         let out = rt.block_on(load(
             t.addr,
             t.cookie.clone(),
             path,
             connections,
-            Duration::from_secs(1),
-            Duration::from_secs(seconds),
+            warmup,
+            measure,
         ));
+        let cpu = cpu.and_then(|h| rt.block_on(h).ok()).map(|(user, sys)| {
+            let per = |s: f64| s * 1e6 / out.requests.max(1) as f64;
+            (per(user), per(sys))
+        });
         let row = (
             out.rps(),
             out.percentile_ms(0.50),
             out.percentile_ms(0.90),
             out.percentile_ms(0.99),
         );
+        let (user, sys) = cpu.map_or(("-".to_owned(), "-".to_owned()), |(u, s)| {
+            (format!("{u:.1}"), format!("{s:.1}"))
+        });
         println!(
-            "{:<14} {:>10.0} {:>9.3} {:>9.3} {:>9.3} {:>7}",
-            t.name, row.0, row.1, row.2, row.3, out.errors
+            "{:<14} {:>10.0} {:>9.3} {:>9.3} {:>9.3} {:>7} {:>12} {:>11}",
+            t.name, row.0, row.1, row.2, row.3, out.errors, user, sys
         );
         md.push_str(&format!(
-            "| {} | {:.0} | {:.3} | {:.3} | {:.3} | {} |\n",
+            "| {} | {:.0} | {:.3} | {:.3} | {:.3} | {} | {user} | {sys} |\n",
             t.name, row.0, row.1, row.2, row.3, out.errors
         ));
-        results.push((t.name, out));
+        results.push((t.name, out, cpu));
     }
-    let find = |name: &str| results.iter().find(|(n, _)| *n == name).map(|(_, o)| o);
+    let find = |name: &str| results.iter().find(|(n, _, _)| *n == name);
     let mut ratios = String::new();
     for base in ["direct", "nginx"] {
-        let Some(b) = find(base) else { continue };
-        for (name, p) in results.iter().filter(|(n, _)| n.starts_with("proxy")) {
-            let line = format!(
+        let Some((_, b, b_cpu)) = find(base) else {
+            continue;
+        };
+        for (name, p, p_cpu) in results.iter().filter(|(n, _, _)| n.starts_with("proxy")) {
+            let mut line = format!(
                 "{name} / {base}: throughput {:.2}, p99 {:+.3} ms",
                 p.rps() / b.rps(),
                 p.percentile_ms(0.99) - b.percentile_ms(0.99)
             );
+            if let (Some((bu, bs)), Some((pu, ps))) = (b_cpu, p_cpu) {
+                line.push_str(&format!(", CPU per request {:.2}", (pu + ps) / (bu + bs)));
+            }
             println!("{line}");
             ratios.push_str(&format!("- {line}\n"));
         }
@@ -371,10 +447,11 @@ fn table(
     md.push_str(&ratios);
     results
         .iter()
-        .map(|(name, o)| {
+        .map(|(name, o, cpu)| {
             serde_json::json!({
                 "target": name, "rps": o.rps(), "errors": o.errors,
                 "p50_ms": o.percentile_ms(0.5), "p90_ms": o.percentile_ms(0.9), "p99_ms": o.percentile_ms(0.99),
+                "user_us_per_request": cpu.map(|c| c.0), "sys_us_per_request": cpu.map(|c| c.1),
             })
         })
         .collect()
@@ -549,7 +626,7 @@ fn main() {
 
     let nginx = start_nginx(upstream, &dir);
     // Forwarding only: the path is public, no session is checked (the nginx-equivalent work).
-    let (_public, public) = start_proxy(
+    let (public_proc, public) = start_proxy(
         upstream,
         &dir,
         "public",
@@ -572,12 +649,14 @@ fn main() {
         name: "direct",
         addr: upstream,
         cookie: None,
+        pid: None,
     }];
-    if let Some((_, addr)) = &nginx {
+    if let Some((proc, addr)) = &nginx {
         targets.push(Target {
             name: "nginx",
             addr: *addr,
             cookie: None,
+            pid: Some(proc.0.id()),
         });
     } else {
         println!("(nginx not installed: apt-get install nginx-light to add the nginx baseline)");
@@ -586,17 +665,20 @@ fn main() {
         name: "proxy public",
         addr: public,
         cookie: None,
+        pid: Some(public_proc.0.id()),
     });
     targets.push(Target {
         name: "proxy memory",
         addr: memory,
         cookie: Some(memory_cookie.clone()),
+        pid: Some(memory_proc.0.id()),
     });
-    if let Some((_, addr)) = &redis_proxy {
+    if let Some((proc, addr)) = &redis_proxy {
         targets.push(Target {
             name: "proxy redis",
             addr: *addr,
             cookie: Some(rt.block_on(sign_in(*addr))),
+            pid: Some(proc.0.id()),
         });
     }
 
@@ -618,6 +700,7 @@ fn main() {
             name: t.name,
             addr: t.addr,
             cookie: t.cookie.clone(),
+            pid: t.pid,
         })
         .collect();
     let big = wanted("big").then(|| {
