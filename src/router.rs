@@ -71,7 +71,9 @@ impl Router {
             }
         };
         if core.rules.is_own(&path) {
-            return match crate::own::handle(core, req, &path).await {
+            // Boxed, like every branch off the forwarding path: a future holds the state of all
+            // its branches, and this one is allocated (and moved) for every request.
+            return match Box::pin(crate::own::handle(core, req, &path)).await {
                 Ok(res) => (RouteClass::Own, res),
                 Err(e) => (RouteClass::Own, self.store_down(&e, wants_html)),
             };
@@ -139,15 +141,16 @@ impl Router {
 
         let res = match decision {
             Decision::Own => Ok(pages::error(&core.brand, StatusCode::NOT_FOUND, wants_html)),
-            Decision::WatchLogin => intercept::watch_login(core, &self.upstream, req, &conn).await,
+            Decision::WatchLogin => {
+                Box::pin(intercept::watch_login(core, &self.upstream, req, &conn)).await
+            }
             Decision::Public => {
                 let session_id =
                     cookie::find(req.headers(), core.sessions.names.session).map(str::to_owned);
                 let request_cookies: Vec<String> =
                     app_cookies.iter().map(|v| (*v).to_owned()).collect();
                 let res = self.forward(req, None, &conn, wants_html).await;
-                self.follow_on_public(session_id, &request_cookies, res)
-                    .await
+                Box::pin(self.follow_on_public(session_id, &request_cookies, res)).await
             }
             Decision::Forward => match &session {
                 Some(current) => {
@@ -162,7 +165,7 @@ impl Router {
                     wants_html,
                 )),
             },
-            Decision::Logout => self.logout(req, &conn, wants_html).await,
+            Decision::Logout => Box::pin(self.logout(req, &conn, wants_html)).await,
             Decision::Enroll => Ok(pages::redirect(&format!("{}/settings", core.prefix()))),
             Decision::SignIn { expire_app_cookie } => {
                 // Where to come back to: only ever a same-origin path (the login page passes
@@ -277,7 +280,7 @@ impl Router {
             app_cookie: Some(hash.to_string()),
             ..current.record.clone()
         };
-        core.sessions.save(&current.id, &record).await?;
+        Box::pin(core.sessions.save(&current.id, &record)).await?;
         Ok(res)
     }
 

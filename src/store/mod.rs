@@ -258,7 +258,10 @@ macro_rules! delegate {
                 async fn $name(&self $(, $arg: $ty)*) -> $ret {
                     match self {
                         AnyStore::Memory(s) => s.$name($($arg),*).await,
-                        AnyStore::Redis(s) => s.$name($($arg),*).await,
+                        // Boxed: a Redis call's future is large, and inline it would enlarge
+                        // every caller's future, memory-store requests included. One
+                        // allocation beside a network round trip is nothing.
+                        AnyStore::Redis(s) => Box::pin(s.$name($($arg),*)).await,
                     }
                 }
             )*
