@@ -174,7 +174,7 @@ fn start_nginx(upstream: SocketAddr, dir: &std::path::Path) -> Option<(Process, 
         &conf,
         format!(
             "daemon off;\nworker_processes auto;\npid {dir}/nginx.pid;\nerror_log {dir}/nginx-error.log warn;\n\
-             events {{ worker_connections 4096; }}\n\
+             worker_rlimit_nofile 40000;\nevents {{ worker_connections 16384; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {dir}/body;\n  proxy_temp_path {dir}/proxy;\n\
                fastcgi_temp_path {dir}/fastcgi;\n  uwsgi_temp_path {dir}/uwsgi;\n  scgi_temp_path {dir}/scgi;\n\
                upstream app {{ server {upstream}; keepalive 256; keepalive_requests 1000000; }}\n\
@@ -457,6 +457,27 @@ fn table(
         .collect()
 }
 
+/// RSS of `pid` plus its direct children (nginx's workers).
+fn rss_tree_kib(pid: u32) -> u64 {
+    let children: u64 = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let rest = &stat[stat.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .map(rss_kib)
+        .sum();
+    rss_kib(pid) + children
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -515,7 +536,7 @@ async fn idle_connections(
     pid: u32,
     count: usize,
 ) -> (u64, u64, usize) {
-    let before = rss_kib(pid);
+    let before = rss_tree_kib(pid);
     let mut held = Vec::with_capacity(count);
     for _ in 0..count {
         let Ok(stream) = tokio::net::TcpStream::connect(proxy).await else {
@@ -540,8 +561,9 @@ async fn idle_connections(
         let _ = res.into_body().collect().await;
         held.push(sender);
     }
+    // Long enough for the proxy to park the last connections (50-100 ms after their request).
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let with = rss_kib(pid);
+    let with = rss_tree_kib(pid);
     (before, with, held.len())
 }
 
@@ -752,31 +774,46 @@ fn main() {
         login_json.push(serde_json::json!({ "store": name, "report": r.to_json() }));
     }
 
-    let (before, with, held) = rt.block_on(idle_connections(
+    let mut idle_json = Vec::new();
+    md.push_str(
+        "\n### Idle connections\n\nKeep-alive connections held open, each after one request \
+         (authenticated for the proxy). RSS of the process (nginx: master and workers).\n\n\
+         | target | connections | RSS before MiB | RSS with them MiB | bytes per connection |\n\
+         |---|---|---|---|---|\n",
+    );
+    let mut idle_targets = vec![(
+        "proxy memory",
         memory,
         Some(memory_cookie),
         memory_proc.0.id(),
-        idle,
-    ));
-    let per_conn = (with.saturating_sub(before)) as f64 * 1024.0 / held.max(1) as f64;
-    println!(
-        "\n{held} idle keep-alive connections: proxy RSS {:.1} MiB -> {:.1} MiB ({per_conn:.0} bytes each)",
-        before as f64 / 1024.0,
-        with as f64 / 1024.0
-    );
-    md.push_str(&format!(
-        "\n### Idle connections\n\n{held} keep-alive connections held open (each made one \
-         authenticated request): proxy RSS {:.1} MiB before, {:.1} MiB with them, about {per_conn:.0} \
-         bytes per connection.\n",
-        before as f64 / 1024.0,
-        with as f64 / 1024.0
-    ));
+    )];
+    if let Some((proc, addr)) = &nginx {
+        idle_targets.push(("nginx", *addr, None, proc.0.id()));
+    }
+    for (name, addr, cookie, pid) in idle_targets.into_iter().filter(|_| idle > 0) {
+        let (before, with, held) = rt.block_on(idle_connections(addr, cookie, pid, idle));
+        let per_conn = (with.saturating_sub(before)) as f64 * 1024.0 / held.max(1) as f64;
+        println!(
+            "\n{name}: {held} idle keep-alive connections, RSS {:.1} MiB -> {:.1} MiB ({per_conn:.0} bytes each)",
+            before as f64 / 1024.0,
+            with as f64 / 1024.0
+        );
+        md.push_str(&format!(
+            "| {name} | {held} | {:.1} | {:.1} | {per_conn:.0} |\n",
+            before as f64 / 1024.0,
+            with as f64 / 1024.0
+        ));
+        idle_json.push(serde_json::json!({
+            "target": name, "count": held, "rss_before_kib": before, "rss_with_kib": with,
+            "bytes_each": per_conn,
+        }));
+    }
 
     let json = serde_json::json!({
         "date": date(), "cores": cores, "seconds": seconds, "connections": connections,
         "startup": { "ready_ms": ready_ms, "idle_rss_kib": idle_rss },
         "small_body": small, "one_mib_body": big, "logins": login_json,
-        "idle_connections": { "count": held, "rss_before_kib": before, "rss_with_kib": with, "bytes_each": per_conn },
+        "idle_connections": idle_json,
     });
     let out_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     std::fs::write(
