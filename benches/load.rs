@@ -781,12 +781,11 @@ fn main() {
          | target | connections | RSS before MiB | RSS with them MiB | bytes per connection |\n\
          |---|---|---|---|---|\n",
     );
-    let mut idle_targets = vec![(
-        "proxy memory",
-        memory,
-        Some(memory_cookie),
-        memory_proc.0.id(),
-    )];
+    // A fresh proxy: the one above now holds the logins' 20 000 users and sessions, which would
+    // be counted as connection memory.
+    let (idle_proc, idle_addr) = start_proxy(upstream, &dir, "idle", login_app);
+    let idle_cookie = rt.block_on(sign_in(idle_addr));
+    let mut idle_targets = vec![("proxy", idle_addr, Some(idle_cookie), idle_proc.0.id())];
     if let Some((proc, addr)) = &nginx {
         idle_targets.push(("nginx", *addr, None, proc.0.id()));
     }
