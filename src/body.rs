@@ -10,6 +10,8 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 
+use crate::upstream::Lease;
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pin_project! {
@@ -17,6 +19,8 @@ pin_project! {
     #[project = BodyProj]
     pub enum Body {
         Streamed { #[pin] inner: Incoming },
+        /// An upstream answer, whose body drives the connection it arrives on.
+        Upstream { #[pin] inner: Incoming, lease: Option<Box<Lease>> },
         Bytes { #[pin] inner: Full<Bytes> },
     }
 }
@@ -63,20 +67,37 @@ impl http_body::Body for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
             BodyProj::Streamed { inner } => inner.poll_frame(cx).map_err(Into::into),
+            BodyProj::Upstream { mut inner, lease } => {
+                let Some(conn) = lease else {
+                    return inner.poll_frame(cx).map_err(Into::into);
+                };
+                let frame = conn.poll_body(inner.as_mut(), cx);
+                // Read to its end (hyper stops polling once `is_end_stream` says so): the
+                // connection can carry the next request.
+                let finished = match &frame {
+                    Poll::Ready(None) => true,
+                    Poll::Ready(Some(Ok(_))) => inner.is_end_stream(),
+                    Poll::Ready(Some(Err(_))) | Poll::Pending => false,
+                };
+                if finished && let Some(conn) = lease.take() {
+                    conn.release();
+                }
+                frame.map_err(Into::into)
+            }
             BodyProj::Bytes { inner } => inner.poll_frame(cx).map_err(|never| match never {}),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Body::Streamed { inner } => inner.is_end_stream(),
+            Body::Streamed { inner } | Body::Upstream { inner, .. } => inner.is_end_stream(),
             Body::Bytes { inner } => inner.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Body::Streamed { inner } => inner.size_hint(),
+            Body::Streamed { inner } | Body::Upstream { inner, .. } => inner.size_hint(),
             Body::Bytes { inner } => inner.size_hint(),
         }
     }

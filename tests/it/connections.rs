@@ -234,3 +234,85 @@ async fn shutdown_closes_idle_connections_at_once_and_finishes_busy_ones() {
         .await
         .expect("the drain waited for the grace period");
 }
+
+/// An upstream that counts the connections it accepts; `/big` answers 256 KiB, `/empty` 204,
+/// `/head-ok` anything else a short text.
+async fn counting_upstream() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|req: http::Request<_>| async move {
+                    let res = match req.uri().path() {
+                        "/big" => http::Response::new(full(vec![b'b'; 256 * 1024])),
+                        "/empty" => http::Response::builder()
+                            .status(204)
+                            .body(full(bytes::Bytes::new()))
+                            .unwrap(),
+                        _ => http::Response::new(full("ok")),
+                    };
+                    Ok::<_, std::convert::Infallible>(res)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused_once_an_answer_is_read() {
+    use std::sync::atomic::Ordering;
+    let (up, accepted) = counting_upstream().await;
+    let proxy = proxy(up, &[]).await;
+    let (mut s, mut pending) = connect(proxy.addr).await;
+    for (path, status, len) in [
+        ("/small", "200", 2),
+        ("/big", "200", 256 * 1024),
+        ("/empty", "204", 0),
+        ("/small", "200", 2),
+        ("/big", "200", 256 * 1024),
+        ("/big", "200", 256 * 1024),
+        ("/empty", "204", 0),
+        ("/small", "200", 2),
+    ] {
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let (line, body) = response(&mut s, &mut pending).await;
+        assert!(line.contains(status), "{path}: {line}");
+        assert_eq!(body.len(), len, "{path}");
+    }
+    // Each answer was read to its end before the next request: one upstream connection did all.
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+
+    // An answer abandoned half-way cannot leave its connection for the next request.
+    let (mut quitter, _) = connect(proxy.addr).await;
+    quitter
+        .write_all(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 1024];
+    let _ = quitter.read(&mut first).await.unwrap();
+    drop(quitter);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..3 {
+        s.write_all(b"GET /small HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        let (line, body) = response(&mut s, &mut pending).await;
+        assert!(line.contains("200"), "{line}");
+        assert_eq!(body, b"ok");
+    }
+}

@@ -1,6 +1,6 @@
 //! Forwarding to the protected app: hop-by-hop headers out, X-Forwarded-* in (believed only from
-//! trusted proxies), absolute-form URI for the pooled client, timeouts mapped to 502/504, and
-//! `Upgrade` (WebSocket) tunnels spliced once both sides agreed.
+//! trusted proxies), timeouts mapped to 502/504, and `Upgrade` (WebSocket) tunnels spliced once
+//! both sides agreed. Connections are the worker's own ([`pool`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -9,15 +9,18 @@ use std::time::{Duration, Instant};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 
-use crate::body::Body;
+use crate::body::{Body, BoxError};
 use crate::config::{UpstreamConfig, UpstreamScheme};
 use crate::metrics::{Metrics, UpstreamFailure};
+
+mod pool;
+
+pub use pool::Lease;
+use pool::{Pool, SendError};
 
 /// What the listener knows about the connection a request came in on.
 #[derive(Debug, Clone, Copy)]
@@ -30,14 +33,14 @@ pub struct ConnInfo {
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("upstream refused or unreachable: {0}")]
-    Connect(#[source] hyper_util::client::legacy::Error),
+    Connect(#[source] BoxError),
     #[error("upstream did not answer within {0:?}")]
     Timeout(Duration),
     #[error("upstream broke the exchange: {0}")]
-    Protocol(#[source] hyper_util::client::legacy::Error),
+    Protocol(#[source] hyper::Error),
     /// The client's own request (usually its body) broke while it was being forwarded.
     #[error("client request broke while forwarding: {0}")]
-    ClientRequest(#[source] hyper_util::client::legacy::Error),
+    ClientRequest(#[source] hyper::Error),
 }
 
 impl UpstreamError {
@@ -51,8 +54,7 @@ impl UpstreamError {
 }
 
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
-    scheme: Scheme,
+    pool: Arc<Pool>,
     authority: Authority,
     preserve_host: bool,
     response_timeout: Duration,
@@ -81,18 +83,21 @@ impl Upstream {
             UpstreamScheme::Http => builder.https_or_http(),
         };
         let connector = builder.enable_http1().wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_max_idle_per_host(config.pool_max_idle_per_host)
-            .build(connector);
-        Ok(Self {
-            client,
-            scheme: match config.scheme {
+        let target = Uri::builder()
+            .scheme(match config.scheme {
                 UpstreamScheme::Http => Scheme::HTTP,
                 UpstreamScheme::Https => Scheme::HTTPS,
-            },
+            })
+            .authority(config.authority.clone())
+            .path_and_query("/")
+            .build()?;
+        Ok(Self {
+            pool: Arc::new(Pool::new(
+                connector,
+                target,
+                config.pool_max_idle_per_host,
+                config.pool_idle_timeout,
+            )),
             authority: config.authority.clone(),
             preserve_host: config.preserve_host,
             response_timeout: config.response_timeout,
@@ -134,35 +139,32 @@ impl Upstream {
         };
         headers.insert(header::HOST, host);
 
-        // The pooled client wants absolute-form URIs; the upstream is always spoken to in HTTP/1.1.
+        // Origin form (the Host header names the target); the upstream is spoken to in HTTP/1.1.
         let path = req
             .uri()
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        *req.uri_mut() = Uri::from_parts({
-            let mut parts = http::uri::Parts::default();
-            parts.scheme = Some(self.scheme.clone());
-            parts.authority = Some(self.authority.clone());
-            parts.path_and_query = Some(path);
-            parts
-        })
-        .unwrap_or_default();
+        *req.uri_mut() = Uri::from(path);
         *req.version_mut() = Version::HTTP_11;
 
         let started = Instant::now();
-        let result = tokio::time::timeout(self.response_timeout, self.client.request(req)).await;
+        let result = tokio::time::timeout(self.response_timeout, self.pool.send(req)).await;
         let mut res = match result {
             Err(_) => {
                 self.metrics.upstream_failure(UpstreamFailure::Timeout);
                 return Err(UpstreamError::Timeout(self.response_timeout));
             }
-            Ok(Err(e)) if e.is_connect() => {
+            Ok(Err(SendError::Connect(e))) => {
                 self.metrics.upstream_failure(UpstreamFailure::Connect);
                 return Err(UpstreamError::Connect(e));
             }
-            Ok(Err(e)) if is_client_fault(&e) => return Err(UpstreamError::ClientRequest(e)),
-            Ok(Err(e)) => {
+            // hyper reports a request body that broke (a client's malformed chunked encoding,
+            // a client gone mid-upload) as a "user" error: our side of the exchange.
+            Ok(Err(SendError::Http(e))) if e.is_user() => {
+                return Err(UpstreamError::ClientRequest(e));
+            }
+            Ok(Err(SendError::Http(e))) => {
                 self.metrics.upstream_failure(UpstreamFailure::Protocol);
                 return Err(UpstreamError::Protocol(e));
             }
@@ -184,7 +186,7 @@ impl Upstream {
             let upstream_upgrade = hyper::upgrade::on(&mut res);
             tokio::spawn(splice(client_upgrade, upstream_upgrade));
         }
-        Ok(res.map(Body::from))
+        Ok(res)
     }
 
     fn is_trusted(&self, ip: IpAddr) -> bool {
@@ -310,19 +312,6 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     for name in HOP_BY_HOP {
         headers.remove(*name);
     }
-}
-
-/// Whether the failure came from our side of the exchange: hyper reports a request body that
-/// errored (a client's malformed chunked encoding, a client gone mid-upload) as a "user" error.
-fn is_client_fault(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut source = std::error::Error::source(e);
-    while let Some(err) = source {
-        if let Some(hyper_error) = err.downcast_ref::<hyper::Error>() {
-            return hyper_error.is_user();
-        }
-        source = err.source();
-    }
-    false
 }
 
 /// `Some(protocol)` for an HTTP/1.1 request asking to switch protocols (WebSocket and friends).
