@@ -76,7 +76,7 @@ impl http_body::Body for Body {
                 // connection can carry the next request.
                 let finished = match &frame {
                     Poll::Ready(None) => true,
-                    Poll::Ready(Some(Ok(_))) => inner.is_end_stream(),
+                    Poll::Ready(Some(Ok(frame))) => frame.is_trailers() || inner.is_end_stream(),
                     Poll::Ready(Some(Err(_))) | Poll::Pending => false,
                 };
                 if finished && let Some(conn) = lease.take() {

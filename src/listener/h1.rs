@@ -37,8 +37,12 @@ use crate::body::Body;
 /// Everything stays on one worker thread; the atomics only make the state `Send`.
 #[derive(Default)]
 pub(super) struct Activity {
-    /// Requests whose response head is not yet made.
+    /// Requests whose response (head and body) is not yet through.
     in_flight: AtomicUsize,
+    /// The latest exchange allows the connection to stay open (HTTP/1.1 without `close`, or 1.0
+    /// asking for keep-alive, and an answer without `close`). Otherwise hyper closes it after
+    /// the answer, and parking would skip that close.
+    keep_alive: AtomicBool,
     /// The latest request has a body, which hyper may still be reading after the response: such
     /// a connection is not parked until its next request shows the body is behind it.
     body: AtomicBool,
@@ -54,8 +58,9 @@ pub(super) struct Activity {
 }
 
 impl Activity {
-    pub(super) fn request_started(&self, has_body: bool) {
+    pub(super) fn request_started(&self, has_body: bool, keep_alive: bool) {
         self.in_flight.fetch_add(1, Relaxed);
+        self.keep_alive.store(keep_alive, Relaxed);
         self.requests.fetch_add(1, Relaxed);
         self.body.store(has_body, Relaxed);
         self.unparsed.store(false, Relaxed);
@@ -67,18 +72,24 @@ impl Activity {
         self.idle.store(false, Relaxed);
     }
 
-    fn waiting_for_client(&self) {
-        if self.in_flight.load(Relaxed) == 0
+    /// Nothing stands in the way of parking once the client is quiet: no exchange under way,
+    /// keep-alive allowed, no request body that hyper may still be reading.
+    fn parkable(&self) -> bool {
+        self.in_flight.load(Relaxed) == 0
+            && self.keep_alive.load(Relaxed)
             && !self.body.load(Relaxed)
-            && !self.unparsed.load(Relaxed)
-        {
+    }
+
+    fn waiting_for_client(&self) {
+        if self.parkable() && !self.unparsed.load(Relaxed) {
             self.idle.store(true, Relaxed);
         }
     }
 }
 
 pin_project! {
-    /// The service's future, counted as in flight until the response head is ready.
+    /// The service's future; its request stays counted as in flight until the response body
+    /// it yields has been sent (hyper drops it then) or dropped.
     pub(super) struct Counted<F> {
         #[pin]
         inner: F,
@@ -95,14 +106,66 @@ impl<F> Counted<F> {
     }
 }
 
-impl<F: Future> Future for Counted<F> {
-    type Output = F::Output;
+impl<F, E> Future for Counted<F>
+where
+    F: Future<Output = Result<Response<Body>, E>>,
+{
+    type Output = Result<Response<Tracked>, E>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let out = ready!(this.inner.poll(cx));
-        this.in_flight.take();
-        Poll::Ready(out)
+        let in_flight = this.in_flight.take();
+        Poll::Ready(out.map(|res| {
+            if let Some(guard) = &in_flight
+                && closes(res.headers())
+            {
+                guard.0.keep_alive.store(false, Relaxed);
+            }
+            res.map(|inner| Tracked {
+                inner,
+                _in_flight: in_flight,
+            })
+        }))
+    }
+}
+
+/// Whether a `Connection` header asks for the connection to close.
+pub(super) fn closes(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("close"))
+}
+
+pin_project! {
+    /// A response body that keeps its request counted as in flight for as long as it lives.
+    pub(super) struct Tracked {
+        #[pin]
+        inner: Body,
+        _in_flight: Option<InFlight>,
+    }
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -193,8 +256,7 @@ enum Ended {
     Done,
 }
 
-/// How long hyper waits for a client's next request before the connection parks. It parks
-/// between one and two of these after its last request.
+/// How long hyper waits for a client's next request before the connection parks.
 pub(super) const PARK_AFTER: Duration = Duration::from_millis(50);
 
 /// Serves HTTP/1.1 on `stream` until the client leaves, stays idle for `keepalive`, or
@@ -207,7 +269,7 @@ pub(super) async fn serve<S>(
     keepalive: Duration,
     shutdown: &CancellationToken,
 ) where
-    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>> + Clone + Unpin,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Tracked>> + Clone + Unpin,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     S::Future: Unpin,
 {
@@ -257,7 +319,6 @@ pub(super) async fn serve<S>(
                 .serve_connection(TokioIo::new(socket), service.clone())
                 .with_upgrades(),
         );
-        timer.as_mut().reset(Instant::now() + PARK_AFTER);
         match drive(conn, &activity, drain.as_mut(), timer.as_mut()).await {
             Ended::Parked(s, bytes) => (stream, replay) = (s, bytes),
             Ended::Done => return,
@@ -274,13 +335,17 @@ async fn drive<S>(
     mut tick: Pin<&mut Sleep>,
 ) -> Ended
 where
-    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>> + Unpin,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Tracked>> + Unpin,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     S::Future: Unpin,
 {
     let mut draining = false;
     let mut parking = false;
-    let mut requests = activity.requests.load(Relaxed);
+    // The tick runs only while the connection could park: not during a long answer (a stream
+    // may last minutes), not after a request whose body may be unread, not when keep-alive is
+    // off. Every change of those follows hyper's own progress, which this future polls.
+    let mut armed = false;
+    let mut requests = 0;
     let result = poll_fn(|cx| {
         loop {
             if !draining && drain.as_mut().poll(cx).is_ready() {
@@ -290,24 +355,29 @@ where
             if let Poll::Ready(result) = Pin::new(&mut *conn).poll(cx) {
                 return Poll::Ready(result);
             }
-            if draining || parking || tick.as_mut().poll(cx).is_pending() {
+            if draining || parking {
+                return Poll::Pending;
+            }
+            let parkable = activity.parkable();
+            if armed && tick.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
             let now = activity.requests.load(Relaxed);
-            if activity.idle.load(Relaxed) && now == requests {
-                // Idle since before the last tick. If a response were still being written,
-                // keep-alive is only switched off: hyper finishes it and ends, and the socket
-                // stays open all the same.
+            if armed && parkable && activity.idle.load(Relaxed) && now == requests {
+                // Quiet through a whole tick: park.
                 parking = true;
                 activity.parking.store(true, Relaxed);
                 Pin::new(&mut *conn).graceful_shutdown();
-            } else {
+                continue;
+            }
+            armed = parkable;
+            if armed {
                 requests = now;
                 tick.as_mut().reset(Instant::now() + PARK_AFTER);
                 // Registers the waker for the new deadline.
                 let _ = tick.as_mut().poll(cx);
-                return Poll::Pending;
             }
+            return Poll::Pending;
         }
     })
     .await;

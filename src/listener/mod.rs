@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{Request, Response, Version, header};
 use hyper::body::{Body as _, Incoming};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -48,6 +48,8 @@ struct Protocols {
     /// TLS connections (ALPN picks) and h2c.
     auto: auto::Builder<TokioExecutor>,
     keepalive: Duration,
+    /// How long a new connection may stay silent: the header-read timeout, as for hyper.
+    first_bytes: Duration,
 }
 
 impl Listener {
@@ -75,6 +77,7 @@ impl Listener {
                 h1,
                 auto,
                 keepalive: config.keepalive_timeout,
+                first_bytes: config.header_read_timeout.min(config.keepalive_timeout),
             },
         })
     }
@@ -187,14 +190,24 @@ impl<S> hyper::service::Service<Request<Incoming>> for ConnService<S>
 where
     S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Clone,
 {
-    type Response = Response<Body>;
+    type Response = Response<h1::Tracked>;
     type Error = Infallible;
     type Future = h1::Counted<Oneshot<S, Request<Incoming>>>;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         req.extensions_mut().insert(self.conn);
         if let Some(activity) = &self.activity {
-            activity.request_started(!req.body().is_end_stream());
+            let keep_alive = match req.version() {
+                Version::HTTP_11 => !h1::closes(req.headers()),
+                Version::HTTP_10 => req
+                    .headers()
+                    .get_all(header::CONNECTION)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .any(|v| v.to_ascii_lowercase().contains("keep-alive")),
+                _ => false,
+            };
+            activity.request_started(!req.body().is_end_stream(), keep_alive);
         }
         h1::Counted::new(self.inner.clone().oneshot(req), self.activity.clone())
     }
@@ -218,7 +231,7 @@ async fn serve_plain_tcp<S>(
     tokio::select! {
         biased;
         _ = shutdown.cancelled() => return,
-        ready = tokio::time::timeout(protocols.keepalive, stream.readable()) => {
+        ready = tokio::time::timeout(protocols.first_bytes, stream.readable()) => {
             if !matches!(ready, Ok(Ok(()))) {
                 return;
             }

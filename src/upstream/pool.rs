@@ -6,15 +6,21 @@
 //! body streams to the client. When the body has been read to its end the connection goes back
 //! on the worker's list; a body dropped half-way takes its connection with it, as it must.
 //!
-//! A connection resting on the list is not polled. A close by the upstream is noticed when the
-//! connection is next taken (it is polled once then); a request that a just-closed connection
-//! could not take at all is sent again on a fresh one (hyper hands it back untouched).
+//! A request with a body is the exception: once its answer's head is in, the client may still
+//! be uploading, and the upload must go on even while the answer's body waits for the client to
+//! read it. That connection gets a task of its own for the rest of the exchange (hyper's usual
+//! arrangement), which puts it back on the list when the exchange is over.
+//!
+//! Resting connections are polled every few seconds by a sweeper, which drops those the upstream
+//! closed or that rested past `pool_idle_timeout`. A request that a just-closed connection could
+//! not take at all is sent again on a fresh one (hyper hands it back untouched).
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -49,7 +55,11 @@ pub struct Pool {
     idle: Mutex<VecDeque<(Conn, Instant)>>,
     max_idle: usize,
     idle_timeout: Duration,
+    sweeping: AtomicBool,
 }
+
+/// How often resting connections are checked for a close by the upstream or an expired rest.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// One upstream connection: the handle requests are sent with, and the connection future that
 /// does its reading and writing.
@@ -116,6 +126,7 @@ impl Pool {
             idle: Mutex::new(VecDeque::new()),
             max_idle,
             idle_timeout,
+            sweeping: AtomicBool::new(false),
         }
     }
 
@@ -124,6 +135,7 @@ impl Pool {
     pub async fn send(self: &Arc<Self>, req: Request<Body>) -> Result<Response<Body>, SendError> {
         let mut req = req;
         let mut fresh = false;
+        let uploads = !req.body().is_end_stream();
         loop {
             let mut conn = match self.checkout().await {
                 Some(conn) => conn,
@@ -141,6 +153,7 @@ impl Pool {
             })
             .await;
             match answer {
+                Ok(res) if uploads => return Ok(self.hand_off(conn, res)),
                 Ok(res) => return Ok(self.lend(conn, res)),
                 Err(mut e) => match e.take_message() {
                     // Nothing was written: a pooled connection the upstream had just closed.
@@ -149,6 +162,31 @@ impl Pool {
                 },
             }
         }
+    }
+
+    /// The rest of an exchange whose request has a body, on a task of its own: the upload may
+    /// still be going, and must not wait for the answer's body to be read.
+    fn hand_off(self: &Arc<Self>, mut conn: Conn, res: Response<Incoming>) -> Response<Body> {
+        let pool = Arc::downgrade(self);
+        let upgrade = res.status() == StatusCode::SWITCHING_PROTOCOLS;
+        tokio::spawn(async move {
+            // Ready again once both the request and the answer are through.
+            let ready = poll_fn(|cx| {
+                conn.drive(cx);
+                if conn.done {
+                    return Poll::Ready(false);
+                }
+                conn.sender.poll_ready(cx).map(|r| r.is_ok())
+            })
+            .await;
+            if ready
+                && !upgrade
+                && let Some(pool) = pool.upgrade()
+            {
+                pool.checkin(conn);
+            }
+        });
+        res.map(Body::from)
     }
 
     fn lend(self: &Arc<Self>, conn: Conn, res: Response<Incoming>) -> Response<Body> {
@@ -202,8 +240,11 @@ impl Pool {
         }
     }
 
-    fn checkin(&self, conn: Conn) {
-        if conn.done || conn.sender.is_closed() {
+    fn checkin(&self, mut conn: Conn) {
+        // One more poll lets it finish the exchange's bookkeeping; a connection that is still
+        // busy (an upload the answer did not wait for) is not reused but closed.
+        conn.drive(&mut Context::from_waker(Waker::noop()));
+        if conn.done || !conn.sender.is_ready() {
             return;
         }
         if let Ok(mut idle) = self.idle.lock() {
@@ -220,7 +261,33 @@ impl Pool {
         }
     }
 
-    async fn connect(&self) -> Result<Conn, SendError> {
+    /// Polls resting connections (a close by the upstream shows as `done`) and drops the closed
+    /// and the expired.
+    fn sweep(&self) {
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        let mut cx = Context::from_waker(Waker::noop());
+        idle.retain_mut(|(conn, rested)| {
+            conn.drive(&mut cx);
+            !conn.done && rested.elapsed() < self.idle_timeout
+        });
+    }
+
+    async fn connect(self: &Arc<Self>) -> Result<Conn, SendError> {
+        if !self.sweeping.swap(true, Ordering::Relaxed) {
+            // Started from a worker, on the worker's runtime; ends with the pool.
+            let pool: Weak<Self> = Arc::downgrade(self);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(SWEEP_EVERY).await;
+                    match pool.upgrade() {
+                        Some(pool) => pool.sweep(),
+                        None => return,
+                    }
+                }
+            });
+        }
         let io = self
             .connector
             .clone()

@@ -316,3 +316,45 @@ async fn upstream_connections_are_reused_once_an_answer_is_read() {
         assert_eq!(body, b"ok");
     }
 }
+
+/// An upstream whose answers stream slowly and with no length: two parts 300 ms apart.
+async fn slow_stream_upstream() -> SocketAddr {
+    scripted_upstream(|_req| async move {
+        let (mut tx, body) = http_body_util::channel::Channel::<bytes::Bytes, BoxError>::new(2);
+        tokio::spawn(async move {
+            let _ = tx.send_data(bytes::Bytes::from_static(b"first ")).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let _ = tx.send_data(bytes::Bytes::from_static(b"second")).await;
+        });
+        http::Response::new(http_body_util::BodyExt::boxed(body))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn connections_without_keep_alive_still_close_after_a_slow_answer() {
+    let up = slow_stream_upstream().await;
+    let proxy = proxy(up, &[]).await;
+    // HTTP/1.0 without keep-alive: the answer is delimited by the close itself, so a connection
+    // parked instead of closed would leave the client waiting for the keep-alive timeout.
+    for request in [
+        "GET /stream HTTP/1.0\r\nHost: t\r\n\r\n",
+        "GET /stream HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    ] {
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        let answer = String::from_utf8_lossy(&out);
+        assert!(
+            matches!(closed, Ok(Ok(_))),
+            "{request:?}: still open 5 s after {answer:?}"
+        );
+        assert!(answer.starts_with("HTTP/1."), "{request:?} -> {answer:?}");
+        assert!(answer.contains("first"), "{answer:?}");
+        assert!(
+            answer.contains("second"),
+            "{request:?}: answer cut short: {answer:?}"
+        );
+    }
+}
