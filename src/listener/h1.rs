@@ -48,6 +48,9 @@ pub(super) struct Activity {
     body: AtomicBool,
     /// hyper has read bytes it has not yet turned into a request (a partial head).
     unparsed: AtomicBool,
+    /// hyper has written bytes it has not yet flushed to the socket. It decides whether to keep
+    /// the connection or close it only once an answer is flushed.
+    unflushed: AtomicBool,
     /// hyper wanted the client's next bytes with nothing else to do, and none came since.
     idle: AtomicBool,
     /// Requests started so far.
@@ -81,7 +84,7 @@ impl Activity {
     }
 
     fn waiting_for_client(&self) {
-        if self.parkable() && !self.unparsed.load(Relaxed) {
+        if self.parkable() && !self.unparsed.load(Relaxed) && !self.unflushed.load(Relaxed) {
             self.idle.store(true, Relaxed);
         }
     }
@@ -94,14 +97,16 @@ pin_project! {
         #[pin]
         inner: F,
         in_flight: Option<InFlight>,
+        http10: bool,
     }
 }
 
 impl<F> Counted<F> {
-    pub(super) fn new(inner: F, activity: Option<Arc<Activity>>) -> Self {
+    pub(super) fn new(inner: F, activity: Option<Arc<Activity>>, http10: bool) -> Self {
         Self {
             inner,
             in_flight: activity.map(InFlight),
+            http10,
         }
     }
 }
@@ -116,9 +121,16 @@ where
         let this = self.project();
         let out = ready!(this.inner.poll(cx));
         let in_flight = this.in_flight.take();
+        let http10 = *this.http10;
         Poll::Ready(out.map(|res| {
+            // hyper's own reasons to close after this answer: `close` in it, or an HTTP/1.0
+            // client with a body of unknown length (ended by the close) or a 1.0 answer.
+            let closing = closes(res.headers())
+                || (http10
+                    && (http_body::Body::size_hint(res.body()).exact().is_none()
+                        || res.version() == http::Version::HTTP_10));
             if let Some(guard) = &in_flight
-                && closes(res.headers())
+                && closing
             {
                 guard.0.keep_alive.store(false, Relaxed);
             }
@@ -132,12 +144,17 @@ where
 
 /// Whether a `Connection` header asks for the connection to close.
 pub(super) fn closes(headers: &http::HeaderMap) -> bool {
+    has_token(headers, "close")
+}
+
+/// Whether any `Connection` header names `token`.
+pub(super) fn has_token(headers: &http::HeaderMap, token: &str) -> bool {
     headers
         .get_all(http::header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("close"))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 pin_project! {
@@ -220,7 +237,9 @@ impl AsyncWrite for Socket {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        this.activity.unflushed.store(true, Relaxed);
+        Pin::new(&mut this.stream).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -228,7 +247,9 @@ impl AsyncWrite for Socket {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        this.activity.unflushed.store(true, Relaxed);
+        Pin::new(&mut this.stream).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -236,7 +257,13 @@ impl AsyncWrite for Socket {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+        // hyper calls this only once its own buffer is all written.
+        let this = self.get_mut();
+        let flushed = Pin::new(&mut this.stream).poll_flush(cx);
+        if let Poll::Ready(Ok(())) = flushed {
+            this.activity.unflushed.store(false, Relaxed);
+        }
+        flushed
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{Request, Response, Version, header};
+use http::{Request, Response, Version};
 use hyper::body::{Body as _, Incoming};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -197,19 +197,22 @@ where
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         req.extensions_mut().insert(self.conn);
         if let Some(activity) = &self.activity {
+            // As hyper decides: 1.1 unless `close`; 1.0 only with `keep-alive` and no `close`.
             let keep_alive = match req.version() {
                 Version::HTTP_11 => !h1::closes(req.headers()),
-                Version::HTTP_10 => req
-                    .headers()
-                    .get_all(header::CONNECTION)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .any(|v| v.to_ascii_lowercase().contains("keep-alive")),
+                Version::HTTP_10 => {
+                    h1::has_token(req.headers(), "keep-alive") && !h1::closes(req.headers())
+                }
                 _ => false,
             };
             activity.request_started(!req.body().is_end_stream(), keep_alive);
         }
-        h1::Counted::new(self.inner.clone().oneshot(req), self.activity.clone())
+        let http10 = req.version() == Version::HTTP_10;
+        h1::Counted::new(
+            self.inner.clone().oneshot(req),
+            self.activity.clone(),
+            http10,
+        )
     }
 }
 
@@ -237,16 +240,32 @@ async fn serve_plain_tcp<S>(
             }
         }
     }
-    let mut first = [0u8; H2_PREFACE.len()];
-    let Ok(n) = stream.peek(&mut first).await else {
-        return;
-    };
-    if n == 0 {
-        return;
-    }
-    if H2_PREFACE.starts_with(&first[..n]) {
-        // h2c, or too little sent to tell: hyper's auto detection reads on and decides.
-        return Box::pin(serve_auto(&protocols.auto, stream, service, shutdown)).await;
+    // HTTP/2 with prior knowledge opens with its preface; anything else is HTTP/1. A client that
+    // trickles a prefix of the preface gets the header-read timeout to finish it.
+    let version = tokio::time::timeout(protocols.first_bytes, async {
+        let mut first = [0u8; H2_PREFACE.len()];
+        loop {
+            let n = stream.peek(&mut first).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            if !H2_PREFACE.starts_with(&first[..n]) {
+                return Some(Version::HTTP_11);
+            }
+            if n == H2_PREFACE.len() {
+                return Some(Version::HTTP_2);
+            }
+            // Unread bytes keep the socket readable; wait a moment for the rest.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    match version {
+        Ok(Some(Version::HTTP_11)) => {}
+        Ok(Some(_)) => {
+            return Box::pin(serve_auto(&protocols.auto, stream, service, shutdown)).await;
+        }
+        _ => return,
     }
     let activity = Arc::new(h1::Activity::default());
     service.activity = Some(activity.clone());
