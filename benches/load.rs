@@ -561,7 +561,7 @@ async fn idle_connections(
         let _ = res.into_body().collect().await;
         held.push(sender);
     }
-    // Long enough for the proxy to park the last connections (50-100 ms after their request).
+    // Long enough for the proxy to park the last connections (50 ms after their request).
     tokio::time::sleep(Duration::from_millis(500)).await;
     let with = rss_tree_kib(pid);
     (before, with, held.len())

@@ -10,6 +10,12 @@
 //! Ending hyper's connection uses its own graceful shutdown, which only closes an idle connection
 //! at once; bytes it had read ahead (pipelined requests) come back in `Parts::read_buf` and are
 //! replayed to the next one. Upgraded connections (WebSocket) leave hyper for good and never park.
+//!
+//! Parking must never skip a close hyper would make or lose bytes, so a connection does not park
+//! while a response is under way (counted until its body is dropped), while hyper has unflushed
+//! output (it decides between keep-alive and close after a flush), when the exchange does not
+//! allow keep-alive (HTTP/1.0 rules, `Connection: close` either way), or after a request whose
+//! body hyper may still be reading (until the next request proves it read).
 
 use std::future::poll_fn;
 use std::io;
