@@ -2,6 +2,7 @@
 //! through untouched) or bytes the proxy made itself (pages, errors, buffered logins).
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -19,6 +20,8 @@ pin_project! {
     #[project = BodyProj]
     pub enum Body {
         Streamed { #[pin] inner: Incoming },
+        /// A client's request body on its way upstream; says when it has been read.
+        Request { #[pin] inner: Incoming, read: Option<BodyRead> },
         /// An upstream answer, whose body drives the connection it arrives on.
         Upstream { #[pin] inner: Incoming, lease: Option<Box<Lease>> },
         Bytes { #[pin] inner: Full<Bytes> },
@@ -28,6 +31,28 @@ pin_project! {
 impl Body {
     pub fn empty() -> Self {
         Self::from(Bytes::new())
+    }
+
+    /// A request body forwarded upstream, reporting its end to `read` (from the request's
+    /// extensions).
+    pub fn request(inner: Incoming, read: Option<BodyRead>) -> Self {
+        Self::Request { inner, read }
+    }
+}
+
+/// Told when a request's body has been read to its end: the listener parks an idle HTTP/1
+/// connection only once it knows no body bytes are left on it. Put in a request's extensions
+/// by the listener; whoever reads the body through calls [`BodyRead::notify`].
+#[derive(Clone)]
+pub struct BodyRead(Arc<dyn Fn() + Send + Sync>);
+
+impl BodyRead {
+    pub fn new(on_read: impl Fn() + Send + Sync + 'static) -> Self {
+        Self(Arc::new(on_read))
+    }
+
+    pub fn notify(&self) {
+        (self.0)();
     }
 }
 
@@ -67,6 +92,18 @@ impl http_body::Body for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
             BodyProj::Streamed { inner } => inner.poll_frame(cx).map_err(Into::into),
+            BodyProj::Request { mut inner, read } => {
+                let frame = inner.as_mut().poll_frame(cx);
+                let finished = match &frame {
+                    Poll::Ready(None) => true,
+                    Poll::Ready(Some(Ok(frame))) => frame.is_trailers() || inner.is_end_stream(),
+                    Poll::Ready(Some(Err(_))) | Poll::Pending => false,
+                };
+                if finished && let Some(read) = read.take() {
+                    read.notify();
+                }
+                frame.map_err(Into::into)
+            }
             BodyProj::Upstream { mut inner, lease } => {
                 let Some(conn) = lease else {
                     return inner.poll_frame(cx).map_err(Into::into);
@@ -90,14 +127,18 @@ impl http_body::Body for Body {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Body::Streamed { inner } | Body::Upstream { inner, .. } => inner.is_end_stream(),
+            Body::Streamed { inner }
+            | Body::Request { inner, .. }
+            | Body::Upstream { inner, .. } => inner.is_end_stream(),
             Body::Bytes { inner } => inner.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Body::Streamed { inner } | Body::Upstream { inner, .. } => inner.size_hint(),
+            Body::Streamed { inner }
+            | Body::Request { inner, .. }
+            | Body::Upstream { inner, .. } => inner.size_hint(),
             Body::Bytes { inner } => inner.size_hint(),
         }
     }

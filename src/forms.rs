@@ -9,6 +9,8 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use subtle::ConstantTimeEq;
 
+use crate::body::BodyRead;
+
 /// Our forms are tiny; anything bigger is not one of them.
 pub const FORM_LIMIT: usize = 16 * 1024;
 
@@ -32,9 +34,16 @@ impl Form {
     }
 }
 
-pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, FormError> {
+/// The whole request body, up to `limit` bytes; a success is reported to the request's
+/// [`BodyRead`] (the connection may then park).
+pub async fn read_body(parts: &Parts, body: Incoming, limit: usize) -> Result<Bytes, FormError> {
     match Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
+        Ok(c) => {
+            if let Some(read) = parts.extensions.get::<BodyRead>() {
+                read.notify();
+            }
+            Ok(c.to_bytes())
+        }
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
@@ -51,7 +60,7 @@ pub async fn read_form(req: Request<Incoming>) -> Result<Form, FormError> {
     if !same_origin(&parts.headers, &parts.uri) {
         return Err(FormError::CrossOrigin);
     }
-    let bytes = read_body(body, FORM_LIMIT).await?;
+    let bytes = read_body(&parts, body, FORM_LIMIT).await?;
     let mut fields = HashMap::new();
     for (k, v) in form_urlencoded::parse(&bytes) {
         if fields.insert(k.into_owned(), v.into_owned()).is_some() {
@@ -77,7 +86,7 @@ pub async fn read_json(
     if !is_json {
         return Err(FormError::Malformed);
     }
-    let bytes = read_body(body, FORM_LIMIT).await?;
+    let bytes = read_body(&parts, body, FORM_LIMIT).await?;
     match serde_json::from_slice(&bytes) {
         Ok(serde_json::Value::Object(map)) => Ok((parts, map)),
         _ => Err(FormError::Malformed),

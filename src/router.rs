@@ -17,7 +17,7 @@ use std::time::Instant;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
 use hyper::body::Incoming;
 
-use crate::body::Body;
+use crate::body::{Body, BodyRead};
 use crate::login::gate::{self, Decision, SessionState};
 use crate::login::intercept;
 use crate::metrics::RouteClass;
@@ -215,7 +215,12 @@ impl Router {
         wants_html: bool,
     ) -> Response<Body> {
         self.core.prepare_upstream_headers(req.headers_mut(), user);
-        match self.upstream.forward(req.map(Body::from), conn).await {
+        let read = req.extensions_mut().remove::<BodyRead>();
+        match self
+            .upstream
+            .forward(req.map(|body| Body::request(body, read)), conn)
+            .await
+        {
             Ok(res) => res,
             Err(e) => self.upstream_error(&e, wants_html),
         }

@@ -15,7 +15,10 @@
 //! while a response is under way (counted until its body is dropped), while hyper has unflushed
 //! output (it decides between keep-alive and close after a flush), when the exchange does not
 //! allow keep-alive (HTTP/1.0 rules, `Connection: close` either way), or after a request whose
-//! body hyper may still be reading (until the next request proves it read).
+//! body hyper may still be reading: until whoever reads it reports the end ([`BodyRead`]: the
+//! forwarded body, the proxy's own form reader) or the next request proves it read.
+//!
+//! [`BodyRead`]: crate::body::BodyRead
 
 use std::future::poll_fn;
 use std::io;
@@ -67,13 +70,24 @@ pub(super) struct Activity {
 }
 
 impl Activity {
-    pub(super) fn request_started(&self, has_body: bool, keep_alive: bool) {
+    /// Returns the request's number on this connection.
+    pub(super) fn request_started(&self, has_body: bool, keep_alive: bool) -> usize {
         self.in_flight.fetch_add(1, Relaxed);
         self.keep_alive.store(keep_alive, Relaxed);
-        self.requests.fetch_add(1, Relaxed);
+        let number = self.requests.fetch_add(1, Relaxed) + 1;
         self.body.store(has_body, Relaxed);
         self.unparsed.store(false, Relaxed);
         self.idle.store(false, Relaxed);
+        number
+    }
+
+    /// Request `number`'s body has been read to its end: no body bytes are left on the socket,
+    /// and bytes read since belong to the next request (replayed if the connection parks).
+    pub(super) fn body_read(&self, number: usize) {
+        if self.requests.load(Relaxed) == number {
+            self.body.store(false, Relaxed);
+            self.unparsed.store(false, Relaxed);
+        }
     }
 
     fn bytes_arrived(&self) {

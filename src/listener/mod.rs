@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tower::util::Oneshot;
 
-use crate::body::Body;
+use crate::body::{Body, BodyRead};
 use crate::config::{ServerConfig, TlsFiles};
 use crate::metrics::Metrics;
 use crate::upstream::ConnInfo;
@@ -205,7 +205,13 @@ where
                 }
                 _ => false,
             };
-            activity.request_started(!req.body().is_end_stream(), keep_alive);
+            let has_body = !req.body().is_end_stream();
+            let number = activity.request_started(has_body, keep_alive);
+            if has_body {
+                let activity = activity.clone();
+                req.extensions_mut()
+                    .insert(BodyRead::new(move || activity.body_read(number)));
+            }
         }
         let http10 = req.version() == Version::HTTP_10;
         h1::Counted::new(

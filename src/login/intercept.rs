@@ -32,7 +32,7 @@ pub async fn watch_login(
 ) -> Result<Response<Body>, StoreError> {
     let wants_html = pages::wants_html(req.headers());
     let (mut parts, body) = req.into_parts();
-    let body = match read_body(body, LOGIN_BODY_LIMIT).await {
+    let body = match read_body(&parts, body, LOGIN_BODY_LIMIT).await {
         Ok(b) => b,
         Err(FormError::TooLarge) => {
             return Ok(pages::error(

@@ -394,3 +394,33 @@ async fn slow_or_silent_clients_get_the_header_read_timeout() {
         .unwrap();
     closed_within(&mut s, Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn connections_park_after_requests_with_bodies_too() {
+    let (up, _stop) = demo_upstream().await;
+    // An idle connection still held by hyper is closed by its header-read timer; a parked one
+    // waits for the keep-alive timeout. Surviving a pause longer than the first shows parking.
+    let proxy = proxy(
+        up,
+        &[
+            ("TWOFA_SERVER__HEADER_READ_TIMEOUT", "300ms"),
+            ("TWOFA_SERVER__KEEPALIVE_TIMEOUT", "60s"),
+        ],
+    )
+    .await;
+    let (mut s, mut pending) = connect(proxy.addr).await;
+    for request in [
+        &b"GET /debug/hello HTTP/1.1\r\nHost: t\r\n\r\n"[..],
+        b"POST /debug/upload HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello",
+        b"POST /debug/upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    ] {
+        s.write_all(request).await.unwrap();
+        let (status, _) = response(&mut s, &mut pending).await;
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    }
+    s.write_all(hello()).await.unwrap();
+    let (status, body) = response(&mut s, &mut pending).await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert_eq!(body, b"hello\n");
+}
