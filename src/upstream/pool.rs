@@ -2,9 +2,9 @@
 //!
 //! hyper-util's pooled client (the usual choice, and ours before) runs each connection as a task
 //! of its own and talks to it over channels, so every exchange crossed two tasks; measured, that
-//! cost about 1 µs of user CPU per request, an eighth of the proxy's. Here the request's own task polls the connection: while
-//! waiting for the answer's head, then (through [`Lease`], carried in the answer's body) while the
-//! body streams to the client. When the body has been read to its end the connection goes back
+//! cost about 1 µs of user CPU per request, an eighth of the proxy's. Here the request's own
+//! task polls the connection: while waiting for the answer's head, then (through [`Lease`],
+//! carried in the answer's body) while the body streams to the client. When the body has been read to its end the connection goes back
 //! on the worker's list; a body dropped half-way takes its connection with it, as it must.
 //!
 //! A request with a body is the exception: once its answer's head is in, the client may still
