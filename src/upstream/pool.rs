@@ -4,8 +4,9 @@
 //! of its own and talks to it over channels, so every exchange crossed two tasks; measured, that
 //! cost about 1 µs of user CPU per request, an eighth of the proxy's. Here the request's own
 //! task polls the connection: while waiting for the answer's head, then (through [`Lease`],
-//! carried in the answer's body) while the body streams to the client. When the body has been read to its end the connection goes back
-//! on the worker's list; a body dropped half-way takes its connection with it, as it must.
+//! carried in the answer's body) while the body streams to the client. When the body has been
+//! read to its end the connection goes back on the worker's list; a body dropped half-way takes
+//! its connection with it, as it must.
 //!
 //! A request with a body is the exception: once its answer's head is in, the client may still
 //! be uploading, and the upload must go on even while the answer's body waits for the client to
