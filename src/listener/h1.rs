@@ -53,7 +53,10 @@ pub(super) struct Activity {
     /// the answer, and parking would skip that close.
     keep_alive: AtomicBool,
     /// The latest request has a body, which hyper may still be reading after the response: such
-    /// a connection is not parked until its next request shows the body is behind it.
+    /// a connection is not parked until the body's reader reports its end ([`Activity::body_read`],
+    /// through `BodyRead`) or the next request shows it is behind. A report that comes from
+    /// another task (an upload finishing after the answer) does not wake this connection; it then
+    /// parks at its next request, or hyper's header timer closes it.
     body: AtomicBool,
     /// hyper has read bytes it has not yet turned into a request (a partial head).
     unparsed: AtomicBool,
