@@ -423,4 +423,23 @@ async fn connections_park_after_requests_with_bodies_too() {
     let (status, body) = response(&mut s, &mut pending).await;
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     assert_eq!(body, b"hello\n");
+    // A body and the next request (and part of a third) in one write: the bytes after the body
+    // belong to the next requests, kept across the park that follows.
+    s.write_all(
+        b"POST /debug/upload HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhelloGET /debug/hello HTTP/1.1\r\nHost: t\r\n\r\nGET /debug/he",
+    )
+    .await
+    .unwrap();
+    for want in [&b"{\"bytes\":5}"[..], b"hello\n"] {
+        let (status, body) = response(&mut s, &mut pending).await;
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        assert_eq!(body, want);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.write_all(b"llo HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let (status, body) = response(&mut s, &mut pending).await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert_eq!(body, b"hello\n");
 }
