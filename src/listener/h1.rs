@@ -41,6 +41,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::body::Body;
+use crate::upstream::connection_names;
 
 /// What the request path and the socket tell the connection loop about hyper's progress.
 /// Everything stays on one worker thread; the atomics only make the state `Send`.
@@ -167,17 +168,7 @@ where
 
 /// Whether a `Connection` header asks for the connection to close.
 pub(super) fn closes(headers: &http::HeaderMap) -> bool {
-    has_token(headers, "close")
-}
-
-/// Whether any `Connection` header names `token`.
-pub(super) fn has_token(headers: &http::HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+    connection_names(headers, "close")
 }
 
 pin_project! {

@@ -25,7 +25,7 @@ use tower::util::Oneshot;
 use crate::body::{Body, BodyRead};
 use crate::config::{ServerConfig, TlsFiles};
 use crate::metrics::Metrics;
-use crate::upstream::ConnInfo;
+use crate::upstream::{ConnInfo, connection_names};
 
 mod h1;
 
@@ -201,7 +201,7 @@ where
             let keep_alive = match req.version() {
                 Version::HTTP_11 => !h1::closes(req.headers()),
                 Version::HTTP_10 => {
-                    h1::has_token(req.headers(), "keep-alive") && !h1::closes(req.headers())
+                    connection_names(req.headers(), "keep-alive") && !h1::closes(req.headers())
                 }
                 _ => false,
             };

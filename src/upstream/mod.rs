@@ -319,18 +319,22 @@ fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
     if req.version() != Version::HTTP_11 {
         return None;
     }
-    let asks = req
-        .headers()
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    if asks {
+    if connection_names(req.headers(), "upgrade") {
         req.headers().get(header::UPGRADE).cloned()
     } else {
         None
     }
+}
+
+/// Whether any `Connection` header lists `token` (RFC 9110 7.6.1: a comma-separated list,
+/// case-insensitive).
+pub fn connection_names(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// The host the client addressed: `Host` in HTTP/1.1, the `:authority` in HTTP/2.
