@@ -96,12 +96,7 @@ impl Listener {
         shutdown: CancellationToken,
         grace: Duration,
     ) where
-        S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
-            + Clone
-            + Send
-            + Unpin
-            + 'static,
-        S::Future: Send + Unpin + 'static,
+        S: WorkerService,
     {
         let connections = TaskTracker::new();
         let protocols = Arc::new(self.protocols);
@@ -177,6 +172,34 @@ impl Listener {
     }
 }
 
+/// A worker's request path as the listener needs it: cloned per connection, moved to the
+/// worker's thread, and polled in place (no boxing on the way).
+pub trait WorkerService:
+    tower::Service<
+        Request<Incoming>,
+        Response = Response<Body>,
+        Error = Infallible,
+        Future: Send + Unpin + 'static,
+    > + Clone
+    + Send
+    + Unpin
+    + 'static
+{
+}
+
+impl<S> WorkerService for S where
+    S: tower::Service<
+            Request<Incoming>,
+            Response = Response<Body>,
+            Error = Infallible,
+            Future: Send + Unpin + 'static,
+        > + Clone
+        + Send
+        + Unpin
+        + 'static
+{
+}
+
 /// The worker's service as hyper calls it, per connection: tags each request with its
 /// connection's facts and, on parkable HTTP/1 connections, counts it for [`h1`].
 #[derive(Clone)]
@@ -229,12 +252,7 @@ async fn serve_plain_tcp<S>(
     mut service: ConnService<S>,
     shutdown: &CancellationToken,
 ) where
-    S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + Unpin
-        + 'static,
-    S::Future: Send + Unpin + 'static,
+    S: WorkerService,
 {
     // No hyper state until the client has sent something; a silent client costs only its socket.
     tokio::select! {
@@ -294,12 +312,7 @@ async fn serve_tls<S>(
     service: ConnService<S>,
     shutdown: &CancellationToken,
 ) where
-    S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + Unpin
-        + 'static,
-    S::Future: Send + Unpin + 'static,
+    S: WorkerService,
 {
     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => serve_auto(&protocols.auto, tls, service, shutdown).await,
@@ -317,12 +330,7 @@ async fn serve_auto<I, S>(
     shutdown: &CancellationToken,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + Unpin
-        + 'static,
-    S::Future: Send + Unpin + 'static,
+    S: WorkerService,
 {
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
