@@ -82,6 +82,21 @@ impl From<&'static str> for Body {
     }
 }
 
+/// Whether `frame` leaves `body` read to its end. Checked after every frame, not only at `None`:
+/// hyper stops polling a body once `is_end_stream` says so, and after trailers.
+fn read_to_end(
+    frame: &Poll<Option<Result<Frame<Bytes>, hyper::Error>>>,
+    body: &Pin<&mut Incoming>,
+) -> bool {
+    match frame {
+        Poll::Ready(None) => true,
+        Poll::Ready(Some(Ok(frame))) => {
+            frame.is_trailers() || http_body::Body::is_end_stream(&**body)
+        }
+        Poll::Ready(Some(Err(_))) | Poll::Pending => false,
+    }
+}
+
 impl http_body::Body for Body {
     type Data = Bytes;
     type Error = BoxError;
@@ -94,12 +109,9 @@ impl http_body::Body for Body {
             BodyProj::Streamed { inner } => inner.poll_frame(cx).map_err(Into::into),
             BodyProj::Request { mut inner, read } => {
                 let frame = inner.as_mut().poll_frame(cx);
-                let finished = match &frame {
-                    Poll::Ready(None) => true,
-                    Poll::Ready(Some(Ok(frame))) => frame.is_trailers() || inner.is_end_stream(),
-                    Poll::Ready(Some(Err(_))) | Poll::Pending => false,
-                };
-                if finished && let Some(read) = read.take() {
+                if read_to_end(&frame, &inner)
+                    && let Some(read) = read.take()
+                {
                     read.notify();
                 }
                 frame.map_err(Into::into)
@@ -109,14 +121,10 @@ impl http_body::Body for Body {
                     return inner.poll_frame(cx).map_err(Into::into);
                 };
                 let frame = conn.poll_body(inner.as_mut(), cx);
-                // Read to its end (hyper stops polling once `is_end_stream` says so): the
-                // connection can carry the next request.
-                let finished = match &frame {
-                    Poll::Ready(None) => true,
-                    Poll::Ready(Some(Ok(frame))) => frame.is_trailers() || inner.is_end_stream(),
-                    Poll::Ready(Some(Err(_))) | Poll::Pending => false,
-                };
-                if finished && let Some(conn) = lease.take() {
+                // Read to its end: the connection can carry the next request.
+                if read_to_end(&frame, &inner)
+                    && let Some(conn) = lease.take()
+                {
                     conn.release();
                 }
                 frame.map_err(Into::into)
