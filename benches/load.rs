@@ -311,37 +311,43 @@ struct Target {
     pid: Option<u32>,
 }
 
+/// `pid` and its direct children (nginx's workers under the master).
+fn process_tree(pid: u32) -> Vec<u32> {
+    let children = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&child| proc_stat(child).is_some_and(|s| s.ppid == pid));
+    std::iter::once(pid).chain(children).collect()
+}
+
+struct ProcStat {
+    ppid: u32,
+    /// Clock ticks.
+    user: u64,
+    system: u64,
+}
+
+fn proc_stat(pid: u32) -> Option<ProcStat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields 4, 14 and 15 of proc(5), counted after the `)` that closes the command name.
+    let f: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    Some(ProcStat {
+        ppid: f.get(1)?.parse().ok()?,
+        user: f.get(11)?.parse().ok()?,
+        system: f.get(12)?.parse().ok()?,
+    })
+}
+
 /// User and system CPU seconds used so far by `pid` and its direct children.
 fn cpu_seconds(pid: u32) -> (f64, f64) {
-    // Field 14/15 of /proc/PID/stat, counted after the `)` that closes the command name.
-    let read = |pid: &str| -> Option<(u32, u64, u64)> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let rest = &stat[stat.rfind(')')? + 1..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        Some((
-            f.get(1)?.parse().ok()?,
-            f.get(11)?.parse().ok()?,
-            f.get(12)?.parse().ok()?,
-        ))
-    };
-    let (mut user, mut sys) = read(&pid.to_string()).map_or((0, 0), |(_, u, s)| (u, s));
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let name = entry.file_name();
-        let Some(name) = name
-            .to_str()
-            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        else {
-            continue;
-        };
-        if let Some((ppid, u, s)) = read(name)
-            && ppid == pid
-        {
-            user += u;
-            sys += s;
-        }
-    }
+    let (user, system) = process_tree(pid)
+        .into_iter()
+        .filter_map(proc_stat)
+        .fold((0, 0), |(u, s), p| (u + p.user, s + p.system));
     let tick = clock_ticks();
-    (user as f64 / tick, sys as f64 / tick)
+    (user as f64 / tick, system as f64 / tick)
 }
 
 fn clock_ticks() -> f64 {
@@ -459,23 +465,7 @@ fn table(
 
 /// RSS of `pid` plus its direct children (nginx's workers).
 fn rss_tree_kib(pid: u32) -> u64 {
-    let children: u64 = std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|child| {
-            std::fs::read_to_string(format!("/proc/{child}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    let rest = &stat[stat.rfind(')')? + 1..];
-                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-                })
-                == Some(pid)
-        })
-        .map(rss_kib)
-        .sum();
-    rss_kib(pid) + children
+    process_tree(pid).into_iter().map(rss_kib).sum()
 }
 
 fn rss_kib(pid: u32) -> u64 {
