@@ -361,17 +361,17 @@ async fn connections_without_keep_alive_still_close_after_a_slow_answer() {
     }
 }
 
+/// A header-read timeout far shorter than the keep-alive timeout, so that which of the two
+/// closed a connection tells whether it was parked.
+const SHORT_HEADER_TIMEOUT: &[(&str, &str)] = &[
+    ("TWOFA_SERVER__HEADER_READ_TIMEOUT", "300ms"),
+    ("TWOFA_SERVER__KEEPALIVE_TIMEOUT", "60s"),
+];
+
 #[tokio::test]
 async fn slow_or_silent_clients_get_the_header_read_timeout() {
     let (up, _stop) = demo_upstream().await;
-    let proxy = proxy(
-        up,
-        &[
-            ("TWOFA_SERVER__HEADER_READ_TIMEOUT", "300ms"),
-            ("TWOFA_SERVER__KEEPALIVE_TIMEOUT", "60s"),
-        ],
-    )
-    .await;
+    let proxy = proxy(up, SHORT_HEADER_TIMEOUT).await;
     // Silent from the start, the first byte of the HTTP/2 preface, part of an HTTP/1 head, and
     // a head trickled after an answer: each is closed long before the keep-alive timeout.
     for opening in [
@@ -400,14 +400,7 @@ async fn connections_park_after_requests_with_bodies_too() {
     let (up, _stop) = demo_upstream().await;
     // An idle connection still held by hyper is closed by its header-read timer; a parked one
     // waits for the keep-alive timeout. Surviving a pause longer than the first shows parking.
-    let proxy = proxy(
-        up,
-        &[
-            ("TWOFA_SERVER__HEADER_READ_TIMEOUT", "300ms"),
-            ("TWOFA_SERVER__KEEPALIVE_TIMEOUT", "60s"),
-        ],
-    )
-    .await;
+    let proxy = proxy(up, SHORT_HEADER_TIMEOUT).await;
     let (mut s, mut pending) = connect(proxy.addr).await;
     for request in [
         &b"GET /debug/hello HTTP/1.1\r\nHost: t\r\n\r\n"[..],
