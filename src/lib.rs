@@ -3,12 +3,13 @@
 //! A request's path through the proxy:
 //!
 //! 1. [`listener`] accepts the connection (TCP, optional rustls TLS), speaks HTTP/1.1 or HTTP/2,
-//!    and records the peer in [`upstream::ConnInfo`].
+//!    and records the peer in [`upstream::ConnInfo`]; idle HTTP/1.1 connections park, holding
+//!    only their socket.
 //! 2. [`app`] is the composition root: request ids and sensitive-header marking wrap the router.
 //! 3. [`router`] refuses ambiguous framing (smuggling), serves the proxy's own prefix (`/_2fa`:
 //!    pages from [`pages`]) and hands everything else on.
-//! 4. [`upstream`] forwards it: hop-by-hop headers out, X-Forwarded-* in, pooled client, 502/504,
-//!    WebSocket tunnels; the answer streams back untouched.
+//! 4. [`upstream`] forwards it: hop-by-hop headers out, X-Forwarded-* in, the worker's own
+//!    connections to the app, 502/504, WebSocket tunnels; the answer streams back untouched.
 //!
 //! Around it: [`config`] (TOML + env), [`admin`] (health, readiness, metrics on their own
 //! listener), [`metrics`], [`telemetry`], and [`demo`] (the stand-in app for `twofa-proxy demo`).
