@@ -1,6 +1,6 @@
 //! Forwarding to the protected app: hop-by-hop headers out, X-Forwarded-* in (believed only from
 //! trusted proxies), timeouts mapped to 502/504, and `Upgrade` (WebSocket) tunnels spliced once
-//! both sides agreed. Connections are the worker's own ([`pool`]).
+//! both sides agreed. Connections are the worker's own (`pool.rs`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -29,7 +29,7 @@ pub struct ConnInfo {
     pub tls: bool,
 }
 
-/// Why a request could not be forwarded; mapped to a status in [`crate::error`].
+/// Why a request could not be forwarded; the router maps it to a status ([`Self::status`]).
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("upstream refused or unreachable: {0}")]
