@@ -154,6 +154,7 @@ fn crypto_and_gate_benches(c: &mut Criterion) {
         login_paths: vec!["/login".into()],
         logout_paths: vec!["/logout".into()],
         public_paths: vec!["/login".into(), "/static/".into()],
+        login_page: "/login".into(),
     };
     c.bench_function("gate/normalize + decide (clean path)", |b| {
         b.iter(|| {

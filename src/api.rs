@@ -57,6 +57,11 @@ fn body_error(e: FormError) -> Response<Body> {
             "bad_request",
             "Send a JSON object with Content-Type: application/json.",
         ),
+        FormError::TimedOut => error(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "The request body did not arrive in time.",
+        ),
     }
 }
 

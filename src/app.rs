@@ -86,6 +86,9 @@ async fn sweep_memory_store(store: std::sync::Weak<AnyStore>) {
 /// [`start`] with an injected clock (tests move a manual one).
 pub async fn start_with_clock(config: Config, clock: SharedClock) -> anyhow::Result<Running> {
     install_crypto_provider();
+    for warning in config.warnings() {
+        tracing::warn!(key = warning.key, "{}", warning.message);
+    }
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(open_store(&config, &clock).await?);
     if matches!(*store, AnyStore::Memory(_)) {

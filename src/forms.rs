@@ -1,6 +1,7 @@
 //! Reading the proxy's own form and JSON posts: bounded, one value per field, same-origin.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::request::Parts;
@@ -14,6 +15,10 @@ use crate::body::BodyRead;
 /// Our forms are tiny; anything bigger is not one of them.
 pub const FORM_LIMIT: usize = 16 * 1024;
 
+/// How long a client may take to send one of our forms (a stalled body would otherwise hold
+/// its stream, and on HTTP/2 its connection, for ever).
+pub const FORM_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FormError {
     TooLarge,
@@ -21,6 +26,8 @@ pub enum FormError {
     /// A field sent twice (e.g. several codes in one request).
     Repeated,
     CrossOrigin,
+    /// The body did not arrive in time.
+    TimedOut,
 }
 
 pub struct Form {
@@ -34,10 +41,19 @@ impl Form {
     }
 }
 
-/// The whole request body, up to `limit` bytes; a success is reported to the request's
-/// [`BodyRead`] (the connection may then park).
-pub async fn read_body(parts: &Parts, body: Incoming, limit: usize) -> Result<Bytes, FormError> {
-    match Limited::new(body, limit).collect().await {
+/// The whole request body, up to `limit` bytes within `timeout`; a success is reported to the
+/// request's [`BodyRead`] (the connection may then park).
+pub async fn read_body(
+    parts: &Parts,
+    body: Incoming,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, FormError> {
+    let Ok(collected) = tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await
+    else {
+        return Err(FormError::TimedOut);
+    };
+    match collected {
         Ok(c) => {
             if let Some(read) = parts.extensions.get::<BodyRead>() {
                 read.notify();
@@ -60,7 +76,7 @@ pub async fn read_form(req: Request<Incoming>) -> Result<Form, FormError> {
     if !same_origin(&parts.headers, &parts.uri) {
         return Err(FormError::CrossOrigin);
     }
-    let bytes = read_body(&parts, body, FORM_LIMIT).await?;
+    let bytes = read_body(&parts, body, FORM_LIMIT, FORM_READ_TIMEOUT).await?;
     let mut fields = HashMap::new();
     for (k, v) in form_urlencoded::parse(&bytes) {
         if fields.insert(k.into_owned(), v.into_owned()).is_some() {
@@ -86,7 +102,7 @@ pub async fn read_json(
     if !is_json {
         return Err(FormError::Malformed);
     }
-    let bytes = read_body(&parts, body, FORM_LIMIT).await?;
+    let bytes = read_body(&parts, body, FORM_LIMIT, FORM_READ_TIMEOUT).await?;
     match serde_json::from_slice(&bytes) {
         Ok(serde_json::Value::Object(map)) => Ok((parts, map)),
         _ => Err(FormError::Malformed),

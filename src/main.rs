@@ -294,6 +294,9 @@ fn check_config(path: Option<PathBuf>) -> ExitCode {
         eprintln!("twofa-proxy: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
+    for warning in config.warnings() {
+        eprintln!("warning: {warning}");
+    }
     eprintln!(
         "{}: ok (listen {}, upstream {}, store {:?})",
         path.map(|p| p.display().to_string()).unwrap_or_default(),

@@ -108,7 +108,7 @@ impl Router {
         let rules = &core.rules;
         let needs_session = !(rules.is_public(&path)
             || rules.is_logout(&path)
-            || (gate::submits(&method) && rules.is_login(&path)));
+            || rules.is_login(&path));
         let session = if needs_session {
             match core.sessions.load(req.headers()).await {
                 Ok(s) => s,
@@ -119,12 +119,16 @@ impl Router {
         };
         // A proxy session only vouches for the app session it was issued with: an app cookie
         // from any other login (say, one the app accepted at a path nobody watched) is refused.
-        let app_cookies = cookie::find_all(req.headers(), &core.config.app.success_cookie);
-        // Every copy counts: apps differ in which of two same-named cookies they read.
+        // Every copy and every spelling an app server could read counts (see `AppCookies`).
+        let app_cookies = cookie::app_cookies(req.headers(), &core.config.app.success_cookie);
         let foreign_app_session = match &session {
-            Some(s) => app_cookies
-                .iter()
-                .any(|value| !core.vouches_for(&s.record, value)),
+            Some(s) => {
+                app_cookies.ambiguous
+                    || app_cookies
+                        .values
+                        .iter()
+                        .any(|value| !core.vouches_for(&s.record, value))
+            }
             None => false,
         };
         if foreign_app_session && let Some(s) = &session {
@@ -136,7 +140,7 @@ impl Router {
             Some(s) if s.record.must_enroll => SessionState::MustEnroll,
             Some(_) => SessionState::Valid,
         };
-        let has_app_cookie = cookie::has(req.headers(), &core.config.app.success_cookie);
+        let has_app_cookie = app_cookies.present();
         let decision = gate::decide(rules, &method, &path, wants_html, has_app_cookie, state);
 
         let res = match decision {
@@ -147,8 +151,12 @@ impl Router {
             Decision::Public => {
                 let session_id =
                     cookie::find(req.headers(), core.sessions.names.session).map(str::to_owned);
-                let request_cookies: Vec<String> =
-                    app_cookies.iter().map(|v| (*v).to_owned()).collect();
+                // An ambiguous spelling never rolls a binding.
+                let request_cookies: Vec<String> = if app_cookies.ambiguous {
+                    Vec::new()
+                } else {
+                    app_cookies.values.iter().map(|v| (*v).to_owned()).collect()
+                };
                 let res = self.forward(req, None, &conn, wants_html).await;
                 Box::pin(self.follow_on_public(session_id, &request_cookies, res)).await
             }

@@ -2,13 +2,18 @@
 //! `app::start`; handlers borrow it.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
+
+use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::login::account::{self, NameRules};
 use crate::login::gate::PathRules;
+use crate::login::success::SuccessRules;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::pages::Brand;
@@ -25,11 +30,16 @@ pub struct Core {
     pub brand: Brand,
     pub metrics: Arc<Metrics>,
     pub rules: PathRules,
+    /// What a successful login looks like (see [`crate::login::success`]).
+    pub success_rules: SuccessRules,
     pub identity_header: HeaderName,
     pub mailer: Arc<Mailer>,
     /// App cookie values already hashed under the current key: every authenticated request
-    /// checks its binding, and an HMAC per request was 4% of the proxy's CPU.
-    app_cookie_hashes: Mutex<HashMap<Box<str>, Arc<str>>>,
+    /// checks its binding, and an HMAC per request was 4% of the proxy's CPU. Keyed by a
+    /// 128-bit SipHash of the value under two secret per-process keys, so an attacker's values
+    /// cost 16 bytes each (never their size) and cannot be made to collide with another's.
+    app_cookie_hashes: Mutex<HashMap<u128, Arc<str>>>,
+    cache_keys: (RandomState, RandomState),
 }
 
 /// Bound on remembered app cookie hashes; the map starts over when full.
@@ -55,6 +65,13 @@ impl Core {
             login_paths: config.app.login_paths.clone(),
             logout_paths: config.app.logout_paths.clone(),
             public_paths: config.app.public_paths.clone(),
+            login_page: config.app.login_page.clone(),
+        };
+        let success_rules = SuccessRules {
+            statuses: config.app.success_status.clone(),
+            cookie: config.app.success_cookie.clone(),
+            user_header: config.app.user_header.clone(),
+            locations: config.app.success_location.clone(),
         };
         let mailer = Arc::new(Mailer::from_config(&config.email)?);
         Ok(Self {
@@ -66,16 +83,20 @@ impl Core {
             brand,
             metrics,
             rules,
+            success_rules,
             identity_header,
             mailer,
             app_cookie_hashes: Mutex::new(HashMap::new()),
+            cache_keys: (RandomState::new(), RandomState::new()),
         })
     }
 
     /// The binding of a session to the app's session cookie (a keyed hash of its value).
     pub fn app_cookie_hash(&self, value: &str) -> Arc<str> {
+        let (a, b) = &self.cache_keys;
+        let key = (u128::from(a.hash_one(value)) << 64) | u128::from(b.hash_one(value));
         if let Ok(known) = self.app_cookie_hashes.lock()
-            && let Some(hash) = known.get(value)
+            && let Some(hash) = known.get(&key)
         {
             return hash.clone();
         }
@@ -84,17 +105,21 @@ impl Core {
             if known.len() >= APP_COOKIE_HASHES {
                 known.clear();
             }
-            known.insert(value.into(), hash.clone());
+            known.insert(key, hash.clone());
         }
         hash
     }
 
     /// Whether a session vouches for this app cookie value: its binding, or the one before the
-    /// app's last rotation, under the current or a previous key. Unbound sessions vouch for any.
+    /// app's last rotation, under the current or a previous key. A session without a binding
+    /// vouches for none: it never saw an app session issued at its own login.
     pub fn vouches_for(&self, record: &crate::store::SessionRecord, value: &str) -> bool {
         let Some(bound) = &record.app_cookie else {
-            return true;
+            return false;
         };
+        if value.len() > cookie::MAX_COOKIE_BYTES {
+            return false;
+        }
         let accepted = |h: &str| h == bound || record.app_cookie_prev.as_deref() == Some(h);
         // The current key first (every request pays this); older keys only on a mismatch.
         accepted(&self.app_cookie_hash(value))
@@ -122,18 +147,44 @@ impl Core {
         &self.config.twofactor.prefix
     }
 
-    /// The account name as it keys everything: trimmed and case-folded unless the app says
-    /// names are case-sensitive (SPEC: `ALICE` must not slip past alice's 2FA).
+    /// The account name as it keys everything (see [`crate::login::account`]): `None` when the
+    /// name cannot key an account safely.
     pub fn canonical_user(&self, raw: &str) -> Option<String> {
-        let trimmed = raw.trim();
-        if trimmed.is_empty() || trimmed.len() > 256 || trimmed.chars().any(char::is_control) {
-            return None;
+        let rules = NameRules {
+            case_sensitive: self.config.app.username_case_sensitive,
+            unicode: self.config.app.username_unicode,
+        };
+        account::canonical(raw, rules).ok()
+    }
+
+    /// The client a request comes from: the peer, or, when the peer is a trusted proxy, the
+    /// nearest address in `X-Forwarded-For` that is not one (a client can prepend anything).
+    pub fn client_addr(&self, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
+        let trusted = |ip: &IpAddr| {
+            let ip = match ip {
+                IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(*ip, IpAddr::V4),
+                v4 => *v4,
+            };
+            self.config.server.trusted_proxies.iter().any(|n| n.contains(&ip))
+        };
+        if !trusted(&peer) {
+            return peer;
         }
-        Some(if self.config.app.username_case_sensitive {
-            trimmed.to_owned()
-        } else {
-            trimmed.to_lowercase()
-        })
+        let chain: Vec<Option<IpAddr>> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("").split(','))
+            .map(|a| a.trim().parse().ok())
+            .collect();
+        for hop in chain.iter().rev() {
+            match hop {
+                Some(ip) if trusted(ip) => {}
+                Some(ip) => return *ip,
+                // An entry that is no address: nothing to its left can be believed.
+                None => break,
+            }
+        }
+        peer
     }
 
     /// Readies headers for the upstream: the proxy's cookies and every client copy of the

@@ -55,6 +55,57 @@ fn new_code(digits: u8) -> String {
     format!("{n:0width$}", width = usize::from(digits))
 }
 
+/// Who pays for a code email. Someone who knows a victim's password can start sign-ins; if
+/// their code emails spent the account's one budget, the victim could not get a code. So each
+/// sign-in has its own small allowance, each client its own hourly one per account, and only a
+/// larger ceiling is shared by the whole account.
+#[derive(Debug, Clone, Copy)]
+pub enum Budget<'a> {
+    /// A sign-in's code: `pending` is its id, `client` where it was started from.
+    Login {
+        pending: &'a str,
+        client: Option<&'a str>,
+    },
+    /// A code the signed-in user asked for in the settings.
+    Settings,
+}
+
+/// Counter keys for the budgets; `\u{1f}` cannot occur in a canonical account name.
+fn budget_key(user: &str, part: &str) -> String {
+    format!("{user}\u{1f}{part}")
+}
+
+/// Counts one email against every budget it draws on; false if any is spent.
+async fn spend(core: &Core, user: &str, budget: Budget<'_>) -> StoreResult<bool> {
+    let email = &core.config.email;
+    let hour = core.clock.now() / 3600;
+    let an_hour = Duration::from_secs(3600);
+    let counts = match budget {
+        Budget::Settings => vec![(budget_key(user, "settings"), hour, an_hour, email.max_sends_per_hour)],
+        Budget::Login { pending, client } => vec![
+            (
+                budget_key(user, &format!("login:{pending}")),
+                0,
+                core.config.twofactor.challenge_ttl,
+                email.max_sends_per_login,
+            ),
+            (
+                budget_key(user, &format!("client:{}", client.unwrap_or("-"))),
+                hour,
+                an_hour,
+                email.max_sends_per_hour,
+            ),
+            (user.to_owned(), hour, an_hour, email.max_account_sends_per_hour),
+        ],
+    };
+    for (key, bucket, ttl, limit) in counts {
+        if core.store.count_email_send(&key, bucket, ttl).await? > limit {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Issues a fresh code for `key` and mails it to `address`.
 pub async fn send_code(
     core: &Core,
@@ -62,6 +113,7 @@ pub async fn send_code(
     user: &str,
     address: &str,
     kind: MailKind,
+    budget: Budget<'_>,
 ) -> StoreResult<Sent> {
     let email = &core.config.email;
     let now = core.clock.now();
@@ -71,11 +123,7 @@ pub async fn send_code(
             return Ok(Sent::TooSoon { wait: next - now });
         }
     }
-    let sends = core
-        .store
-        .count_email_send(user, now / 3600, Duration::from_secs(3600))
-        .await?;
-    if sends > email.max_sends_per_hour {
+    if !spend(core, user, budget).await? {
         tracing::info!(target: "audit", event = "email_code_capped", user);
         return Ok(Sent::HourlyCap);
     }

@@ -88,6 +88,7 @@ pub fn form_error(core: &Core, e: forms::FormError) -> Response<Body> {
         forms::FormError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         forms::FormError::CrossOrigin => StatusCode::FORBIDDEN,
         forms::FormError::Malformed | forms::FormError::Repeated => StatusCode::BAD_REQUEST,
+        forms::FormError::TimedOut => StatusCode::REQUEST_TIMEOUT,
     };
     pages::error(&core.brand, status, true)
 }
@@ -233,6 +234,10 @@ pub async fn resend_code(
             &pending.user,
             address,
             MailKind::LoginCode,
+            email::Budget::Login {
+                pending: id,
+                client: pending.client.as_deref(),
+            },
         )
         .await?,
     ))

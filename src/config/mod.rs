@@ -96,7 +96,14 @@ pub struct AppConfig {
     pub login_paths: Vec<String>,
     pub username_field: String,
     pub username_case_sensitive: bool,
+    /// Account names may use any Unicode letters, canonicalised for every app's folding
+    /// (`login::account`); off: non-ASCII names are refused at the login.
+    pub username_unicode: bool,
     pub success_status: Vec<u16>,
+    /// Path prefixes a successful login redirects to; empty: anywhere but a login page.
+    pub success_location: Vec<String>,
+    /// How long a client may take to send a watched login's body.
+    pub login_body_timeout: Duration,
     pub success_cookie: String,
     pub user_header: Option<String>,
     pub login_page: String,
@@ -131,6 +138,8 @@ pub struct TwoFactorConfig {
     pub lockout_window: Duration,
     pub lockout_duration: Duration,
     pub recovery_codes: u32,
+    /// Sign-ins of one account held back at once (within one `challenge_ttl` window).
+    pub max_pending_logins: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -162,7 +171,12 @@ pub struct EmailConfig {
     pub code_ttl: Duration,
     pub code_digits: u8,
     pub resend_interval: Duration,
+    /// Code emails per hour to one account from one client (settings: from its own user).
     pub max_sends_per_hour: u32,
+    /// Code emails for one sign-in (the first code and its resends).
+    pub max_sends_per_login: u32,
+    /// Code emails per hour to one account from all clients together.
+    pub max_account_sends_per_hour: u32,
     pub file_dir: Option<PathBuf>,
     pub smtp: SmtpConfig,
 }
@@ -213,6 +227,52 @@ pub struct SecretsConfig {
     pub encryption_key: Option<Secret>,
     pub previous_keys: Vec<Secret>,
     pub admin_token: Option<Secret>,
+}
+
+impl Config {
+    /// Settings that load but leave a door open or cannot tell things apart; `check-config`
+    /// prints them and the proxy logs them at start.
+    pub fn warnings(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let app = &self.app;
+        let plain: Vec<String> = app
+            .success_status
+            .iter()
+            .filter(|s| !(300..400).contains(*s))
+            .map(u16::to_string)
+            .collect();
+        if !plain.is_empty() && app.user_header.is_none() {
+            out.push(Problem {
+                key: "app.success_status".into(),
+                message: format!(
+                    "{} is not a redirect: an answer with that status that sets `{}` counts as a \
+                     successful login, also a failed one that sets it. Set app.user_header (the \
+                     app names the user only on success) so failures can be told apart",
+                    plain.join(", "),
+                    app.success_cookie
+                ),
+            });
+        }
+        if !self.server.admin_listen.ip().is_loopback() {
+            out.push(Problem {
+                key: "server.admin_listen".into(),
+                message: format!(
+                    "{} is reachable from other hosts: metrics and, with an admin_token, the API \
+                     that resets anyone's 2FA. Keep it on a private network or 127.0.0.1",
+                    self.server.admin_listen
+                ),
+            });
+        }
+        if app.username_case_sensitive {
+            out.push(Problem {
+                key: "app.username_case_sensitive".into(),
+                message: "names are not case-folded: only right if the app itself tells ALICE \
+                          from alice, or ALICE gets past alice's second factor"
+                    .into(),
+            });
+        }
+        out
+    }
 }
 
 /// Prefix of environment overrides: `TWOFA_UPSTREAM__URL` sets `[upstream] url`.
@@ -489,6 +549,21 @@ fn read_app(r: &mut Reader) -> AppConfig {
         }
     }
     let login_page = r.string("app.login_page", "/login");
+    if !login_page.starts_with('/') || login_page.starts_with("//") {
+        r.problem(
+            "app.login_page",
+            format!("expected a path on this site like \"/login\", got {login_page:?}"),
+        );
+    }
+    let success_location = r.strings("app.success_location", &[]);
+    for p in &success_location {
+        if !p.starts_with('/') {
+            r.problem(
+                "app.success_location",
+                format!("paths start with '/', got {p:?}"),
+            );
+        }
+    }
     let identity_header = r.string("app.identity_header", "X-Twofa-User");
     if http::HeaderName::try_from(identity_header.as_str()).is_err() {
         r.problem(
@@ -510,7 +585,10 @@ fn read_app(r: &mut Reader) -> AppConfig {
         login_paths,
         username_field: r.string("app.username_field", "username"),
         username_case_sensitive: r.bool("app.username_case_sensitive", false),
+        username_unicode: r.bool("app.username_unicode", false),
         success_status,
+        success_location,
+        login_body_timeout: r.duration("app.login_body_timeout", Duration::from_secs(10)),
         success_cookie: r.string("app.success_cookie", "session"),
         user_header,
         login_page,
@@ -564,6 +642,7 @@ fn read_twofactor(r: &mut Reader) -> TwoFactorConfig {
         lockout_window: r.duration("twofactor.lockout_window", Duration::from_secs(900)),
         lockout_duration: r.duration("twofactor.lockout_duration", Duration::from_secs(900)),
         recovery_codes: r.uint("twofactor.recovery_codes", 10, 0..=50) as u32,
+        max_pending_logins: r.uint("twofactor.max_pending_logins", 5, 1..=100) as u32,
     }
 }
 
@@ -618,6 +697,9 @@ fn read_email(r: &mut Reader, app: &AppConfig) -> EmailConfig {
         code_digits: r.uint("email.code_digits", 6, 6..=10) as u8,
         resend_interval: r.duration("email.resend_interval", Duration::from_secs(30)),
         max_sends_per_hour: r.uint("email.max_sends_per_hour", 5, 1..=1000) as u32,
+        max_sends_per_login: r.uint("email.max_sends_per_login", 3, 1..=100) as u32,
+        max_account_sends_per_hour: r.uint("email.max_account_sends_per_hour", 20, 1..=10_000)
+            as u32,
         file_dir,
         smtp: SmtpConfig {
             host: r.string("email.smtp.host", "127.0.0.1"),
@@ -698,12 +780,27 @@ fn read_secrets(r: &mut Reader) -> SecretsConfig {
             "the redis store keeps secrets outside this process: set encryption_key or encryption_key_file",
         );
     }
+    let admin_token = r.secret("secrets.admin_token");
+    if let Some(token) = &admin_token
+        && token.expose().trim().len() < MIN_ADMIN_TOKEN
+    {
+        // Never echo the value.
+        r.problem(
+            "secrets.admin_token",
+            format!(
+                "too short: at least {MIN_ADMIN_TOKEN} characters (e.g. `openssl rand -base64 32`)"
+            ),
+        );
+    }
     SecretsConfig {
         encryption_key,
         previous_keys,
-        admin_token: r.secret("secrets.admin_token"),
+        admin_token,
     }
 }
+
+/// The admin token resets anyone's 2FA: it must not be guessable.
+const MIN_ADMIN_TOKEN: usize = 32;
 
 fn check_key(r: &mut Reader, key: &str, secret: &Secret) {
     use base64::Engine as _;

@@ -680,6 +680,7 @@ pub async fn send_enrollment_code(
         user,
         address.as_str(),
         MailKind::EnrollmentCode,
+        email::Budget::Settings,
     )
     .await?;
     Ok(Ok(sent))
@@ -926,6 +927,7 @@ pub async fn send_change_code(
         user,
         &address,
         MailKind::ChangeCode,
+        email::Budget::Settings,
     )
     .await?
     {

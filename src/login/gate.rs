@@ -133,6 +133,7 @@ pub struct PathRules {
     pub login_paths: Vec<String>,
     pub logout_paths: Vec<String>,
     pub public_paths: Vec<String>,
+    pub login_page: String,
 }
 
 impl PathRules {
@@ -154,29 +155,52 @@ impl PathRules {
         })
     }
 
-    /// A login path in any spelling an app might accept: letter case, a trailing slash and
-    /// `;parameters` do not make a login unwatched.
+    /// A login path in any spelling an app might accept: letter case, a trailing slash,
+    /// `;parameters` and a format suffix (`/login.json`: Rails' `(.:format)`, Spring's suffix
+    /// patterns) do not make a login unwatched.
     pub fn is_login(&self, path: &str) -> bool {
-        // `;parameters` are dropped from every segment, as servlet containers do.
-        let loose = |p: &str| {
-            let bare: Vec<&str> = p
-                .split('/')
-                .map(|seg| seg.split(';').next().unwrap_or(seg))
-                .collect();
-            let joined = bare.join("/");
-            let trimmed = joined
-                .strip_suffix('/')
-                .filter(|s| !s.is_empty())
-                .unwrap_or(&joined);
-            trimmed.to_ascii_lowercase()
-        };
-        let wanted = loose(path);
-        self.login_paths.iter().any(|p| loose(p) == wanted)
+        self.login_paths.iter().any(|p| loose_path_eq(p, path))
+    }
+
+    /// A page the app sends a browser to for its password: a login path or the login page.
+    /// An answer sending the browser there is never a successful login.
+    pub fn is_login_page(&self, path: &str) -> bool {
+        self.is_login(path) || loose_path_eq(&self.login_page, path)
     }
 
     pub fn is_logout(&self, path: &str) -> bool {
         self.logout_paths.iter().any(|p| p == path)
     }
+}
+
+/// Two paths as the most lenient router matches them: `;parameters` dropped from every segment
+/// (as servlet containers do), a format suffix dropped from the last one, trailing slashes and
+/// letter case ignored. Allocation-free: the gate asks this of every request.
+fn loose_path_eq(a: &str, b: &str) -> bool {
+    let (mut a, mut b) = (loose_segments(a), loose_segments(b));
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return true,
+            (Some(x), Some(y)) if x.eq_ignore_ascii_case(y) => {}
+            _ => return false,
+        }
+    }
+}
+
+fn loose_segments(path: &str) -> impl Iterator<Item = &str> {
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    let segments = move || path.split('/').map(|s| s.split(';').next().unwrap_or(s));
+    let kept = segments()
+        .enumerate()
+        .filter(|(_, s)| !s.is_empty())
+        .last()
+        .map_or(1, |(i, _)| i + 1);
+    segments().take(kept).enumerate().map(move |(i, s)| {
+        match s.rsplit_once('.') {
+            Some((stem, _)) if i + 1 == kept && !stem.is_empty() => stem,
+            _ => s,
+        }
+    })
 }
 
 /// What the store said about the request's proxy session.
@@ -208,11 +232,6 @@ pub enum Decision {
     Unauthorized { expire_app_cookie: bool },
 }
 
-/// Methods that can carry a login (some frameworks take PUT or PATCH as well as POST).
-pub fn submits(method: &Method) -> bool {
-    matches!(*method, Method::POST | Method::PUT | Method::PATCH)
-}
-
 /// The whole policy, one pure function (tested with a table of tricky paths below).
 pub fn decide(
     rules: &PathRules,
@@ -225,11 +244,13 @@ pub fn decide(
     if rules.is_own(path) {
         return Decision::Own;
     }
-    if rules.is_logout(path) && !(method == Method::POST && rules.is_login(path)) {
-        return Decision::Logout;
-    }
-    if submits(method) && rules.is_login(path) {
+    // Every method is watched on a login path: apps log in on GET with query credentials, on
+    // PUT or PATCH, or behind a method override.
+    if rules.is_login(path) {
         return Decision::WatchLogin;
+    }
+    if rules.is_logout(path) {
+        return Decision::Logout;
     }
     if rules.is_public(path) {
         return Decision::Public;
@@ -273,6 +294,7 @@ mod tests {
             login_paths: vec!["/login".into(), "/api/login".into()],
             logout_paths: vec!["/logout".into()],
             public_paths: vec!["/login".into(), "/static/".into()],
+            login_page: "/login".into(),
         }
     }
 
@@ -336,20 +358,23 @@ mod tests {
                 expire_app_cookie: false
             }
         );
-        assert_eq!(get("/login", none), Public);
-        assert_eq!(get("/login/", none), Public);
+        // Every method is watched on a login path (GET logins with query credentials).
+        assert_eq!(get("/login", none), WatchLogin);
+        assert_eq!(get("/login/", none), WatchLogin);
+        assert_eq!(get("/login/form", none), Public);
         assert_eq!(
             get("/login-admin", none),
             SignIn {
                 expire_app_cookie: false
             }
         );
+        assert_eq!(get("/LOGIN", none), WatchLogin, "case is folded for logins");
         assert_eq!(
-            get("/LOGIN", none),
+            get("/Static/app.css", none),
             SignIn {
                 expire_app_cookie: false
             },
-            "case is not folded"
+            "but not for public paths"
         );
         assert_eq!(get("/static/app.css", none), Public);
         assert_eq!(
@@ -382,12 +407,7 @@ mod tests {
                 expire_app_cookie: false
             }
         );
-        assert_eq!(
-            get("/login;x", none),
-            SignIn {
-                expire_app_cookie: false
-            }
-        );
+        assert_eq!(get("/login;x", none), WatchLogin);
         assert_eq!(get("/dashboard", SessionState::Valid), Forward);
         assert_eq!(get("/dashboard", SessionState::MustEnroll), Enroll);
         assert_eq!(get("/logout", none), Logout);
@@ -421,9 +441,16 @@ mod tests {
             },
             "not the login path"
         );
+        for method in [Method::DELETE, Method::OPTIONS, Method::HEAD] {
+            assert_eq!(decide(&r, &method, "/login", true, false, none), WatchLogin);
+        }
+        assert_eq!(post("/login.json"), WatchLogin, "nor a format suffix");
+        assert_eq!(post("/api/login.xml;x=1"), WatchLogin);
         assert_eq!(
-            decide(&r, &Method::DELETE, "/login", true, false, none),
-            Public
+            post("/api/login.x/y"),
+            Unauthorized {
+                expire_app_cookie: false
+            }
         );
         assert_eq!(
             post("/login/other"),
@@ -450,6 +477,22 @@ mod tests {
                 expire_app_cookie: true
             }
         );
+    }
+
+    #[test]
+    fn login_pages() {
+        let r = rules();
+        for path in ["/login", "/LOGIN/", "/login;jsessionid=1", "/login.html", "/api/login"] {
+            assert!(r.is_login_page(path), "{path}");
+        }
+        for path in ["/", "/dashboard", "/login/welcome", "/logins", "/.login"] {
+            assert!(!r.is_login_page(path), "{path}");
+        }
+        let custom = PathRules {
+            login_page: "/signin".into(),
+            ..rules()
+        };
+        assert!(custom.is_login_page("/SignIn"));
     }
 
     /// Vectors from known open-redirect bugs in auth proxies (see security-standards.md 6.1).

@@ -11,6 +11,9 @@ use crate::challenge::email;
 use crate::config::AddressSource;
 use crate::config::Enforcement;
 use crate::forms::{FormError, read_body};
+use crate::login::credentials;
+use crate::login::media::{self, Charset, LoginMedia};
+use crate::login::success::{self, Verdict};
 use crate::login::parked::{PARK_LIMIT, Parked};
 use crate::mail::MailKind;
 use crate::mail::address::EmailAddress;
@@ -31,70 +34,87 @@ pub async fn watch_login(
     conn: &ConnInfo,
 ) -> Result<Response<Body>, StoreError> {
     let wants_html = pages::wants_html(req.headers());
+    let refuse = |status| Ok(pages::error(&core.brand, status, wants_html));
     let (mut parts, body) = req.into_parts();
-    let body = match read_body(&parts, body, LOGIN_BODY_LIMIT).await {
+    let query = parts.uri.query().unwrap_or("").to_owned();
+    // Every method is watched here, so a request posing as another one can only confuse.
+    if credentials::overrides_method(&parts.headers, &query) {
+        return refuse(StatusCode::BAD_REQUEST);
+    }
+    let had_body = !http_body::Body::is_end_stream(&body);
+    let timeout = core.config.app.login_body_timeout;
+    let body = match read_body(&parts, body, LOGIN_BODY_LIMIT, timeout).await {
         Ok(b) => b,
-        Err(FormError::TooLarge) => {
-            return Ok(pages::error(
-                &core.brand,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                wants_html,
-            ));
+        Err(FormError::TooLarge) => return refuse(StatusCode::PAYLOAD_TOO_LARGE),
+        Err(FormError::TimedOut) => {
+            let mut res = pages::error(&core.brand, StatusCode::REQUEST_TIMEOUT, wants_html);
+            // The rest of the body may still come: this connection cannot carry another request.
+            res.headers_mut()
+                .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+            return Ok(res);
         }
-        Err(_) => {
-            return Ok(pages::error(
-                &core.brand,
-                StatusCode::BAD_REQUEST,
-                wants_html,
-            ));
-        }
+        Err(_) => return refuse(StatusCode::BAD_REQUEST),
     };
     // The account name is read exactly the way every app would read it, or the login is refused:
     // if the proxy and the app could disagree about who logs in, the wrong user gets challenged.
-    // With `user_header` the app names the user itself and the body is not read for it.
-    let (json, typed_user) = if core.config.app.user_header.is_some() {
-        (login_body_kind(&parts.headers) == Ok(BodyKind::Json), None)
-    } else {
-        let json = match login_body_kind(&parts.headers) {
-            Ok(kind) => kind == BodyKind::Json,
-            Err(status) => return Ok(pages::error(&core.brand, status, wants_html)),
-        };
-        let field = &core.config.app.username_field;
-        // Some frameworks read the query string before the body (Servlet, Flask).
-        let query = parts.uri.query().unwrap_or("");
-        let in_query = form_urlencoded::parse(query.as_bytes()).any(|(k, _)| same_field(&k, field));
-        match username_from_body(&body, json, field) {
-            Ok(user) if !in_query => (json, user),
-            _ => {
-                return Ok(pages::error(
-                    &core.brand,
-                    StatusCode::BAD_REQUEST,
-                    wants_html,
-                ));
-            }
+    let kind = if had_body || !body.is_empty() {
+        match login_body_kind(&parts.headers) {
+            Ok(kind) => Some(kind),
+            Err(status) => return refuse(status),
         }
+    } else {
+        None
+    };
+    let json = kind.is_some_and(|(media, _)| media == LoginMedia::Json);
+    let field = &core.config.app.username_field;
+    let typed = match credentials::account_name(
+        &query,
+        kind.map(|(media, charset)| (&body[..], media, charset)),
+        field,
+    ) {
+        Ok(name) => name,
+        Err(credentials::Ambiguous) => return refuse(StatusCode::BAD_REQUEST),
+    };
+    // A name that cannot key one account (non-ASCII without Unicode mode, separators, controls)
+    // never reaches the app. With `user_header` the app names the user itself.
+    let typed_user = match (&core.config.app.user_header, typed) {
+        (Some(_), _) | (None, None) => None,
+        (None, Some(raw)) => match core.canonical_user(&raw) {
+            Some(user) => Some(user),
+            None => return refuse(StatusCode::BAD_REQUEST),
+        },
     };
     let old_session = cookie::find(&parts.headers, core.sessions.names.session).map(str::to_owned);
+    let client = core.client_addr(&parts.headers, conn.peer.ip()).to_string();
     core.prepare_upstream_headers(&mut parts.headers, None);
+    let request_path = parts.uri.path().to_owned();
 
     let res = match upstream
         .forward(Request::from_parts(parts, Body::from(body)), conn)
         .await
     {
         Ok(res) => res,
-        Err(e) => return Ok(pages::error(&core.brand, e.status(), wants_html)),
+        Err(e) => return refuse(e.status()),
     };
-    let app = &core.config.app;
-    let accepted = app.success_status.contains(&res.status().as_u16())
-        && res
-            .headers()
-            .get_all(header::SET_COOKIE)
-            .iter()
-            .any(|v| cookie::sets_cookie(v, &app.success_cookie));
-    if !accepted {
-        return Ok(res);
+    match success::judge(
+        &core.success_rules,
+        &core.rules,
+        &request_path,
+        res.status(),
+        res.headers(),
+    ) {
+        Verdict::Accepted => {}
+        // The app's own refusal (a wrong password, often with a cookie of its own): nothing is
+        // started, sent or counted.
+        Verdict::NotAccepted => return Ok(res),
+        Verdict::Unclear => {
+            tracing::error!(
+                "the app's login answer redirects somewhere that cannot be read; login refused"
+            );
+            return refuse(StatusCode::BAD_GATEWAY);
+        }
     }
-
+    let app = &core.config.app;
     let (mut head, body) = res.into_parts();
     // The app's own word on who logged in wins over what was typed; it never reaches the browser.
     let named = app
@@ -153,6 +173,22 @@ pub async fn watch_login(
 
     let record = core.store.two_factor(&user).await?;
     if let Some(record) = record {
+        // Each held-back login keeps the app's answer: their number per account is bounded.
+        let ttl = core.config.twofactor.challenge_ttl;
+        let window = ttl.as_secs().max(1);
+        let started = core
+            .store
+            .count_login_started(&user, core.clock.now() / window, ttl)
+            .await?;
+        if started > core.config.twofactor.max_pending_logins {
+            tracing::warn!(target: "audit", event = "pending_logins_capped", user);
+            let mut res = pages::error(&core.brand, StatusCode::TOO_MANY_REQUESTS, wants_html);
+            res.headers_mut().insert(
+                header::RETRY_AFTER,
+                http::HeaderValue::from(window.min(u64::from(u32::MAX))),
+            );
+            return Ok(res);
+        }
         let id = random_token();
         let pending = PendingLogin {
             user: user.clone(),
@@ -161,8 +197,8 @@ pub async fn watch_login(
             csrf: random_token(),
             json,
             email: header_email.clone(),
+            client: Some(client.clone()),
         };
-        let ttl = core.config.twofactor.challenge_ttl;
         core.store.park_login(&id, &pending, ttl).await?;
         let method = match record.method {
             MethodKind::Totp => "totp",
@@ -177,6 +213,10 @@ pub async fn watch_login(
                 &user,
                 address,
                 MailKind::LoginCode,
+                email::Budget::Login {
+                    pending: &id,
+                    client: Some(&client),
+                },
             )
             .await?;
         }
@@ -224,9 +264,17 @@ pub async fn watch_login(
         }
         Enforcement::Required => {
             let sealed = parked.seal(&core.sealer, &user);
+            // Bound from the start: this session vouches only for the app session of this login,
+            // also while it is held back for the enrollment.
             let session = core
                 .sessions
-                .create(&user, true, Some(sealed), header_email.clone(), None)
+                .create(
+                    &user,
+                    true,
+                    Some(sealed),
+                    header_email.clone(),
+                    core.app_cookie_of(&parked),
+                )
                 .await?;
             tracing::info!(target: "audit", event = "enrollment_required", user);
             let mut res = if json {
@@ -247,15 +295,10 @@ pub async fn watch_login(
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BodyKind {
-    Form,
-    Json,
-}
-
 /// Only plain, unencoded urlencoded forms and JSON are read; anything else (multipart, a
-/// compressed body, an unknown type) could hide a second account name from the proxy.
-fn login_body_kind(headers: &http::HeaderMap) -> Result<BodyKind, StatusCode> {
+/// compressed body, an unknown type, a charset an app could decode differently) could hide a
+/// second account name from the proxy.
+fn login_body_kind(headers: &http::HeaderMap) -> Result<(LoginMedia, Charset), StatusCode> {
     let encoded = headers.get_all(header::CONTENT_ENCODING).iter().any(|v| {
         !v.to_str()
             .is_ok_and(|v| v.trim().eq_ignore_ascii_case("identity"))
@@ -267,92 +310,7 @@ fn login_body_kind(headers: &http::HeaderMap) -> Result<BodyKind, StatusCode> {
     let (Some(content_type), None) = (types.next(), types.next()) else {
         return Err(StatusCode::UNSUPPORTED_MEDIA_TYPE);
     };
-    let content_type = content_type
-        .to_str()
-        .map_err(|_| StatusCode::UNSUPPORTED_MEDIA_TYPE)?
-        .to_ascii_lowercase();
-    let mut params = content_type.split(';').map(str::trim);
-    let media = params.next().unwrap_or("");
-    // A charset the app would decode differently (say, EBCDIC) could hide another name.
-    for param in params {
-        if let Some(charset) = param.strip_prefix("charset=")
-            && !matches!(charset.trim_matches('"'), "utf-8" | "us-ascii")
-        {
-            return Err(StatusCode::UNSUPPORTED_MEDIA_TYPE);
-        }
-    }
-    match Some(media) {
-        Some("application/x-www-form-urlencoded") => Ok(BodyKind::Form),
-        Some("application/json") => Ok(BodyKind::Json),
-        _ => Err(StatusCode::UNSUPPORTED_MEDIA_TYPE),
-    }
-}
-
-/// Whether a form key is, for some framework, the field `field`: letter case, PHP's mangling
-/// (leading spaces dropped, cut at NUL, `.` and space read as `_`) and `field[...]` arrays.
-fn same_field(key: &str, field: &str) -> bool {
-    let key = key.trim_start_matches(' ');
-    let key = key.split('\0').next().unwrap_or(key);
-    let key = key.split('[').next().unwrap_or(key);
-    let fold = |c: char| match c {
-        '.' | ' ' => '_',
-        c => c.to_ascii_lowercase(),
-    };
-    key.chars().map(fold).eq(field.chars().map(fold))
-}
-
-/// The top-level members of a JSON object, duplicates kept (serde_json's map keeps only one).
-struct Members(Vec<(String, serde_json::Value)>);
-
-impl<'de> serde::Deserialize<'de> for Members {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = Members;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Members, A::Error> {
-                let mut members = Vec::new();
-                while let Some(entry) = map.next_entry::<String, serde_json::Value>()? {
-                    members.push(entry);
-                }
-                Ok(Members(members))
-            }
-        }
-        d.deserialize_map(Visit)
-    }
-}
-
-/// The account-name field of a form or top-level JSON object. `Err` when it is ambiguous: sent
-/// twice, in another letter case (some frameworks bind case-insensitively), as a PHP/Rails-style
-/// array, or not a string. `Ok(None)` when absent.
-fn username_from_body(body: &Bytes, json: bool, field: &str) -> Result<Option<String>, ()> {
-    let candidates: Vec<Option<String>> = if json {
-        let Members(members) = serde_json::from_slice(body).map_err(|_| ())?;
-        // Non-ASCII keys are refused: some decoders fold Unicode case (Go: `ſ` is `s`).
-        if members.iter().any(|(k, _)| !k.is_ascii()) {
-            return Err(());
-        }
-        members
-            .into_iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(field))
-            .map(|(_, v)| v.as_str().map(str::to_owned))
-            .collect()
-    } else {
-        form_urlencoded::parse(body)
-            .filter(|(k, _)| same_field(k, field))
-            .map(|(k, v)| (k.as_ref() == field).then(|| v.into_owned()))
-            .collect()
-    };
-    match candidates.as_slice() {
-        [] => Ok(None),
-        [Some(name)] => Ok(Some(name.clone())),
-        _ => Err(()),
-    }
+    media::login_media(content_type.as_bytes()).map_err(|_| StatusCode::UNSUPPORTED_MEDIA_TYPE)
 }
 
 /// Collecting a limited body into bytes, `None` if it exceeds the limit or breaks.
@@ -376,86 +334,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn usernames_from_forms_and_json() {
-        let name = |body: &'static [u8], json| {
-            username_from_body(&Bytes::from_static(body), json, "username")
-        };
-        assert_eq!(
-            name(b"username=Alice%40example.com&password=x", false),
-            Ok(Some("Alice@example.com".into()))
-        );
-        assert_eq!(
-            name(br#"{"username":"bob","password":"x"}"#, true),
-            Ok(Some("bob".into()))
-        );
-        assert_eq!(name(br#"{"email":"bob"}"#, true), Ok(None));
-        assert_eq!(name(b"password=x", false), Ok(None));
-    }
-
-    /// Bodies where the proxy and some app could read different account names are refused.
-    #[test]
-    fn ambiguous_account_names_are_refused() {
-        let name = |body: &'static [u8], json| {
-            username_from_body(&Bytes::from_static(body), json, "username")
-        };
-        for form in [
-            &b"username=nobody&username=alice"[..],
-            b"username=alice&Username=nobody",
-            b"username[]=alice&password=x",
-            b"username=alice&USERNAME[0]=nobody",
-            b"username=mallory&username%00x=alice",
-            b"username=mallory&+username=alice",
-        ] {
-            assert_eq!(
-                name(form, false),
-                Err(()),
-                "{}",
-                String::from_utf8_lossy(form)
-            );
-        }
-        for json in [
-            &br#"{"username":"nobody","username":"alice"}"#[..],
-            br#"{"username":"alice","UserName":"nobody"}"#,
-            br#"{"username":["a","b"]}"#,
-            br#"{"username":1}"#,
-            br#"["username","alice"]"#,
-            "{\"username\":\"mallory\",\"u\u{17f}ername\":\"alice\"}".as_bytes(),
-        ] {
-            assert_eq!(
-                name(json, true),
-                Err(()),
-                "{}",
-                String::from_utf8_lossy(json)
-            );
-        }
-    }
-
-    #[test]
     fn only_plain_forms_and_json_are_read() {
-        let kind = |ct: &'static str, ce: Option<&'static str>| {
+        let kind = |ct: &[&'static str], ce: Option<&'static str>| {
             let mut h = http::HeaderMap::new();
-            h.insert(header::CONTENT_TYPE, http::HeaderValue::from_static(ct));
+            for ct in ct {
+                h.append(header::CONTENT_TYPE, http::HeaderValue::from_static(ct));
+            }
             if let Some(ce) = ce {
                 h.insert(header::CONTENT_ENCODING, http::HeaderValue::from_static(ce));
             }
-            login_body_kind(&h)
+            login_body_kind(&h).map(|(media, _)| media)
         };
+        let form = "application/x-www-form-urlencoded; charset=UTF-8";
+        assert_eq!(kind(&[form], None), Ok(LoginMedia::Form));
+        assert_eq!(kind(&["Application/JSON"], None), Ok(LoginMedia::Json));
         assert_eq!(
-            kind("application/x-www-form-urlencoded; charset=UTF-8", None),
-            Ok(BodyKind::Form)
+            kind(&["application/json"], Some("identity")),
+            Ok(LoginMedia::Json)
         );
-        assert_eq!(kind("Application/JSON", None), Ok(BodyKind::Json));
-        assert_eq!(
-            kind("application/json", Some("identity")),
-            Ok(BodyKind::Json)
-        );
-        assert!(kind("application/json", Some("gzip")).is_err());
-        assert!(kind("multipart/form-data; boundary=x", None).is_err());
-        assert!(kind("text/plain", None).is_err());
-        assert!(kind("application/x-www-form-urlencoded; charset=ibm037", None).is_err());
-        assert_eq!(
-            kind("application/json; charset=utf-8", None),
-            Ok(BodyKind::Json)
-        );
+        assert!(kind(&["application/json"], Some("gzip")).is_err());
+        assert!(kind(&[form, form], None).is_err(), "two types");
+        assert!(kind(&[], None).is_err());
+        assert!(kind(&["multipart/form-data; boundary=x"], None).is_err());
+        assert!(kind(&["application/x-www-form-urlencoded; charset =ibm037"], None).is_err());
     }
 }

@@ -54,8 +54,8 @@ impl CookieNames {
         header_value(&c.build().to_string())
     }
 
-    fn is_ours(&self, name: &str) -> bool {
-        name == self.session || name == self.pending
+    fn is_ours(&self, name: &[u8]) -> bool {
+        name == self.session.as_bytes() || name == self.pending.as_bytes()
     }
 }
 
@@ -68,7 +68,8 @@ fn header_value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// The value of cookie `name` from every `Cookie` header (HTTP/2 may split them).
+/// The value of cookie `name` from every `Cookie` header (HTTP/2 may split them). Exact names:
+/// for the proxy's own cookies, which only the proxy sets.
 pub fn find<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
@@ -80,45 +81,165 @@ pub fn find<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.trim())
 }
 
-/// Every non-empty value of cookie `name` (a request may carry the same name twice).
-pub fn find_all<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .filter(|(k, v)| *k == name && !v.trim().is_empty())
-        .map(|(_, v)| v.trim())
-        .collect()
+/// The app's session cookie as any app server could read it from a request.
+///
+/// Servers disagree on cookie names: Python, Go, Node and Tomcat trim white space around them,
+/// PHP percent-decodes them and reads `.`, ` ` and `[` as `_`, ASP.NET compares them without
+/// case, and legacy parsers (RFC 2109, Tomcat's legacy processor) also split at `,`. Every pair
+/// whose name is the app cookie's in any of these readings is returned, so that each one has
+/// to satisfy the session binding; a second pair hidden after a `,` inside a value, a name
+/// that is not UTF-8 or a value longer than any browser stores makes the request `ambiguous`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct AppCookies<'a> {
+    /// Every non-empty value sent under a spelling of the app cookie's name.
+    pub values: Vec<&'a str>,
+    /// The request spells the app cookie in a way no value check can settle: refuse it.
+    pub ambiguous: bool,
 }
 
-/// Whether the request carries cookie `name` with a non-empty value.
-pub fn has(headers: &HeaderMap, name: &str) -> bool {
-    find(headers, name).is_some_and(|v| !v.is_empty())
+impl AppCookies<'_> {
+    /// Whether the request carries the app's cookie in any spelling.
+    pub fn present(&self) -> bool {
+        self.ambiguous || !self.values.is_empty()
+    }
 }
 
-/// Removes the proxy's own cookies before a request goes upstream: the app never sees our
-/// session ids.
-pub fn strip_ours(headers: &mut HeaderMap, names: &CookieNames) {
-    let values: Vec<HeaderValue> = headers.get_all(header::COOKIE).iter().cloned().collect();
-    if !values
-        .iter()
-        .any(|v| v.to_str().map_or(true, |s| s.contains("twofa-")))
+/// Browsers store at most 4096 bytes of name and value (RFC 6265 6.1).
+pub const MAX_COOKIE_BYTES: usize = 4096;
+
+pub fn app_cookies<'a>(headers: &'a HeaderMap, name: &str) -> AppCookies<'a> {
+    let mut found = AppCookies::default();
+    for header in headers.get_all(header::COOKIE) {
+        for pair in header.as_bytes().split(|&b| b == b';') {
+            let (key, value) = match pair.iter().position(|&b| b == b'=') {
+                Some(at) => (&pair[..at], &pair[at + 1..]),
+                None => (pair, &b""[..]),
+            };
+            if loose_name_eq(key, name) {
+                let value = trim_ws(value);
+                match std::str::from_utf8(value) {
+                    Ok(v) if v.len() > MAX_COOKIE_BYTES => found.ambiguous = true,
+                    Ok("") => {}
+                    Ok(v) => found.values.push(v),
+                    Err(_) => found.ambiguous = true,
+                }
+            }
+            // `a=1, session=x`: a legacy parser reads a second cookie here.
+            let hidden = value.split(|&b| b == b',').skip(1).any(|piece| {
+                let key = piece.split(|&b| b == b'=').next().unwrap_or(piece);
+                loose_name_eq(key, name)
+            });
+            if hidden {
+                found.ambiguous = true;
+            }
+        }
+    }
+    found
+}
+
+/// Cookie names compared as the most lenient server compares them (see [`AppCookies`]).
+pub fn loose_name_eq(raw: &[u8], name: &str) -> bool {
+    let mut wanted = name.bytes().map(fold_name_byte);
+    let mut given = LooseName::new(trim_ws(raw));
+    loop {
+        match (given.next(), wanted.next()) {
+            (None, None) => return true,
+            (Some(a), Some(b)) if a == b => {}
+            _ => return false,
+        }
+    }
+}
+
+fn fold_name_byte(b: u8) -> u8 {
+    match b {
+        b'.' | b' ' | b'[' => b'_',
+        b => b.to_ascii_lowercase(),
+    }
+}
+
+/// A raw cookie name's bytes, percent-decoded, quotes and surrounding white space dropped, and
+/// folded by [`fold_name_byte`].
+struct LooseName<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> LooseName<'a> {
+    fn new(raw: &'a [u8]) -> Self {
+        let unquoted = raw
+            .strip_prefix(b"\"")
+            .and_then(|r| r.strip_suffix(b"\""))
+            .unwrap_or(raw);
+        Self {
+            rest: trim_ws(unquoted),
+        }
+    }
+}
+
+impl Iterator for LooseName<'_> {
+    type Item = u8;
+
+    fn next(&mut self) -> Option<u8> {
+        let (&first, rest) = self.rest.split_first()?;
+        if first == b'%'
+            && let Some(hex) = rest.get(..2)
+            && let Some(byte) = std::str::from_utf8(hex)
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            self.rest = &rest[2..];
+            return Some(fold_name_byte(byte));
+        }
+        self.rest = rest;
+        Some(fold_name_byte(first))
+    }
+}
+
+/// White space any server trims around cookie names and values (Python's `str.strip` is the
+/// widest: space, tab, CR, LF, VT, FF).
+fn trim_ws(mut bytes: &[u8]) -> &[u8] {
+    let ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n' | 0x0b | 0x0c);
+    while let Some((first, rest)) = bytes.split_first()
+        && ws(first)
     {
+        bytes = rest;
+    }
+    while let Some((last, rest)) = bytes.split_last()
+        && ws(last)
+    {
+        bytes = rest;
+    }
+    bytes
+}
+
+/// Readies the request's cookies for the upstream: the proxy's own cookies removed (the app
+/// never sees our session ids) and HTTP/2's cookie crumbs joined into one header (RFC 9113
+/// 8.2.3: some servers read only the first `Cookie` header).
+pub fn strip_ours(headers: &mut HeaderMap, names: &CookieNames) {
+    let mut all = headers.get_all(header::COOKIE).iter();
+    let Some(first) = all.next() else {
+        return;
+    };
+    let has_ours = |v: &HeaderValue| v.as_bytes().windows(6).any(|w| w == b"twofa-");
+    if all.next().is_none() && !has_ours(first) {
         return;
     }
+    let mut joined: Vec<u8> = Vec::new();
+    for value in headers.get_all(header::COOKIE) {
+        for pair in value.as_bytes().split(|&b| b == b';') {
+            let pair = trim_ws(pair);
+            let key = pair.split(|&b| b == b'=').next().unwrap_or(pair);
+            if pair.is_empty() || names.is_ours(trim_ws(key)) {
+                continue;
+            }
+            if !joined.is_empty() {
+                joined.extend_from_slice(b"; ");
+            }
+            joined.extend_from_slice(pair);
+        }
+    }
     headers.remove(header::COOKIE);
-    let kept: Vec<&str> = values
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|pair| !pair.is_empty())
-        .filter(|pair| pair.split_once('=').is_none_or(|(k, _)| !names.is_ours(k)))
-        .collect();
-    if !kept.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+    if !joined.is_empty()
+        && let Ok(v) = HeaderValue::from_bytes(&joined)
     {
         headers.insert(header::COOKIE, v);
     }

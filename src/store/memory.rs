@@ -28,6 +28,7 @@ struct Maps {
     totp_steps: HashMap<String, Expiring<u64>>,
     email_codes: HashMap<String, Expiring<EmailCode>>,
     email_sends: HashMap<(String, u64), Expiring<u32>>,
+    logins_started: HashMap<(String, u64), Expiring<u32>>,
     failures: HashMap<(String, u64), Expiring<u32>>,
     locks: HashMap<String, Expiring<u64>>,
 }
@@ -73,6 +74,7 @@ impl MemoryStore {
         maps.totp_steps.retain(|_, e| e.expires > now);
         maps.email_codes.retain(|_, e| e.expires > now);
         maps.email_sends.retain(|_, e| e.expires > now);
+        maps.logins_started.retain(|_, e| e.expires > now);
         maps.failures.retain(|_, e| e.expires > now);
         maps.locks.retain(|_, e| e.expires > now);
     }
@@ -306,6 +308,13 @@ impl Store for MemoryStore {
             .remove(key)
             .filter(|e| e.expires > now)
             .map(|e| e.value))
+    }
+
+    async fn count_login_started(&self, user: &str, bucket: u64, ttl: Duration) -> StoreResult<u32> {
+        let now = self.clock.now();
+        let expires = self.expiry(ttl);
+        let mut m = self.lock();
+        Ok(bump(&mut m.logins_started, (user.to_owned(), bucket), now, expires))
     }
 
     async fn count_email_send(&self, user: &str, bucket: u64, ttl: Duration) -> StoreResult<u32> {

@@ -64,6 +64,9 @@ pub struct PendingLogin {
     /// The user's address as the app named it (`address_source = "header:..."`).
     #[serde(default)]
     pub email: Option<String>,
+    /// The client that started the sign-in: its code emails count against its own budget.
+    #[serde(default)]
+    pub client: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,6 +205,14 @@ pub trait Store: Send + Sync + 'static {
         &self,
         key: &str,
     ) -> impl Future<Output = StoreResult<Option<EmailCode>>> + Send;
+    /// Counts one sign-in of `user` held back in `bucket` (the cap on pending logins per
+    /// account); returns the count.
+    fn count_login_started(
+        &self,
+        user: &str,
+        bucket: u64,
+        ttl: Duration,
+    ) -> impl Future<Output = StoreResult<u32>> + Send;
     /// Counts one code email to `user` in `bucket` (the hourly send cap); returns the count.
     fn count_email_send(
         &self,
@@ -292,6 +303,7 @@ delegate! {
     fn put_email_code(&self, key: &str, code: &EmailCode, ttl: Duration) -> StoreResult<()>;
     fn email_code(&self, key: &str) -> StoreResult<Option<EmailCode>>;
     fn take_email_code(&self, key: &str) -> StoreResult<Option<EmailCode>>;
+    fn count_login_started(&self, user: &str, bucket: u64, ttl: Duration) -> StoreResult<u32>;
     fn count_email_send(&self, user: &str, bucket: u64, ttl: Duration) -> StoreResult<u32>;
     fn claim_totp_step(&self, user: &str, step: u64, ttl: Duration) -> StoreResult<bool>;
     fn count_failure(&self, user: &str, bucket: u64, ttl: Duration) -> StoreResult<u32>;

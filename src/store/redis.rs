@@ -459,6 +459,15 @@ impl Store for RedisStore {
         decode("email code", raw)
     }
 
+    async fn count_login_started(&self, user: &str, bucket: u64, ttl: Duration) -> StoreResult<u32> {
+        self.count(
+            &self.key("ls", &format!("{user}:{bucket}")),
+            ttl,
+            "count login started",
+        )
+        .await
+    }
+
     async fn count_email_send(&self, user: &str, bucket: u64, ttl: Duration) -> StoreResult<u32> {
         self.count(
             &self.key("es", &format!("{user}:{bucket}")),
