@@ -106,9 +106,8 @@ impl Router {
 
         let method = req.method().clone();
         let rules = &core.rules;
-        let needs_session = !(rules.is_public(&path)
-            || rules.is_logout(&path)
-            || rules.is_login(&path));
+        let needs_session =
+            !(rules.is_public(&path) || rules.is_logout(&path) || rules.is_login(&path));
         let session = if needs_session {
             match core.sessions.load(req.headers()).await {
                 Ok(s) => s,

@@ -165,7 +165,11 @@ impl Core {
                 IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(*ip, IpAddr::V4),
                 v4 => *v4,
             };
-            self.config.server.trusted_proxies.iter().any(|n| n.contains(&ip))
+            self.config
+                .server
+                .trusted_proxies
+                .iter()
+                .any(|n| n.contains(&ip))
         };
         if !trusted(&peer) {
             return peer;

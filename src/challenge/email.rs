@@ -81,7 +81,12 @@ async fn spend(core: &Core, user: &str, budget: Budget<'_>) -> StoreResult<bool>
     let hour = core.clock.now() / 3600;
     let an_hour = Duration::from_secs(3600);
     let counts = match budget {
-        Budget::Settings => vec![(budget_key(user, "settings"), hour, an_hour, email.max_sends_per_hour)],
+        Budget::Settings => vec![(
+            budget_key(user, "settings"),
+            hour,
+            an_hour,
+            email.max_sends_per_hour,
+        )],
         Budget::Login { pending, client } => vec![
             (
                 budget_key(user, &format!("login:{pending}")),
@@ -95,7 +100,12 @@ async fn spend(core: &Core, user: &str, budget: Budget<'_>) -> StoreResult<bool>
                 an_hour,
                 email.max_sends_per_hour,
             ),
-            (user.to_owned(), hour, an_hour, email.max_account_sends_per_hour),
+            (
+                user.to_owned(),
+                hour,
+                an_hour,
+                email.max_account_sends_per_hour,
+            ),
         ],
     };
     for (key, bucket, ttl, limit) in counts {

@@ -935,6 +935,36 @@ mod tests {
     }
 
     #[test]
+    fn admin_tokens_must_be_long() {
+        let with = |token: &str| {
+            Config::from_toml(&format!("[secrets]\nadmin_token = \"{token}\"\n"), no_env())
+        };
+        let errs = with("hunter2hunter2").unwrap_err();
+        assert_eq!(errs.0[0].key, "secrets.admin_token");
+        assert!(!errs.to_string().contains("hunter2"), "never echoed");
+        assert!(with(&"k".repeat(32)).is_ok());
+    }
+
+    #[test]
+    fn warnings_name_what_cannot_be_told_apart() {
+        let keys = |toml: &str| -> Vec<String> {
+            let c = Config::from_toml(toml, no_env()).unwrap();
+            c.warnings().into_iter().map(|w| w.key).collect()
+        };
+        assert!(keys("").is_empty(), "the defaults are safe");
+        assert_eq!(
+            keys("[app]\nsuccess_status = [200, 302]\n"),
+            ["app.success_status"]
+        );
+        assert!(keys("[app]\nsuccess_status = [200]\nuser_header = \"X-User\"\n").is_empty());
+        assert_eq!(
+            keys("[server]\nadmin_listen = \"0.0.0.0:9090\"\n"),
+            ["server.admin_listen"]
+        );
+        assert!(keys("[server]\nadmin_listen = \"[::1]:9090\"\n").is_empty());
+    }
+
+    #[test]
     fn bad_keys_are_never_echoed() {
         let errs = Config::from_toml(
             "[secrets]\nencryption_key = \"not-base64-secret-value\"\n",

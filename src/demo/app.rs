@@ -247,10 +247,9 @@ impl DemoApp {
         };
         let fields: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
         let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or("");
+        // The product's own rule: browsers read `/\t/evil.com` as `//evil.com`.
         let next = match field("next") {
-            n if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") => {
-                n.to_owned()
-            }
+            n if crate::login::gate::is_safe_redirect(n) => n.to_owned(),
             _ => "/".to_owned(),
         };
         match self.check_password(field("username"), field("password")) {

@@ -71,7 +71,10 @@ pub fn canonical(raw: &str, rules: NameRules) -> Result<String, NameError> {
         return Err(NameError::TooLong);
     }
     // Checked again after folding: compatibility forms can become separators (`﹔` is `;`).
-    if name.chars().any(|c| forbidden_ascii(c) || forbidden_unicode(c)) {
+    if name
+        .chars()
+        .any(|c| forbidden_ascii(c) || forbidden_unicode(c))
+    {
         return Err(NameError::Forbidden);
     }
     Ok(name)
@@ -163,7 +166,15 @@ mod tests {
     #[test]
     fn unicode_mode_merges_what_any_app_merges() {
         for group in [
-            &["alice", "ALICE", "ａｌｉｃｅ", "Ａｌｉｃｅ", "alıce", "ALİCE", "alİce"][..],
+            &[
+                "alice",
+                "ALICE",
+                "ａｌｉｃｅ",
+                "Ａｌｉｃｅ",
+                "alıce",
+                "ALİCE",
+                "alİce",
+            ][..],
             &["strasse", "straße", "STRASSE", "ſtraße"],
             &["kelvin", "\u{212A}elvin"],
             &["office", "oﬃce"],
@@ -186,7 +197,11 @@ mod tests {
             "alice；x",
             "a\u{FF1D}b",
         ] {
-            assert_eq!(canonical(raw, UNICODE), Err(NameError::Forbidden), "{raw:?}");
+            assert_eq!(
+                canonical(raw, UNICODE),
+                Err(NameError::Forbidden),
+                "{raw:?}"
+            );
         }
     }
 }

@@ -15,7 +15,11 @@ pub struct Ambiguous;
 
 /// Headers through which frameworks let a request pose as another method (Rails, Express's
 /// method-override, ASP.NET, Spring's `HiddenHttpMethodFilter` reads `_method`).
-const METHOD_OVERRIDES: &[&str] = &["x-http-method-override", "x-http-method", "x-method-override"];
+const METHOD_OVERRIDES: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
 
 /// The form or JSON field frameworks read as a method override.
 const METHOD_FIELD: &str = "_method";
@@ -75,8 +79,7 @@ fn parts(key: &str) -> (&str, &str) {
     let base = key.split('[').next().unwrap_or(key);
     let leaf = key
         .split(['[', ']'])
-        .filter(|s| !s.is_empty())
-        .next_back()
+        .rfind(|s| !s.is_empty())
         .unwrap_or(base);
     (base, leaf)
 }
@@ -133,7 +136,10 @@ fn decode(raw: &[u8]) -> Option<Cow<'_, str>> {
     if !raw.contains(&b'+') && !raw.contains(&b'%') {
         return std::str::from_utf8(raw).ok().map(Cow::Borrowed);
     }
-    let plus: Vec<u8> = raw.iter().map(|&b| if b == b'+' { b' ' } else { b }).collect();
+    let plus: Vec<u8> = raw
+        .iter()
+        .map(|&b| if b == b'+' { b' ' } else { b })
+        .collect();
     let bytes: Vec<u8> = percent_encoding::percent_decode(&plus).collect();
     String::from_utf8(bytes).ok().map(Cow::Owned)
 }
@@ -226,7 +232,10 @@ mod tests {
             form("username=Alice%40example.com&password=x"),
             Ok(Some("Alice@example.com".into()))
         );
-        assert_eq!(form("password=a%3Bb;c&username=bob"), Ok(Some("bob".into())));
+        assert_eq!(
+            form("password=a%3Bb;c&username=bob"),
+            Ok(Some("bob".into()))
+        );
         assert_eq!(
             json(r#"{"username":"bob","password":"x","meta":{"a":1}}"#),
             Ok(Some("bob".into()))
@@ -239,17 +248,29 @@ mod tests {
             Ok(Some("carol".into()))
         );
         assert_eq!(
-            account_name("next=/", Some((b"username=dan", LoginMedia::Form, Charset::Ascii)), "username"),
+            account_name(
+                "next=/",
+                Some((b"username=dan", LoginMedia::Form, Charset::Ascii)),
+                "username"
+            ),
             Ok(Some("dan".into()))
         );
         let bracketed = account_name(
             "",
-            Some((b"user[email]=eve&user[password]=x", LoginMedia::Form, Charset::Utf8)),
+            Some((
+                b"user[email]=eve&user[password]=x",
+                LoginMedia::Form,
+                Charset::Utf8,
+            )),
             "user[email]",
         );
         assert_eq!(bracketed, Ok(Some("eve".into())));
         // PHP reads `user.name` and `user name` as `user_name`.
-        for body in ["user_name=a&user.name=b", "user_name=a&user+name=b", "user.name=a"] {
+        for body in [
+            "user_name=a&user.name=b",
+            "user_name=a&user+name=b",
+            "user.name=a",
+        ] {
             let got = account_name(
                 "",
                 Some((body.as_bytes(), LoginMedia::Form, Charset::Utf8)),
@@ -298,16 +319,28 @@ mod tests {
         }
         // In the query and the body: which one wins depends on the framework.
         assert_eq!(
-            account_name("username=a", Some((b"username=b", LoginMedia::Form, Charset::Utf8)), "username"),
+            account_name(
+                "username=a",
+                Some((b"username=b", LoginMedia::Form, Charset::Utf8)),
+                "username"
+            ),
             Err(Ambiguous)
         );
         assert_eq!(
-            account_name("username=a", Some((b"{\"username\":\"a\"}", LoginMedia::Json, Charset::Utf8)), "username"),
+            account_name(
+                "username=a",
+                Some((b"{\"username\":\"a\"}", LoginMedia::Json, Charset::Utf8)),
+                "username"
+            ),
             Err(Ambiguous)
         );
         // A body declared US-ASCII that is not.
         assert_eq!(
-            account_name("", Some(("username=ä".as_bytes(), LoginMedia::Form, Charset::Ascii)), "username"),
+            account_name(
+                "",
+                Some(("username=ä".as_bytes(), LoginMedia::Form, Charset::Ascii)),
+                "username"
+            ),
             Err(Ambiguous)
         );
     }
@@ -318,7 +351,11 @@ mod tests {
         assert!(!overrides_method(&h, "next=/"));
         assert!(overrides_method(&h, "_method=GET"));
         assert!(overrides_method(&h, "x=1;_method=GET"));
-        for name in ["x-http-method-override", "X-HTTP-Method", "x_method_override"] {
+        for name in [
+            "x-http-method-override",
+            "X-HTTP-Method",
+            "x_method_override",
+        ] {
             h.clear();
             h.insert(
                 http::HeaderName::from_bytes(name.as_bytes()).unwrap(),

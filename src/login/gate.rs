@@ -195,12 +195,13 @@ fn loose_segments(path: &str) -> impl Iterator<Item = &str> {
         .filter(|(_, s)| !s.is_empty())
         .last()
         .map_or(1, |(i, _)| i + 1);
-    segments().take(kept).enumerate().map(move |(i, s)| {
-        match s.rsplit_once('.') {
+    segments()
+        .take(kept)
+        .enumerate()
+        .map(move |(i, s)| match s.rsplit_once('.') {
             Some((stem, _)) if i + 1 == kept && !stem.is_empty() => stem,
             _ => s,
-        }
-    })
+        })
 }
 
 /// What the store said about the request's proxy session.
@@ -482,7 +483,13 @@ mod tests {
     #[test]
     fn login_pages() {
         let r = rules();
-        for path in ["/login", "/LOGIN/", "/login;jsessionid=1", "/login.html", "/api/login"] {
+        for path in [
+            "/login",
+            "/LOGIN/",
+            "/login;jsessionid=1",
+            "/login.html",
+            "/api/login",
+        ] {
             assert!(r.is_login_page(path), "{path}");
         }
         for path in ["/", "/dashboard", "/login/welcome", "/logins", "/.login"] {

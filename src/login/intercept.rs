@@ -13,8 +13,8 @@ use crate::config::Enforcement;
 use crate::forms::{FormError, read_body};
 use crate::login::credentials;
 use crate::login::media::{self, Charset, LoginMedia};
-use crate::login::success::{self, Verdict};
 use crate::login::parked::{PARK_LIMIT, Parked};
+use crate::login::success::{self, Verdict};
 use crate::mail::MailKind;
 use crate::mail::address::EmailAddress;
 use crate::pages;
@@ -356,6 +356,12 @@ mod tests {
         assert!(kind(&[form, form], None).is_err(), "two types");
         assert!(kind(&[], None).is_err());
         assert!(kind(&["multipart/form-data; boundary=x"], None).is_err());
-        assert!(kind(&["application/x-www-form-urlencoded; charset =ibm037"], None).is_err());
+        assert!(
+            kind(
+                &["application/x-www-form-urlencoded; charset =ibm037"],
+                None
+            )
+            .is_err()
+        );
     }
 }

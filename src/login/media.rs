@@ -150,9 +150,18 @@ mod tests {
         for (value, want) in [
             ("application/x-www-form-urlencoded", (Form, Utf8)),
             ("Application/X-WWW-Form-URLEncoded", (Form, Utf8)),
-            ("application/x-www-form-urlencoded; charset=UTF-8", (Form, Utf8)),
-            ("application/x-www-form-urlencoded;charset=utf-8", (Form, Utf8)),
-            ("application/x-www-form-urlencoded ; charset=\"utf-8\"", (Form, Utf8)),
+            (
+                "application/x-www-form-urlencoded; charset=UTF-8",
+                (Form, Utf8),
+            ),
+            (
+                "application/x-www-form-urlencoded;charset=utf-8",
+                (Form, Utf8),
+            ),
+            (
+                "application/x-www-form-urlencoded ; charset=\"utf-8\"",
+                (Form, Utf8),
+            ),
             ("application/json", (Json, Utf8)),
             ("application/json;  charset=us-ascii ", (Json, Ascii)),
             ("application/json;", (Json, Utf8)),
@@ -160,20 +169,62 @@ mod tests {
             assert_eq!(login_media(value.as_bytes()), Ok(want), "{value:?}");
         }
         for (value, err) in [
-            ("application/x-www-form-urlencoded; charset =ibm037", MediaError::Malformed),
-            ("application/x-www-form-urlencoded; charset= utf-8", MediaError::Malformed),
-            ("application/x-www-form-urlencoded; charset=ibm037", MediaError::Charset),
-            ("application/x-www-form-urlencoded; CHARSET=IBM037", MediaError::Charset),
-            ("application/x-www-form-urlencoded; charset=\"ibm037\"", MediaError::Charset),
-            ("application/x-www-form-urlencoded; charset=utf-16", MediaError::Charset),
-            ("application/x-www-form-urlencoded; charset=utf8", MediaError::Charset),
-            ("application/x-www-form-urlencoded; charset=\"utf\\-8\"", MediaError::Malformed),
-            ("application/x-www-form-urlencoded; charset=utf-8; charset=ibm037", MediaError::Parameter),
-            ("application/x-www-form-urlencoded; x=\"charset=ibm037\"", MediaError::Malformed),
-            ("application/x-www-form-urlencoded; boundary=x", MediaError::Parameter),
-            ("application/x-www-form-urlencoded;; charset=utf-8", MediaError::Malformed),
-            ("application/x-www-form-urlencoded, application/json", MediaError::Malformed),
-            ("application/x-www-form-urlencoded\u{0}", MediaError::Malformed),
+            (
+                "application/x-www-form-urlencoded; charset =ibm037",
+                MediaError::Malformed,
+            ),
+            (
+                "application/x-www-form-urlencoded; charset= utf-8",
+                MediaError::Malformed,
+            ),
+            (
+                "application/x-www-form-urlencoded; charset=ibm037",
+                MediaError::Charset,
+            ),
+            (
+                "application/x-www-form-urlencoded; CHARSET=IBM037",
+                MediaError::Charset,
+            ),
+            (
+                "application/x-www-form-urlencoded; charset=\"ibm037\"",
+                MediaError::Charset,
+            ),
+            (
+                "application/x-www-form-urlencoded; charset=utf-16",
+                MediaError::Charset,
+            ),
+            (
+                "application/x-www-form-urlencoded; charset=utf8",
+                MediaError::Charset,
+            ),
+            (
+                "application/x-www-form-urlencoded; charset=\"utf\\-8\"",
+                MediaError::Malformed,
+            ),
+            (
+                "application/x-www-form-urlencoded; charset=utf-8; charset=ibm037",
+                MediaError::Parameter,
+            ),
+            (
+                "application/x-www-form-urlencoded; x=\"charset=ibm037\"",
+                MediaError::Malformed,
+            ),
+            (
+                "application/x-www-form-urlencoded; boundary=x",
+                MediaError::Parameter,
+            ),
+            (
+                "application/x-www-form-urlencoded;; charset=utf-8",
+                MediaError::Malformed,
+            ),
+            (
+                "application/x-www-form-urlencoded, application/json",
+                MediaError::Malformed,
+            ),
+            (
+                "application/x-www-form-urlencoded\u{0}",
+                MediaError::Malformed,
+            ),
             (" application/json", MediaError::Malformed),
             ("application /json", MediaError::Malformed),
             ("application/json-seq", MediaError::Unsupported),

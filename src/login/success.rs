@@ -129,9 +129,7 @@ pub fn redirect_path(request_path: &str, location: &str) -> Option<String> {
         return None;
     } else {
         // Relative to the request path's directory.
-        let dir = request_path
-            .rsplit_once('/')
-            .map_or("", |(dir, _)| dir);
+        let dir = request_path.rsplit_once('/').map_or("", |(dir, _)| dir);
         return join(dir, without_fragment);
     };
     let path = path.split('?').next().unwrap_or(path);
@@ -168,7 +166,11 @@ mod tests {
         }
     }
 
-    fn answer(status: u16, location: Option<&str>, cookie: Option<&str>) -> (StatusCode, HeaderMap) {
+    fn answer(
+        status: u16,
+        location: Option<&str>,
+        cookie: Option<&str>,
+    ) -> (StatusCode, HeaderMap) {
         let mut h = HeaderMap::new();
         if let Some(l) = location {
             h.append(header::LOCATION, HeaderValue::from_str(l).unwrap());
@@ -236,7 +238,11 @@ mod tests {
             ("/app", Verdict::NotAccepted),
         ] {
             let (status, headers) = answer(302, Some(location), cookie);
-            assert_eq!(judge(&listed, &paths(), "/login", status, &headers), want, "{location}");
+            assert_eq!(
+                judge(&listed, &paths(), "/login", status, &headers),
+                want,
+                "{location}"
+            );
         }
         let named = SuccessRules {
             user_header: Some("x-user".into()),

@@ -302,6 +302,13 @@ mod tests {
         strip_ours(&mut h, &names);
         assert_eq!(h.get_all(header::COOKIE).iter().count(), 1);
         assert_eq!(h[header::COOKIE], "a=1; session=app");
+        // Crumbs of HTTP/2 are joined even when none of ours is among them.
+        let mut crumbs = HeaderMap::new();
+        crumbs.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        crumbs.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        strip_ours(&mut crumbs, &names);
+        assert_eq!(crumbs.get_all(header::COOKIE).iter().count(), 1);
+        assert_eq!(crumbs[header::COOKIE], "a=1; b=2");
         let mut only_ours = HeaderMap::new();
         only_ours.insert(
             header::COOKIE,
@@ -309,6 +316,52 @@ mod tests {
         );
         strip_ours(&mut only_ours, &names);
         assert!(!only_ours.contains_key(header::COOKIE));
+    }
+
+    /// Each row: Cookie headers, and what the proxy must make of cookie `session` in them.
+    #[test]
+    fn app_cookie_spellings_any_server_reads() {
+        let read = |headers: &[&[u8]]| {
+            let mut h = HeaderMap::new();
+            for v in headers {
+                h.append(header::COOKIE, HeaderValue::from_bytes(v).unwrap());
+            }
+            let found = app_cookies(&h, "session");
+            let values: Vec<String> = found.values.iter().map(|v| (*v).to_owned()).collect();
+            (values, found.ambiguous)
+        };
+        let plain = |v: &[&str]| (v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(), false);
+        for (headers, want) in [
+            (&[&b"session=a"[..]][..], plain(&["a"])),
+            (&[b"x=1; session=a; y=2"], plain(&["a"])),
+            (&[b"session =a"], plain(&["a"])),
+            (&[b" session\t= a "], plain(&["a"])),
+            (&[b"SESSION=a"], plain(&["a"])),
+            (&[b"Session=a; session=b"], plain(&["a", "b"])),
+            (&[b"sess%69on=a"], plain(&["a"])),
+            (&[b"\"session\"=a"], plain(&["a"])),
+            (&[b"x=1", b"session=b"], plain(&["b"])),
+            (&[b"x=\xff; session=a"], plain(&["a"])),
+            (&[b"session="], plain(&[])),
+            (&[b"sessions=a; my_session=b; session_id=c"], plain(&[])),
+            (&[b"x=1, session=a"], (vec![], true)),
+            (
+                &[b"session=a,session=b"],
+                (vec!["a,session=b".to_owned()], true),
+            ),
+            (&[b"session=\xff"], (vec![], true)),
+        ] {
+            assert_eq!(read(headers), want, "{headers:?}");
+        }
+        let long = format!("session={}", "a".repeat(MAX_COOKIE_BYTES + 1));
+        assert_eq!(read(&[long.as_bytes()]), (vec![], true));
+        // PHP reads `.`, ` ` and `[` in names as `_`.
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("my.sess=a; my sess=b; my[sess=c"),
+        );
+        assert_eq!(app_cookies(&h, "my_sess").values, ["a", "b", "c"]);
     }
 
     #[test]

@@ -310,11 +310,21 @@ impl Store for MemoryStore {
             .map(|e| e.value))
     }
 
-    async fn count_login_started(&self, user: &str, bucket: u64, ttl: Duration) -> StoreResult<u32> {
+    async fn count_login_started(
+        &self,
+        user: &str,
+        bucket: u64,
+        ttl: Duration,
+    ) -> StoreResult<u32> {
         let now = self.clock.now();
         let expires = self.expiry(ttl);
         let mut m = self.lock();
-        Ok(bump(&mut m.logins_started, (user.to_owned(), bucket), now, expires))
+        Ok(bump(
+            &mut m.logins_started,
+            (user.to_owned(), bucket),
+            now,
+            expires,
+        ))
     }
 
     async fn count_email_send(&self, user: &str, bucket: u64, ttl: Duration) -> StoreResult<u32> {

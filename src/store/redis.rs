@@ -459,7 +459,12 @@ impl Store for RedisStore {
         decode("email code", raw)
     }
 
-    async fn count_login_started(&self, user: &str, bucket: u64, ttl: Duration) -> StoreResult<u32> {
+    async fn count_login_started(
+        &self,
+        user: &str,
+        bucket: u64,
+        ttl: Duration,
+    ) -> StoreResult<u32> {
         self.count(
             &self.key("ls", &format!("{user}:{bucket}")),
             ttl,

@@ -16,7 +16,7 @@ async fn admin_reset_removes_2fa_and_ends_sessions() {
     // The command finds the admin listener through the config, so it needs a fixed port.
     let admin = closed_port().await;
     let toml = format!(
-        "{}\n[upstream]\nurl = \"http://{up}\"\n[secrets]\nadmin_token = \"test-admin-token\"\n",
+        "{}\n[upstream]\nurl = \"http://{up}\"\n[secrets]\nadmin_token = \"test-admin-token-with-32-or-more-chars\"\n",
         LOGIN_TOML.replace(
             "admin_listen = \"127.0.0.1:0\"",
             &format!("admin_listen = \"{admin}\"")

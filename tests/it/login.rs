@@ -738,7 +738,12 @@ async fn moving_to_a_new_authenticator_app() {
 /// Guesses sent in parallel from many sign-ins cannot get more checks than the lockout allows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_guesses_stop_at_the_threshold() {
-    let site = site(Backend::Memory, &[]).await;
+    // Six sign-ins held back at once: above the default cap of five.
+    let site = site(
+        Backend::Memory,
+        &[("TWOFA_TWOFACTOR__MAX_PENDING_LOGINS", "10")],
+    )
+    .await;
     enrolled_at_challenge(&site, "alice", "wonderland").await;
     let mut attempts = Vec::new();
     for i in 0..5 {

@@ -13,6 +13,7 @@ mod support;
 mod admin;
 mod api;
 mod browser;
+mod bypass;
 mod config;
 mod connections;
 mod email;

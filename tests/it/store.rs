@@ -37,6 +37,7 @@ fn pending(user: &str) -> PendingLogin {
         csrf: "t".into(),
         json: false,
         email: None,
+        client: Some("192.0.2.1".into()),
     }
 }
 
@@ -208,6 +209,11 @@ async fn contract<S: Store>(store: Arc<S>, tag: &str) {
     assert_eq!(store.count_email_send(&alice, 3, TTL).await.unwrap(), 1);
     assert_eq!(store.count_email_send(&alice, 3, TTL).await.unwrap(), 2);
     assert_eq!(store.count_email_send(&alice, 4, TTL).await.unwrap(), 1);
+    // Held-back sign-ins per account, counted apart from the emails.
+    assert_eq!(store.count_login_started(&alice, 3, TTL).await.unwrap(), 1);
+    assert_eq!(store.count_login_started(&alice, 3, TTL).await.unwrap(), 2);
+    assert_eq!(store.count_login_started(&bob, 3, TTL).await.unwrap(), 1);
+    assert_eq!(store.count_login_started(&alice, 4, TTL).await.unwrap(), 1);
 
     // TOTP steps: only later steps, once; concurrent claims of one step: one winner.
     assert!(store.claim_totp_step(&alice, 100, TTL).await.unwrap());
