@@ -15,6 +15,7 @@ mod api;
 mod browser;
 mod config;
 mod connections;
+mod deadlines;
 mod email;
 mod forwarding;
 mod lifecycle;
