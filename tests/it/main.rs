@@ -21,6 +21,7 @@ mod forwarding;
 mod lifecycle;
 mod login;
 mod malformed;
+mod rewrites;
 mod store;
 mod streaming;
 mod tls;
