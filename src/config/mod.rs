@@ -811,6 +811,25 @@ mod tests {
     }
 
     #[test]
+    fn upgrade_keys_refuse_what_would_pass_the_gate() {
+        let c = Config::from_toml("", no_env()).unwrap();
+        assert!(c.upstream.upgrade_protocols.is_empty());
+        assert_eq!(c.upstream.tunnel_session_check, Duration::from_secs(10));
+        let c =
+            Config::from_toml("[upstream]\nupgrade_protocols = [\"TLS/1.0\"]", no_env()).unwrap();
+        assert_eq!(c.upstream.upgrade_protocols, ["tls/1.0"]);
+        for bad in [
+            "upgrade_protocols = [\"h2c\"]",
+            "upgrade_protocols = [\"HTTP/2.0\"]",
+            "upgrade_protocols = [\"websocket, h2c\"]",
+            "tunnel_session_check = \"0s\"",
+        ] {
+            let err = Config::from_toml(&format!("[upstream]\n{bad}"), no_env()).unwrap_err();
+            assert!(err.to_string().contains("upstream."), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn env_overrides_win_and_are_typed() {
         let env = [
             ("TWOFA_UPSTREAM__URL", "https://app.internal:8443"),
