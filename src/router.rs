@@ -25,7 +25,7 @@ use crate::pages;
 use crate::session::cookie;
 use crate::state::Core;
 use crate::store::StoreError;
-use crate::upstream::{ConnInfo, Upstream, UpstreamError};
+use crate::upstream::{ConnInfo, Tunnel, TunnelEnd, Upstream, UpstreamError};
 
 pub struct Router {
     core: Arc<Core>,
@@ -60,6 +60,13 @@ impl Router {
     ) -> (RouteClass, Response<Body>) {
         let core = &*self.core;
         let wants_html = pages::wants_html(req.headers());
+        if !one_host(&req) {
+            tracing::debug!("refused a request naming two hosts");
+            return (
+                RouteClass::Rejected,
+                pages::error(&core.brand, StatusCode::BAD_REQUEST, wants_html),
+            );
+        }
         let path = match gate::normalize_path(req.uri().path()) {
             Ok(p) => p.into_owned(),
             Err(e) => {
@@ -156,13 +163,23 @@ impl Router {
                 } else {
                     app_cookies.values.iter().map(|v| (*v).to_owned()).collect()
                 };
-                let res = self.forward(req, None, &conn, wants_html).await;
+                // A public tunnel carries no identity; it lives until either side closes it.
+                let res = self
+                    .forward(req, None, &conn, wants_html, Tunnel::UntilClosed)
+                    .await;
                 Box::pin(self.follow_on_public(session_id, &request_cookies, res)).await
             }
             Decision::Forward => match &session {
                 Some(current) => {
+                    // A tunnel outlives this request's gate check: it closes once the session
+                    // behind it ends. Built only for a request that asks for one.
+                    let tunnel = if self.upstream.would_tunnel(&req) {
+                        Tunnel::UntilEnded(self.session_ended(current.id.clone()))
+                    } else {
+                        Tunnel::Never
+                    };
                     let res = self
-                        .forward(req, Some(&current.record.user), &conn, wants_html)
+                        .forward(req, Some(&current.record.user), &conn, wants_html, tunnel)
                         .await;
                     self.follow_app_session(current, res).await
                 }
@@ -220,17 +237,39 @@ impl Router {
         user: Option<&str>,
         conn: &ConnInfo,
         wants_html: bool,
+        tunnel: Tunnel,
     ) -> Response<Body> {
         self.core.prepare_upstream_headers(req.headers_mut(), user);
         let read = req.extensions_mut().remove::<BodyRead>();
         match self
             .upstream
-            .forward(req.map(|body| Body::request(body, read)), conn)
+            .forward_with(req.map(|body| Body::request(body, read)), conn, tunnel)
             .await
         {
             Ok(res) => res,
             Err(e) => self.upstream_error(&e, wants_html),
         }
+    }
+
+    /// Resolves once session `id` has ended (logout, 2FA changed or reset, idle or absolute
+    /// timeout), checked every `upstream.tunnel_session_check`. A store error counts as ended:
+    /// a tunnel whose session cannot be checked is closed (fail closed).
+    fn session_ended(&self, id: String) -> TunnelEnd {
+        let core = self.core.clone();
+        let every = core.config.upstream.tunnel_session_check;
+        Box::pin(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match core.sessions.alive(&id).await {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "store unavailable; closing a tunnel");
+                        return;
+                    }
+                }
+            }
+        })
     }
 
     /// The app may replace its session cookie on any answer (rolling sessions); the new value
@@ -341,7 +380,9 @@ impl Router {
             }
             core.sessions.end(id).await?;
         }
-        let mut res = self.forward(req, None, conn, wants_html).await;
+        let mut res = self
+            .forward(req, None, conn, wants_html, Tunnel::Never)
+            .await;
         if id.is_some() {
             res.headers_mut()
                 .append(header::SET_COOKIE, core.sessions.clear_cookie());
@@ -382,6 +423,25 @@ impl Router {
             }
         }
         res
+    }
+}
+
+/// RFC 9113 8.3.1: an HTTP/2 request's `Host` must name what its `:authority` names, or the
+/// app and the proxy could each read another host. The same holds for an HTTP/1.1 request in
+/// absolute form (RFC 9112 3.2.2). More than one `Host` is refused too (RFC 9112 3.2).
+fn one_host<B>(req: &Request<B>) -> bool {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let Some(host) = hosts.next() else {
+        return true;
+    };
+    if hosts.next().is_some() {
+        return false;
+    }
+    match req.uri().authority() {
+        Some(authority) => host
+            .as_bytes()
+            .eq_ignore_ascii_case(authority.as_str().as_bytes()),
+        None => true,
     }
 }
 

@@ -88,6 +88,10 @@ pub struct UpstreamConfig {
     pub pool_max_idle_per_host: usize,
     /// Extra CA trusted for an https upstream (internal CAs, self-signed test servers).
     pub ca_file: Option<PathBuf>,
+    /// `Upgrade` protocols tunnelled besides `websocket`, lower case; never one carrying HTTP.
+    pub upgrade_protocols: Vec<String>,
+    /// How often a tunnel opened under a session checks that the session still exists.
+    pub tunnel_session_check: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -484,7 +488,47 @@ fn read_upstream(r: &mut Reader) -> UpstreamConfig {
         pool_idle_timeout: r.duration("upstream.pool_idle_timeout", Duration::from_secs(90)),
         pool_max_idle_per_host: r.uint("upstream.pool_max_idle_per_host", 256, 0..=65_536) as usize,
         ca_file: r.path("upstream.ca_file"),
+        upgrade_protocols: read_upgrade_protocols(r),
+        tunnel_session_check: read_tunnel_session_check(r),
     }
+}
+
+fn read_upgrade_protocols(r: &mut Reader) -> Vec<String> {
+    let mut protocols = Vec::new();
+    for p in r.strings("upstream.upgrade_protocols", &[]) {
+        let p = p.trim().to_ascii_lowercase();
+        let token = !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~/".contains(&b));
+        if !token {
+            r.problem(
+                "upstream.upgrade_protocols",
+                format!("expected protocol names like \"websocket\", got {p:?}"),
+            );
+        } else if crate::upstream::carries_http(&p) {
+            r.problem(
+                "upstream.upgrade_protocols",
+                format!(
+                    "{p:?} carries HTTP requests of its own, which would pass the gate unchecked"
+                ),
+            );
+        } else {
+            protocols.push(p);
+        }
+    }
+    protocols
+}
+
+fn read_tunnel_session_check(r: &mut Reader) -> Duration {
+    let every = r.duration("upstream.tunnel_session_check", Duration::from_secs(10));
+    if every.is_zero() {
+        r.problem(
+            "upstream.tunnel_session_check",
+            "must be more than zero: it bounds how long a tunnel outlives its session",
+        );
+        return Duration::from_secs(10);
+    }
+    every
 }
 
 /// The built-in default always parses; this keeps the type checker honest without a panic.
@@ -861,6 +905,25 @@ mod tests {
         assert_eq!(c.twofactor.prefix, "/_2fa");
         assert_eq!(c.totp.issuer, "DCKAP Integrator");
         assert_eq!(c.session.idle_timeout, Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn upgrade_keys_refuse_what_would_pass_the_gate() {
+        let c = Config::from_toml("", no_env()).unwrap();
+        assert!(c.upstream.upgrade_protocols.is_empty());
+        assert_eq!(c.upstream.tunnel_session_check, Duration::from_secs(10));
+        let c =
+            Config::from_toml("[upstream]\nupgrade_protocols = [\"TLS/1.0\"]", no_env()).unwrap();
+        assert_eq!(c.upstream.upgrade_protocols, ["tls/1.0"]);
+        for bad in [
+            "upgrade_protocols = [\"h2c\"]",
+            "upgrade_protocols = [\"HTTP/2.0\"]",
+            "upgrade_protocols = [\"websocket, h2c\"]",
+            "tunnel_session_check = \"0s\"",
+        ] {
+            let err = Config::from_toml(&format!("[upstream]\n{bad}"), no_env()).unwrap_err();
+            assert!(err.to_string().contains("upstream."), "{bad}: {err}");
+        }
     }
 
     #[test]

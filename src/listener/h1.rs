@@ -94,6 +94,12 @@ impl Activity {
         }
     }
 
+    /// Requests started so far, and how many of them are not yet answered to the end: what the
+    /// idle deadline of connections that never park (TLS, h2c) watches.
+    pub(super) fn progress(&self) -> (usize, usize) {
+        (self.requests.load(Relaxed), self.in_flight.load(Relaxed))
+    }
+
     fn bytes_arrived(&self) {
         self.unparsed.store(true, Relaxed);
         self.idle.store(false, Relaxed);

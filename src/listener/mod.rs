@@ -1,5 +1,10 @@
 //! Accepts connections (plain or rustls TLS), speaks HTTP/1.1 and HTTP/2 on each, and drains
 //! in-flight requests on shutdown.
+//!
+//! Every phase of a connection is bounded: the TLS handshake and the first request by
+//! `header_read_timeout`, the time between requests by `keepalive_timeout` (plain HTTP/1.1 in
+//! [`h1`], TLS and h2c connections by [`serve_auto`]'s idle deadline). A request in flight is not
+//! cut short by either; the upstream's `response_timeout` bounds the wait for its answer.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -16,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -29,8 +35,16 @@ use crate::upstream::{ConnInfo, connection_names};
 
 mod h1;
 
-/// How long a client has to finish the TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// At most this many requests at once on one HTTP/2 connection (hyper's default is 200). Each is
+/// a task's worth of state and may hold an upstream connection; browsers open far fewer.
+const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+
+/// HTTP/2 PINGs on a connection that has been quiet this long; a peer that does not answer
+/// within [`H2_PING_TIMEOUT`] is gone (a dropped network, a half-open socket) and the connection
+/// is closed, requests in flight included. An answered PING is not a request: it does not hold
+/// off the idle deadline.
+const H2_PING_EVERY: Duration = Duration::from_secs(30);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The HTTP/2 connection preface; a plain connection starting with it speaks h2c.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -50,6 +64,8 @@ struct Protocols {
     keepalive: Duration,
     /// How long a new connection may stay silent: the header-read timeout, as for hyper.
     first_bytes: Duration,
+    /// How long the TLS handshake, and then the first request, may take: `header_read_timeout`.
+    first_request: Duration,
 }
 
 impl Listener {
@@ -69,7 +85,10 @@ impl Listener {
             .max_buf_size(config.max_header_bytes);
         auto.http2()
             .timer(TokioTimer::new())
-            .max_header_list_size(config.max_header_bytes as u32);
+            .max_header_list_size(config.max_header_bytes as u32)
+            .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+            .keep_alive_interval(H2_PING_EVERY)
+            .keep_alive_timeout(H2_PING_TIMEOUT);
         Ok(Self {
             tcp,
             tls,
@@ -78,6 +97,7 @@ impl Listener {
                 auto,
                 keepalive: config.keepalive_timeout,
                 first_bytes: config.header_read_timeout.min(config.keepalive_timeout),
+                first_request: config.header_read_timeout,
             },
         })
     }
@@ -135,6 +155,7 @@ impl Listener {
                     tls: self.tls.is_some(),
                 },
                 activity: None,
+                parks: false,
             };
             let tls = self.tls.clone();
             let protocols = protocols.clone();
@@ -201,12 +222,14 @@ impl<S> WorkerService for S where
 }
 
 /// The worker's service as hyper calls it, per connection: tags each request with its
-/// connection's facts and, on parkable HTTP/1 connections, counts it for [`h1`].
+/// connection's facts and counts it, for [`h1`]'s parking or for [`serve_auto`]'s idle deadline.
 #[derive(Clone)]
 struct ConnService<S> {
     inner: S,
     conn: ConnInfo,
     activity: Option<Arc<h1::Activity>>,
+    /// A plain HTTP/1.1 connection that parks: it also needs keep-alive and body bookkeeping.
+    parks: bool,
 }
 
 impl<S> hyper::service::Service<Request<Incoming>> for ConnService<S>
@@ -219,7 +242,10 @@ where
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         req.extensions_mut().insert(self.conn);
-        if let Some(activity) = &self.activity {
+        if let Some(activity) = self.activity.as_ref().filter(|_| !self.parks) {
+            // Only "a request is under way" matters to the idle deadline.
+            activity.request_started(false, false);
+        } else if let Some(activity) = &self.activity {
             // As hyper decides: 1.1 unless `close`; 1.0 only with `keep-alive` and no `close`.
             let keep_alive = match req.version() {
                 Version::HTTP_11 => !h1::closes(req.headers()),
@@ -287,12 +313,13 @@ async fn serve_plain_tcp<S>(
     match version {
         Ok(Some(Version::HTTP_11)) => {}
         Ok(Some(_)) => {
-            return Box::pin(serve_auto(&protocols.auto, stream, service, shutdown)).await;
+            return Box::pin(serve_auto(protocols, stream, service, shutdown)).await;
         }
         _ => return,
     }
     let activity = Arc::new(h1::Activity::default());
     service.activity = Some(activity.clone());
+    service.parks = true;
     h1::serve(
         &protocols.h1,
         stream,
@@ -314,8 +341,8 @@ async fn serve_tls<S>(
 ) where
     S: WorkerService,
 {
-    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => serve_auto(&protocols.auto, tls, service, shutdown).await,
+    match tokio::time::timeout(protocols.first_request, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => serve_auto(protocols, tls, service, shutdown).await,
         Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
     }
@@ -323,34 +350,121 @@ async fn serve_tls<S>(
 
 /// HTTP/1.1 or HTTP/2 as the client chooses, through hyper-util's auto connection; on shutdown
 /// the connection finishes its requests (HTTP/2: GOAWAY) and ends.
+///
+/// hyper-util waits for a client's first bytes, and HTTP/2 for new streams, without a limit, so
+/// the connection gets an idle deadline of its own: with no request in flight and none started
+/// for `header_read_timeout` (before the first request) or `keepalive_timeout` (after), it is
+/// shut down gracefully (HTTP/2: GOAWAY), and closed outright if that has not finished within
+/// another `header_read_timeout` (a client that never answers the GOAWAY's PING).
 async fn serve_auto<I, S>(
-    builder: &auto::Builder<TokioExecutor>,
+    protocols: &Protocols,
     io: I,
-    service: ConnService<S>,
+    mut service: ConnService<S>,
     shutdown: &CancellationToken,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: WorkerService,
 {
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let activity = Arc::new(h1::Activity::default());
+    service.activity = Some(activity.clone());
+    service.parks = false;
+    let conn = protocols
+        .auto
+        .serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let drain = shutdown.cancelled();
     tokio::pin!(drain);
+    let mut idle = IdleDeadline::new(protocols.first_request, protocols.keepalive);
+    let timer = tokio::time::sleep_until(idle.next_check(Instant::now()));
+    tokio::pin!(timer);
     let mut draining = false;
+    // Set once the idle deadline has asked the connection to end: when it must be gone.
+    let mut hard_close: Option<Instant> = None;
     let result = std::future::poll_fn(|cx: &mut Context<'_>| {
-        if !draining && drain.as_mut().poll(cx).is_ready() {
-            draining = true;
-            conn.as_mut().graceful_shutdown();
-        }
-        match conn.as_mut().poll(cx) {
-            Poll::Ready(r) => Poll::Ready(r),
-            Poll::Pending => Poll::Pending,
+        loop {
+            if !draining && drain.as_mut().poll(cx).is_ready() {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            if let Poll::Ready(r) = conn.as_mut().poll(cx) {
+                return Poll::Ready(r);
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let now = Instant::now();
+            if let Some(at) = hard_close {
+                if now >= at {
+                    tracing::debug!("idle connection did not end after its shutdown; closed");
+                    return Poll::Ready(Ok(()));
+                }
+                timer.as_mut().reset(at);
+                continue;
+            }
+            if idle.expired(&activity, now) {
+                // The graceful shutdown is polled on the next turn of the loop.
+                conn.as_mut().graceful_shutdown();
+                let at = now + protocols.first_request;
+                hard_close = Some(at);
+                timer.as_mut().reset(at);
+            } else {
+                timer.as_mut().reset(idle.next_check(now));
+            }
         }
     })
     .await;
     if let Err(e) = result {
         // Clients vanishing mid-request is ordinary; nothing to act on.
         tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// When a connection that never parks has been idle too long: no request in flight and none
+/// started for `first` (before the first request) or `between` (after). Checked by polling the
+/// request counters every quarter of the limit, so a connection ends between 1 and 1.25 times
+/// the limit after its last activity, and a busy one touches the timer a few times per limit
+/// rather than per request.
+struct IdleDeadline {
+    first: Duration,
+    between: Duration,
+    /// Requests started as of the last check.
+    requests: usize,
+    /// When a check last saw a request under way or a new one.
+    active: Instant,
+}
+
+impl IdleDeadline {
+    fn new(first: Duration, between: Duration) -> Self {
+        Self {
+            first,
+            between,
+            requests: 0,
+            active: Instant::now(),
+        }
+    }
+
+    fn limit(&self) -> Duration {
+        if self.requests == 0 {
+            self.first
+        } else {
+            self.between
+        }
+    }
+
+    /// Records what the connection did since the last check; true once it has been idle for its
+    /// whole limit.
+    fn expired(&mut self, activity: &h1::Activity, now: Instant) -> bool {
+        let (requests, in_flight) = activity.progress();
+        if in_flight > 0 || requests != self.requests {
+            self.requests = requests;
+            self.active = now;
+        }
+        now.saturating_duration_since(self.active) >= self.limit()
+    }
+
+    fn next_check(&self, now: Instant) -> Instant {
+        let step = (self.limit() / 4).max(Duration::from_millis(10));
+        (now + step).min(self.active + self.limit())
     }
 }
 

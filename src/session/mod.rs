@@ -135,8 +135,19 @@ impl Sessions {
         }
     }
 
+    /// Whether session `id` still exists and has not timed out, without counting this as the
+    /// session's activity (an open tunnel must not keep an idle session alive).
+    pub async fn alive(&self, id: &str) -> StoreResult<bool> {
+        Ok(self.fetch(id, false).await?.is_some())
+    }
+
     /// Session `id` if it exists and has not timed out.
     pub async fn load_id(&self, id: &str) -> StoreResult<Option<Current>> {
+        self.fetch(id, true).await
+    }
+
+    /// The live session `id`; `touch` records this request as its activity.
+    async fn fetch(&self, id: &str, touch: bool) -> StoreResult<Option<Current>> {
         let cached = self.cache.as_ref().and_then(|c| c.get(id));
         let mut record = match cached {
             Some(r) => r,
@@ -157,7 +168,7 @@ impl Sessions {
             self.store.delete_session(id).await?;
             return Ok(None);
         }
-        if now.saturating_sub(record.last_seen) >= self.touch_every {
+        if touch && now.saturating_sub(record.last_seen) >= self.touch_every {
             record.last_seen = now;
             // Only if it still exists: a logout racing this request must stay a logout.
             self.save(id, &record).await?;

@@ -1,8 +1,16 @@
 //! Forwarding to the protected app: hop-by-hop headers out, X-Forwarded-* in (believed only from
-//! trusted proxies), timeouts mapped to 502/504, and `Upgrade` (WebSocket) tunnels spliced once
-//! both sides agreed. Connections are the worker's own (`pool.rs`).
+//! trusted proxies), path-rewriting headers out, timeouts mapped to 502/504, and `Upgrade`
+//! (WebSocket) tunnels spliced once both sides agreed. Connections are the worker's own
+//! (`pool.rs`).
+//!
+//! A tunnel is a socket the gate no longer sees, so it is opened only where the caller says a
+//! tunnel may live ([`Tunnel`]), only for `websocket` or a protocol the operator listed (never
+//! one that carries HTTP requests, such as `h2c`), and only when the upstream switched to exactly
+//! the protocol asked for.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,16 +49,38 @@ pub enum UpstreamError {
     /// The client's own request (usually its body) broke while it was being forwarded.
     #[error("client request broke while forwarding: {0}")]
     ClientRequest(#[source] hyper::Error),
+    /// The upstream switched protocols when it was not asked to, or to another protocol than
+    /// the one asked for: no tunnel is made from that.
+    #[error("upstream answered 101 without a matching upgrade request")]
+    UnrequestedUpgrade,
 }
 
 impl UpstreamError {
     pub fn status(&self) -> StatusCode {
         match self {
             UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            UpstreamError::Connect(_) | UpstreamError::Protocol(_) => StatusCode::BAD_GATEWAY,
+            UpstreamError::Connect(_)
+            | UpstreamError::Protocol(_)
+            | UpstreamError::UnrequestedUpgrade => StatusCode::BAD_GATEWAY,
             UpstreamError::ClientRequest(_) => StatusCode::BAD_REQUEST,
         }
     }
+}
+
+/// Resolves when a tunnel must close (its session ended); made by the router, so this module
+/// knows nothing of sessions.
+pub type TunnelEnd = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Whether a request may become a tunnel (`Upgrade`), and what ends it. Where none may live, an
+/// upgrade request goes upstream as a plain request (RFC 9110 7.8 lets a server ignore
+/// `Upgrade`), and a 101 answer is refused.
+pub enum Tunnel {
+    /// No tunnel: the watched login, logout, anything that is not plain forwarding.
+    Never,
+    /// Until either side closes it: public paths, which carry no identity.
+    UntilClosed,
+    /// Until either side closes it or the future resolves (the session behind it ended).
+    UntilEnded(TunnelEnd),
 }
 
 pub struct Upstream {
@@ -61,6 +91,8 @@ pub struct Upstream {
     trusted_proxies: Vec<IpNet>,
     /// Set by the gate before forwarding; kept even if the client names it in `Connection`.
     identity_header: Option<HeaderName>,
+    /// Protocols besides `websocket` that may be tunnelled, lower case.
+    upgrade_protocols: Vec<String>,
     metrics: Arc<Metrics>,
 }
 
@@ -103,17 +135,41 @@ impl Upstream {
             response_timeout: config.response_timeout,
             trusted_proxies,
             identity_header,
+            upgrade_protocols: config.upgrade_protocols.clone(),
             metrics,
         })
     }
 
-    /// Sends `req` upstream and returns the upstream's answer with its body still streaming.
+    /// Whether `req` asks for an upgrade this proxy would tunnel; the router builds a
+    /// [`Tunnel::UntilEnded`] only then.
+    pub fn would_tunnel<B>(&self, req: &Request<B>) -> bool {
+        upgrade_protocol(req, &self.upgrade_protocols).is_some()
+    }
+
+    /// Sends `req` upstream as a plain request (never a tunnel) and returns the upstream's
+    /// answer with its body still streaming.
     pub async fn forward(
+        &self,
+        req: Request<Body>,
+        conn: &ConnInfo,
+    ) -> Result<Response<Body>, UpstreamError> {
+        self.forward_with(req, conn, Tunnel::Never).await
+    }
+
+    /// [`Self::forward`], letting a WebSocket (or allowed) upgrade become a tunnel as `tunnel`
+    /// says.
+    pub async fn forward_with(
         &self,
         mut req: Request<Body>,
         conn: &ConnInfo,
+        tunnel: Tunnel,
     ) -> Result<Response<Body>, UpstreamError> {
-        let upgrade = upgrade_protocol(&req);
+        let upgrade = match tunnel {
+            Tunnel::Never => None,
+            Tunnel::UntilClosed | Tunnel::UntilEnded(_) => {
+                upgrade_protocol(&req, &self.upgrade_protocols)
+            }
+        };
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let client_host = client_host(&req);
 
@@ -174,18 +230,32 @@ impl Upstream {
             .upstream_seconds
             .observe(started.elapsed().as_secs_f64());
 
-        let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS;
-        let accepted_protocol = res.headers().get(header::UPGRADE).cloned();
-        remove_hop_by_hop(res.headers_mut());
-        if let (true, Some(client_upgrade), Some(protocol)) =
-            (switching, client_upgrade, accepted_protocol)
-        {
-            res.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            res.headers_mut().insert(header::UPGRADE, protocol);
-            let upstream_upgrade = hyper::upgrade::on(&mut res);
-            tokio::spawn(splice(client_upgrade, upstream_upgrade));
+        if res.status() != StatusCode::SWITCHING_PROTOCOLS {
+            remove_hop_by_hop(res.headers_mut());
+            return Ok(res);
         }
+        // A switch is only accepted to exactly the protocol asked for; anything else would be a
+        // socket the gate never agreed to (dropping the answer closes that upstream connection).
+        let (Some(client_upgrade), Some(protocol)) = (client_upgrade, upgrade) else {
+            self.metrics.upstream_failure(UpstreamFailure::Protocol);
+            return Err(UpstreamError::UnrequestedUpgrade);
+        };
+        let agreed = single_token(res.headers(), header::UPGRADE)
+            .is_some_and(|answer| answer.as_bytes().eq_ignore_ascii_case(protocol.as_bytes()));
+        if !agreed {
+            self.metrics.upstream_failure(UpstreamFailure::Protocol);
+            return Err(UpstreamError::UnrequestedUpgrade);
+        }
+        remove_hop_by_hop(res.headers_mut());
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        res.headers_mut().insert(header::UPGRADE, protocol);
+        let upstream_upgrade = hyper::upgrade::on(&mut res);
+        let end = match tunnel {
+            Tunnel::UntilEnded(end) => Some(end),
+            Tunnel::Never | Tunnel::UntilClosed => None,
+        };
+        tokio::spawn(splice(client_upgrade, upstream_upgrade, end));
         Ok(res)
     }
 
@@ -200,6 +270,7 @@ impl Upstream {
         conn: &ConnInfo,
         client_host: Option<&HeaderValue>,
     ) {
+        remove_named(headers, PATH_OVERRIDES);
         let peer = canonical_ip(conn.peer.ip());
         let peer_text =
             HeaderValue::from_str(&peer.to_string()).unwrap_or(HeaderValue::from_static("unknown"));
@@ -230,15 +301,7 @@ impl Upstream {
             }
         } else {
             // A client may not tell the app who it is or how it connected (ASVS 5.0 4.1.3).
-            // Underscore spellings too: CGI-style upstreams read `X_Forwarded_For` as the same.
-            let doomed: Vec<HeaderName> = headers
-                .keys()
-                .filter(|k| SPOOFABLE.iter().any(|s| same_name(k.as_str(), s)))
-                .cloned()
-                .collect();
-            for name in doomed {
-                headers.remove(name);
-            }
+            remove_named(headers, SPOOFABLE);
             headers.insert(X_FORWARDED_FOR, peer_text);
             headers.insert(X_FORWARDED_PROTO, proto);
             if let Some(h) = client_host {
@@ -258,17 +321,47 @@ const SPOOFABLE: &[&str] = &[
     "x-forwarded-proto",
     "x-forwarded-host",
     "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-forwarded-uri",
     "x-forwarded-server",
     "x-forwarded-ssl",
     "x-real-ip",
     "x-client-ip",
-    "x-original-url",
-    "x-original-uri",
-    "x-rewrite-url",
     "forwarded",
 ];
+
+/// Headers with which frameworks let a proxy replace or prefix the request's path (IIS and
+/// Symfony, Spring and ASP.NET, Traefik, Envoy, WSGI recipes). The gate decided on the request
+/// line's path; the app must route on that same path, so these are dropped from every peer,
+/// trusted proxies included.
+const PATH_OVERRIDES: &[&str] = &[
+    "x-original-url",
+    "x-original-uri",
+    "x-original-path",
+    "x-rewrite-url",
+    "x-forwarded-prefix",
+    "x-forwarded-uri",
+    "x-forwarded-path",
+    "x-envoy-original-path",
+    "x-script-name",
+];
+
+/// Removes every header named in `names`, in any spelling a lenient upstream treats as the
+/// same: CGI-style upstreams read `X_Forwarded_For` as `X-Forwarded-For`.
+fn remove_named(headers: &mut HeaderMap, names: &[&str]) {
+    if !headers
+        .keys()
+        .any(|k| names.iter().any(|n| same_name(k.as_str(), n)))
+    {
+        return;
+    }
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| names.iter().any(|n| same_name(k.as_str(), n)))
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(name);
+    }
+}
 
 /// Header names compared as lenient upstreams compare them: `_` and `-` alike (names are
 /// already lower case).
@@ -277,9 +370,11 @@ pub fn same_name(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
 }
 
-/// RFC 9110 7.6.1 connection-specific headers, plus the legacy `Proxy-Connection`.
+/// RFC 9110 7.6.1 connection-specific headers, plus the legacy `Proxy-Connection` and h2c's
+/// `HTTP2-Settings` (RFC 7540 3.2.1: it only ever describes this one connection).
 const HOP_BY_HOP: &[&str] = &[
     "connection",
+    "http2-settings",
     "keep-alive",
     "proxy-connection",
     "proxy-authenticate",
@@ -314,16 +409,38 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// `Some(protocol)` for an HTTP/1.1 request asking to switch protocols (WebSocket and friends).
-fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
-    if req.version() != Version::HTTP_11 {
+/// `Some(protocol)` for an HTTP/1.1 request asking to switch to exactly one protocol that may
+/// be tunnelled: `websocket` or one of `allowed` (lower case), compared case-insensitively. A
+/// list (`websocket, h2c`, or two `Upgrade` fields) is not an upgrade we make: the upstream
+/// would choose, and could choose the one we refuse.
+fn upgrade_protocol<B>(req: &Request<B>, allowed: &[String]) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 || !connection_names(req.headers(), "upgrade") {
         return None;
     }
-    if connection_names(req.headers(), "upgrade") {
-        req.headers().get(header::UPGRADE).cloned()
-    } else {
-        None
+    let protocol = single_token(req.headers(), header::UPGRADE)?;
+    let wanted = protocol.eq_ignore_ascii_case(WEBSOCKET)
+        || allowed.iter().any(|a| a.eq_ignore_ascii_case(protocol));
+    // Sent upstream in the one spelling the answer is checked against.
+    wanted.then(|| HeaderValue::from_str(protocol).ok())?
+}
+
+const WEBSOCKET: &str = "websocket";
+
+/// The value of `name` if the message has exactly one such field holding exactly one token.
+fn single_token(headers: &HeaderMap, name: HeaderName) -> Option<&str> {
+    let mut values = headers.get_all(name).iter();
+    let value = values.next()?.to_str().ok()?.trim();
+    if values.next().is_some() || value.is_empty() || value.contains([',', ' ', '\t']) {
+        return None;
     }
+    Some(value)
+}
+
+/// Upgrade protocols an operator may not allow: each carries HTTP requests of its own, which
+/// would reach the app past the gate on an already-approved connection.
+pub fn carries_http(protocol: &str) -> bool {
+    let p = protocol.to_ascii_lowercase();
+    p == "h2c" || p == "h2" || p.starts_with("http/") || p.starts_with("h3")
 }
 
 /// Whether any `Connection` header lists `token` (RFC 9110 7.6.1: a comma-separated list,
@@ -354,18 +471,35 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
-async fn splice(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(both) => both,
-        Err(e) => {
-            tracing::debug!(error = %e, "upgrade did not complete");
-            return;
+/// Copies both ways until either side closes or `end` resolves; then both sockets are dropped,
+/// which closes them.
+async fn splice(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    end: Option<TunnelEnd>,
+) {
+    let tunnel = async move {
+        let (client, upstream) = match tokio::try_join!(client, upstream) {
+            Ok(both) => both,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade did not complete");
+                return;
+            }
+        };
+        let mut client = TokioIo::new(client);
+        let mut upstream = TokioIo::new(upstream);
+        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            tracing::debug!(error = %e, "upgraded connection ended with an error");
         }
     };
-    let mut client = TokioIo::new(client);
-    let mut upstream = TokioIo::new(upstream);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        tracing::debug!(error = %e, "upgraded connection ended with an error");
+    match end {
+        None => tunnel.await,
+        Some(end) => {
+            tokio::select! {
+                () = tunnel => {}
+                () = end => tracing::debug!("tunnel closed: its session ended"),
+            }
+        }
     }
 }
 
@@ -429,9 +563,59 @@ mod tests {
                 .body(())
                 .unwrap()
         };
-        assert!(upgrade_protocol(&req("keep-alive, Upgrade", Version::HTTP_11)).is_some());
-        assert!(upgrade_protocol(&req("keep-alive", Version::HTTP_11)).is_none());
-        assert!(upgrade_protocol(&req("upgrade", Version::HTTP_10)).is_none());
+        assert!(upgrade_protocol(&req("keep-alive, Upgrade", Version::HTTP_11), &[]).is_some());
+        assert!(upgrade_protocol(&req("keep-alive", Version::HTTP_11), &[]).is_none());
+        assert!(upgrade_protocol(&req("upgrade", Version::HTTP_10), &[]).is_none());
+    }
+
+    #[test]
+    fn only_one_allowed_protocol_is_an_upgrade() {
+        let req = |upgrades: &[&str]| {
+            let mut b = Request::builder().header(header::CONNECTION, "Upgrade");
+            for u in upgrades {
+                b = b.header(header::UPGRADE, *u);
+            }
+            b.body(()).unwrap()
+        };
+        let allowed = ["tls/1.0".to_owned()];
+        let asked = |u: &[&str]| upgrade_protocol(&req(u), &allowed).map(|v| v.to_owned());
+        assert_eq!(asked(&["WebSocket"]).unwrap(), "WebSocket");
+        assert_eq!(asked(&[" websocket "]).unwrap(), "websocket");
+        assert_eq!(asked(&["TLS/1.0"]).unwrap(), "TLS/1.0");
+        for refused in [
+            &["h2c"][..],
+            &["websocket, h2c"],
+            &["h2c,websocket"],
+            &["websocket", "h2c"],
+            &["websocket", "websocket"],
+            &["websocket h2c"],
+            &["websocket/13"],
+            &[""],
+            &[],
+        ] {
+            assert!(asked(refused).is_none(), "{refused:?}");
+        }
+    }
+
+    #[test]
+    fn protocols_that_carry_http_are_never_allowed() {
+        for p in ["h2c", "H2C", "h2", "HTTP/2.0", "http/1.1", "h3"] {
+            assert!(carries_http(p), "{p}");
+        }
+        assert!(!carries_http("websocket"));
+        assert!(!carries_http("tls/1.0"));
+    }
+
+    #[test]
+    fn http2_settings_never_goes_upstream() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "http2-settings",
+            HeaderValue::from_static("AAMAAABkAAQAoAAAAAIAAAAA"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        remove_hop_by_hop(&mut h);
+        assert!(h.is_empty(), "{h:?}");
     }
 
     #[test]
