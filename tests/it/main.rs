@@ -20,6 +20,7 @@ mod forwarding;
 mod lifecycle;
 mod login;
 mod malformed;
+mod realapps;
 mod store;
 mod streaming;
 mod tls;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod realapp;
 pub mod redis;
 pub mod site;
 pub mod smtp;
