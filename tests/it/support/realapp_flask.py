@@ -61,6 +61,11 @@ def flask_app():
         '<button>Sign in</button></form>'
     )
 
+    def identity():
+        """The proxy's X-Twofa-User (WSGI hands headers over as Latin-1; the proxy sends UTF-8)."""
+        raw = request.headers.get("X-Twofa-User")
+        return None if raw is None else raw.encode("latin1").decode("utf-8", "replace")
+
     def logged_in(account):
         session.clear()
         session["user"] = account
@@ -108,12 +113,11 @@ def flask_app():
         user = session.get("user")
         if user is None:
             return redirect("/login")
-        identity = request.headers.get("X-Twofa-User", "")
-        return f"<h1>Hello {user}</h1><p>proxy identity: {identity}</p>"
+        return f"<h1>Hello {user}</h1><p>proxy identity: {identity() or ''}</p>"
 
     @app.get("/whoami")
     def whoami():
-        body = {"user": session.get("user"), "identity": request.headers.get("X-Twofa-User")}
+        body = {"user": session.get("user"), "identity": identity()}
         return jsonify(body), (200 if body["user"] else 401)
 
     @app.route("/logout", methods=["GET", "POST"])
