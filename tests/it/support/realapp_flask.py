@@ -19,7 +19,8 @@ Account names are looked up folded the Django way (NFKC, then casefold) after tr
 all sign in as alice. Cookies are read by werkzeug itself (names trimmed, first of two wins).
 
 --hypercorn: a bare ASGI app on hypercorn (h2c upgrade on, as hypercorn has by default) that
-answers every request with JSON of the method, path, HTTP version and headers it received.
+answers every request with JSON of the method, path, HTTP version and headers it received, and
+lists all of them at GET /__seen.
 
 Prints "ready" once listening; exits when stdin closes (the test process went away) or on kill.
 """
@@ -148,8 +149,12 @@ class MethodOverride:
         return self.app(environ, start_response)
 
 
+SEEN = []
+
+
 async def echo_app(scope, receive, send):
-    """ASGI: every request answered with what the server handed the app."""
+    """ASGI: every request answered with what the server handed the app, and remembered;
+    GET /__seen lists every request seen so far."""
     import json
 
     if scope["type"] == "lifespan":
@@ -166,14 +171,17 @@ async def echo_app(scope, receive, send):
         message = await receive()
         if not message.get("more_body"):
             break
-    body = json.dumps(
-        {
+    if scope["path"] == "/__seen":
+        body = json.dumps(SEEN).encode()
+    else:
+        seen = {
             "method": scope["method"],
             "path": scope["path"],
             "http_version": scope["http_version"],
             "headers": [[k.decode("latin1"), v.decode("latin1")] for k, v in scope["headers"]],
         }
-    ).encode()
+        SEEN.append(seen)
+        body = json.dumps(seen).encode()
     await send(
         {
             "type": "http.response.start",
