@@ -22,6 +22,7 @@ mod forwarding;
 mod lifecycle;
 mod login;
 mod malformed;
+mod realapps;
 mod rewrites;
 mod store;
 mod streaming;

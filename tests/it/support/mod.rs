@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod lenient_app;
+pub mod realapp;
 pub mod redis;
 pub mod site;
 pub mod smtp;
