@@ -87,8 +87,9 @@ pub fn find<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// PHP percent-decodes them and reads `.`, ` ` and `[` as `_`, ASP.NET compares them without
 /// case, and legacy parsers (RFC 2109, Tomcat's legacy processor) also split at `,`. Every pair
 /// whose name is the app cookie's in any of these readings is returned, so that each one has
-/// to satisfy the session binding; a second pair hidden after a `,` inside a value, a name
-/// that is not UTF-8 or a value longer than any browser stores makes the request `ambiguous`.
+/// to satisfy the session binding; a second pair hidden after a `,` inside a value, an app
+/// cookie value with a `,`, one that is not UTF-8 or one longer than any browser stores makes
+/// the request `ambiguous`.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct AppCookies<'a> {
     /// Every non-empty value sent under a spelling of the app cookie's name.
@@ -118,7 +119,11 @@ pub fn app_cookies<'a>(headers: &'a HeaderMap, name: &str) -> AppCookies<'a> {
             if loose_name_eq(key, name) {
                 let value = trim_ws(value);
                 match std::str::from_utf8(value) {
-                    Ok(v) if v.len() > MAX_COOKIE_BYTES => found.ambiguous = true,
+                    // A comma is no cookie-octet (RFC 6265 4.1.1); legacy parsers end the value
+                    // there and read what follows as another cookie.
+                    Ok(v) if v.len() > MAX_COOKIE_BYTES || v.contains(',') => {
+                        found.ambiguous = true
+                    }
                     Ok("") => {}
                     Ok(v) => found.values.push(v),
                     Err(_) => found.ambiguous = true,

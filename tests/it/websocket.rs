@@ -428,7 +428,7 @@ async fn assert_closed_soon(ws: &mut tokio_tungstenite::WebSocketStream<TcpStrea
 async fn websockets_work_on_public_and_session_paths() {
     let site = protected().await;
     let agent = site.signed_in().await;
-    let mut public = open_ws(site.proxy.addr, "/login", &Agent::new(site.proxy.addr)).await;
+    let mut public = open_ws(site.proxy.addr, "/static/ws", &Agent::new(site.proxy.addr)).await;
     let mut private = open_ws(site.proxy.addr, "/live", &agent).await;
     for ws in [&mut public, &mut private] {
         ws.send(Message::binary(vec![7u8; 70_000])).await.unwrap();
