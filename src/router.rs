@@ -77,6 +77,14 @@ impl Router {
                 );
             }
         };
+        // A session id in the URL would reach the app past the cookie binding.
+        if gate::carries_session_id(&path, req.uri().query(), &core.config.app.success_cookie) {
+            tracing::debug!("refused a session id in the URL");
+            return (
+                RouteClass::Rejected,
+                pages::error(&core.brand, StatusCode::BAD_REQUEST, wants_html),
+            );
+        }
         if core.rules.is_own(&path) {
             // Boxed, like every branch off the forwarding path: a future holds the state of all
             // its branches, and this one is allocated (and moved) for every request.
@@ -313,17 +321,7 @@ impl Router {
         };
         if !same_user {
             tracing::warn!(target: "audit", event = "unwatched_login_refused", user = current.record.user);
-            let kept: Vec<HeaderValue> = res
-                .headers()
-                .get_all(header::SET_COOKIE)
-                .iter()
-                .filter(|v| !cookie::sets_cookie(v, &app.success_cookie))
-                .cloned()
-                .collect();
-            res.headers_mut().remove(header::SET_COOKIE);
-            for v in kept {
-                res.headers_mut().append(header::SET_COOKIE, v);
-            }
+            cookie::withhold(res.headers_mut(), &app.success_cookie);
             return Ok(res);
         }
         let record = crate::store::SessionRecord {

@@ -249,43 +249,66 @@ proptest! {
 
 // ---- cookies -------------------------------------------------------------------------------
 
-fn cookie_name() -> impl Strategy<Value = String> {
+fn cookie_name() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
-        3 => Just("session".to_owned()),
-        1 => Just("session ".to_owned()),
-        1 => Just(" session".to_owned()),
-        1 => Just("\tsession".to_owned()),
-        1 => Just("SESSION".to_owned()),
-        1 => Just("Session".to_owned()),
-        1 => Just("sess%69on".to_owned()),
-        1 => Just("\"session\"".to_owned()),
-        1 => Just("sessions".to_owned()),
-        2 => "[a-z]{1,5}",
+        3 => Just(b"session".to_vec()),
+        1 => Just(b"session ".to_vec()),
+        1 => Just(b" session".to_vec()),
+        1 => Just(b"\tsession".to_vec()),
+        1 => Just(b"SESSION".to_vec()),
+        1 => Just(b"Session".to_vec()),
+        1 => Just(b"sess%69on".to_vec()),
+        1 => Just(b"\"session\"".to_vec()),
+        1 => Just(b"\xa0session".to_vec()),
+        1 => Just(b"session\x85".to_vec()),
+        1 => Just(b"a,session".to_vec()),
+        1 => Just(b"x=1 session".to_vec()),
+        1 => Just(b"sessions".to_vec()),
+        2 => "[a-z]{1,5}".prop_map(String::into_bytes),
     ]
 }
 
-fn cookie_headers() -> impl Strategy<Value = Vec<String>> {
-    let pair = (cookie_name(), "[a-z0-9]{0,4}", prop::bool::ANY)
-        .prop_map(|(n, v, comma)| format!("{n}={v}{}", if comma { "," } else { "" }));
-    proptest::collection::vec(proptest::collection::vec(pair, 1..4), 1..3)
-        .prop_map(|headers| headers.into_iter().map(|pairs| pairs.join("; ")).collect())
+fn cookie_headers() -> impl Strategy<Value = Vec<Vec<u8>>> {
+    let pair = (cookie_name(), "[a-z0-9]{0,4}", prop::bool::ANY).prop_map(|(n, v, comma)| {
+        let mut p = n;
+        p.push(b'=');
+        p.extend_from_slice(v.as_bytes());
+        if comma {
+            p.push(b',');
+        }
+        p
+    });
+    proptest::collection::vec(proptest::collection::vec(pair, 1..4), 1..3).prop_map(|headers| {
+        headers
+            .into_iter()
+            .map(|pairs| pairs.join(&b"; "[..]))
+            .collect()
+    })
 }
 
-/// Every value of cookie `session` as each emulated server reads the request's cookies.
-fn server_values(headers: &[String]) -> Vec<String> {
+/// Every value of cookie `session` as each emulated server reads the request's cookies. Bytes
+/// are read as Latin-1, as WSGI hands them to Python.
+fn server_values(headers: &[Vec<u8>]) -> Vec<String> {
     let mut out = Vec::new();
     for h in headers {
-        for (separators, fold_case, decode_name) in [
-            (&[';'][..], false, false), // RFC 6265 servers (Go, Node), names trimmed
-            (&[';', ','][..], false, false), // Python's and Tomcat's legacy parsers
-            (&[';'][..], true, false),  // ASP.NET: names without case
-            (&[';'][..], false, true),  // PHP: names percent-decoded
+        let text: String = h.iter().map(|&b| b as char).collect();
+        for (separators, fold_case, decode_name, python_strip) in [
+            (&[';'][..], false, false, false), // RFC 6265 servers (Go, Node), names trimmed
+            (&[';', ','][..], false, false, true), // Python's and Tomcat's legacy parsers
+            (&[';'][..], true, false, false),  // ASP.NET: names without case
+            (&[';'][..], false, true, false),  // PHP: names percent-decoded
+            (&[';', ' '][..], false, false, false), // ASP.NET Core resyncing after a bad pair
         ] {
-            for pair in h.split(separators) {
+            for pair in text.split(separators) {
                 let Some((k, v)) = pair.split_once('=') else {
                     continue;
                 };
-                let mut k = k.trim().trim_matches('"').to_owned();
+                let k = if python_strip {
+                    k.trim()
+                } else {
+                    k.trim_matches([' ', '\t'])
+                };
+                let mut k = k.trim_matches('"').to_owned();
                 if decode_name {
                     k = decode(&k);
                 }
@@ -295,7 +318,7 @@ fn server_values(headers: &[String]) -> Vec<String> {
                     k == "session"
                 };
                 if hit && !v.trim().is_empty() {
-                    out.push(v.trim().trim_end_matches(',').to_owned());
+                    out.push(v.trim().to_owned());
                 }
             }
         }
@@ -312,7 +335,7 @@ proptest! {
     fn every_cookie_a_server_reads_is_checked(headers in cookie_headers()) {
         let mut map = HeaderMap::new();
         for h in &headers {
-            map.append(header::COOKIE, HeaderValue::from_str(h).unwrap());
+            map.append(header::COOKIE, HeaderValue::from_bytes(h).unwrap());
         }
         let found = app_cookies(&map, "session");
         if !found.ambiguous {

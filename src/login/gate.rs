@@ -195,13 +195,49 @@ fn loose_segments(path: &str) -> impl Iterator<Item = &str> {
         .filter(|(_, s)| !s.is_empty())
         .last()
         .map_or(1, |(i, _)| i + 1);
+    // Spring's suffix patterns match `/login.a.b` to `/login`: everything from the first dot.
     segments()
         .take(kept)
         .enumerate()
-        .map(move |(i, s)| match s.rsplit_once('.') {
+        .map(move |(i, s)| match s.split_once('.') {
             Some((stem, _)) if i + 1 == kept && !stem.is_empty() => stem,
             _ => s,
         })
+}
+
+/// Whether a request carries a session id in its URL, where the session binding (which reads
+/// cookies) would not see it: servlet containers track sessions in a `;jsessionid=` path
+/// parameter (on by default), ASP.NET's cookieless sessions and forms tickets sit in a
+/// `/(S(id))/` segment, and PHP reads `PHPSESSID` from the query when configured to. A path
+/// parameter spelled like the app's own cookie counts too.
+pub fn carries_session_id(path: &str, query: Option<&str>, app_cookie: &str) -> bool {
+    let session_key = |key: &str| {
+        let key = key.trim();
+        key.eq_ignore_ascii_case("jsessionid")
+            || key.eq_ignore_ascii_case("phpsessid")
+            || crate::session::cookie::loose_name_eq(key.as_bytes(), app_cookie)
+    };
+    let in_path = path.contains(['(', ';'])
+        && path.split('/').any(|segment| {
+            let mut params = segment.split(';');
+            let name = params.next().unwrap_or("").as_bytes();
+            let cookieless = name.len() > 3
+                && name[0] == b'('
+                && name[1].is_ascii_alphabetic()
+                && name[2] == b'(';
+            cookieless || params.any(|p| session_key(p.split('=').next().unwrap_or(p)))
+        });
+    // In the query only the names containers read there: `?session=` is an ordinary
+    // parameter to many apps.
+    let in_query = query.is_some_and(|q| {
+        q.split(['&', ';']).any(|pair| {
+            let key = pair.split('=').next().unwrap_or(pair);
+            let key = percent_encoding::percent_decode_str(key).decode_utf8_lossy();
+            let key = key.trim();
+            key.eq_ignore_ascii_case("jsessionid") || key.eq_ignore_ascii_case("phpsessid")
+        })
+    });
+    in_path || in_query
 }
 
 /// What the store said about the request's proxy session.
@@ -447,6 +483,7 @@ mod tests {
         }
         assert_eq!(post("/login.json"), WatchLogin, "nor a format suffix");
         assert_eq!(post("/api/login.xml;x=1"), WatchLogin);
+        assert_eq!(post("/login.a.b"), WatchLogin, "Spring's suffix patterns");
         assert_eq!(
             post("/api/login.x/y"),
             Unauthorized {
@@ -478,6 +515,39 @@ mod tests {
                 expire_app_cookie: true
             }
         );
+    }
+
+    #[test]
+    fn session_ids_in_urls() {
+        for (path, query) in [
+            ("/account;jsessionid=ABC", None),
+            ("/account;JSESSIONID=ABC/x", None),
+            ("/a;x=1;jsessionid=ABC", None),
+            ("/account;session=ABC", None),
+            ("/(S(abc123))/page.aspx", None),
+            ("/app/(F(ticket))/page", None),
+            ("/account", Some("PHPSESSID=abc")),
+            ("/account", Some("x=1&jsessionid=abc")),
+            ("/account", Some("x=1;JSessionId=abc")),
+            ("/account", Some("php%73essid=abc")),
+        ] {
+            assert!(
+                carries_session_id(path, query, "session"),
+                "{path} {query:?}"
+            );
+        }
+        for (path, query) in [
+            ("/account", None),
+            ("/login;x=1", None),
+            ("/(x)/y", None),
+            ("/account", Some("sessions=2&tab=session")),
+            ("/courses", Some("session=2026-fall")),
+        ] {
+            assert!(
+                !carries_session_id(path, query, "session"),
+                "{path} {query:?}"
+            );
+        }
     }
 
     #[test]

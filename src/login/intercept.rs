@@ -105,8 +105,23 @@ pub async fn watch_login(
     ) {
         Verdict::Accepted => {}
         // The app's own refusal (a wrong password, often with a cookie of its own): nothing is
-        // started, sent or counted.
-        Verdict::NotAccepted => return Ok(res),
+        // started, sent or counted. Without `user_header` a refusal cannot be told from a
+        // success that redirects to a login page (`next=/login`) or answers with an unlisted
+        // status, so a session cookie set in answer to credentials is withheld (a flash message
+        // in it is lost); with `user_header` the app's word settles it.
+        Verdict::NotAccepted => {
+            let mut res = res;
+            if let Some(h) = &core.config.app.user_header {
+                res.headers_mut().remove(h.as_str());
+            } else if typed_user.is_some()
+                && cookie::withhold(res.headers_mut(), &core.config.app.success_cookie)
+            {
+                tracing::info!(
+                    "a login answer that was not a success set the app's cookie; withheld"
+                );
+            }
+            return Ok(res);
+        }
         Verdict::Unclear => {
             tracing::error!(
                 "the app's login answer redirects somewhere that cannot be read; login refused"

@@ -7,13 +7,15 @@
 //! `enforcement = "required"`, enroll their own authenticator on someone else's account.
 //!
 //! The rule: the status is in `success_status`, the answer sets `success_cookie`, and
-//! - a redirect must name a `Location` that is not a login page (`login_paths`, `login_page`,
-//!   in any spelling [`PathRules::is_login_page`] matches) and, when `success_location` is set,
-//!   lies under one of those prefixes;
-//! - when `user_header` is set, the answer must carry it (apps name the user only on success).
+//! - when `user_header` is set, the answer carries it (apps name the user only on success),
+//!   which settles it;
+//! - otherwise a redirect must name a `Location` that is not a login page (`login_paths`,
+//!   `login_page`, in any spelling [`PathRules::is_login_page`] matches) and, when
+//!   `success_location` is set, lies under one of those prefixes.
 //!
-//! An answer that meets none of this is passed through as the app's own refusal; one whose
-//! `Location` cannot be read is refused outright (neither a success nor passed on).
+//! An answer that meets none of this is passed through as the app's own refusal (without
+//! `user_header`, minus the session cookie it set in answer to credentials: it could be a
+//! success this rule cannot see); one whose `Location` cannot be read is refused outright.
 
 use http::{HeaderMap, StatusCode, header};
 
@@ -59,10 +61,13 @@ pub fn judge(
     if !sets_cookie {
         return Verdict::NotAccepted;
     }
-    if let Some(name) = &rules.user_header
-        && !headers.contains_key(name.as_str())
-    {
-        return Verdict::NotAccepted;
+    // The app names the user only on success: its word settles it, wherever it redirects.
+    if let Some(name) = &rules.user_header {
+        return if headers.contains_key(name.as_str()) {
+            Verdict::Accepted
+        } else {
+            Verdict::NotAccepted
+        };
     }
     if !status.is_redirection() {
         return Verdict::Accepted;
@@ -253,6 +258,13 @@ mod tests {
             judge(&named, &paths(), "/login", status, &headers),
             Verdict::NotAccepted
         );
+        headers.insert("x-user", HeaderValue::from_static("alice"));
+        assert_eq!(
+            judge(&named, &paths(), "/login", status, &headers),
+            Verdict::Accepted
+        );
+        // A success that goes back to a login page (`next=/login`) is still one.
+        let (status, mut headers) = answer(302, Some("/login"), cookie);
         headers.insert("x-user", HeaderValue::from_static("alice"));
         assert_eq!(
             judge(&named, &paths(), "/login", status, &headers),

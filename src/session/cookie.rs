@@ -110,36 +110,79 @@ pub const MAX_COOKIE_BYTES: usize = 4096;
 
 pub fn app_cookies<'a>(headers: &'a HeaderMap, name: &str) -> AppCookies<'a> {
     let mut found = AppCookies::default();
+    // Pairs whose key is a spelling of the name, and every place a lenient parser could find
+    // the name: the two must agree, or the request hides a copy the binding would not check.
+    let (mut keys, mut mentions) = (0, 0);
     for header in headers.get_all(header::COOKIE) {
-        for pair in header.as_bytes().split(|&b| b == b';') {
+        let bytes = header.as_bytes();
+        mentions += mentions_of(bytes, name);
+        for pair in bytes.split(|&b| b == b';') {
             let (key, value) = match pair.iter().position(|&b| b == b'=') {
                 Some(at) => (&pair[..at], &pair[at + 1..]),
                 None => (pair, &b""[..]),
             };
-            if loose_name_eq(key, name) {
-                let value = trim_ws(value);
-                match std::str::from_utf8(value) {
-                    // A comma is no cookie-octet (RFC 6265 4.1.1); legacy parsers end the value
-                    // there and read what follows as another cookie.
-                    Ok(v) if v.len() > MAX_COOKIE_BYTES || v.contains(',') => {
-                        found.ambiguous = true
-                    }
-                    Ok("") => {}
-                    Ok(v) => found.values.push(v),
-                    Err(_) => found.ambiguous = true,
-                }
+            if !loose_name_eq(key, name) {
+                continue;
             }
-            // `a=1, session=x`: a legacy parser reads a second cookie here.
-            let hidden = value.split(|&b| b == b',').skip(1).any(|piece| {
-                let key = piece.split(|&b| b == b'=').next().unwrap_or(piece);
-                loose_name_eq(key, name)
-            });
-            if hidden {
-                found.ambiguous = true;
+            keys += 1;
+            match std::str::from_utf8(trim_ws(value)) {
+                // A comma is no cookie-octet (RFC 6265 4.1.1); legacy parsers end the value
+                // there and read what follows as another cookie.
+                Ok(v) if v.len() > MAX_COOKIE_BYTES || v.contains(',') => found.ambiguous = true,
+                Ok("") => {}
+                Ok(v) => found.values.push(v),
+                Err(_) => found.ambiguous = true,
             }
         }
     }
+    if mentions != keys {
+        found.ambiguous = true;
+    }
     found
+}
+
+/// How often `name`, in any spelling [`loose_name_eq`] accepts, stands in a `Cookie` header
+/// where some parser could take it for a cookie name: after the start, a separator (`;`, `,`),
+/// white space or a byte outside ASCII (Python's `str.strip` removes U+0085 and U+00A0, Django's
+/// the Unicode spaces), and followed, after such blanks, by `=`. ASP.NET Core resynchronises
+/// after a malformed pair, so even `x=a session=b` names it.
+fn mentions_of(header: &[u8], name: &str) -> usize {
+    let decoded;
+    let bytes = if header.contains(&b'%') {
+        decoded = percent_encoding::percent_decode(header).collect::<Vec<u8>>();
+        &decoded[..]
+    } else {
+        header
+    };
+    let wanted: Vec<u8> = name.bytes().map(fold_name_byte).collect();
+    let Some(&first) = wanted.first() else {
+        return 0;
+    };
+    let blank = |b: u8| b >= 0x80 || matches!(b, b' ' | b'\t' | b'\r' | b'\n' | 0x0b | 0x0c | b'"');
+    let mut count = 0;
+    for (at, _) in bytes
+        .iter()
+        .enumerate()
+        .filter(|&(_, &b)| b < 0x80 && fold_name_byte(b) == first)
+    {
+        let starts = at == 0 || matches!(bytes[at - 1], b';' | b',') || blank(bytes[at - 1]);
+        let rest = &bytes[at..];
+        let named = starts
+            && rest.len() >= wanted.len()
+            && rest
+                .iter()
+                .zip(&wanted)
+                .all(|(&b, &w)| b < 0x80 && fold_name_byte(b) == w);
+        if named
+            && rest[wanted.len()..]
+                .iter()
+                .find(|&&b| !blank(b))
+                .is_some_and(|&b| b == b'=')
+        {
+            count += 1;
+        }
+    }
+    count
 }
 
 /// Cookie names compared as the most lenient server compares them (see [`AppCookies`]).
@@ -250,6 +293,43 @@ pub fn strip_ours(headers: &mut HeaderMap, names: &CookieNames) {
     }
 }
 
+/// Removes every `Set-Cookie` that sets cookie `name` (in any spelling a server could read as
+/// it) to a value: the app's session is withheld from the browser. True if any was removed.
+pub fn withhold(headers: &mut HeaderMap, name: &str) -> bool {
+    let sets = |v: &HeaderValue| {
+        let raw = v.as_bytes();
+        let key = raw.split(|&b| b == b'=').next().unwrap_or(raw);
+        loose_name_eq(key, name) && !expires(v)
+    };
+    if !headers.get_all(header::SET_COOKIE).iter().any(sets) {
+        return false;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|v| !sets(v))
+        .cloned()
+        .collect();
+    headers.remove(header::SET_COOKIE);
+    for v in kept {
+        headers.append(header::SET_COOKIE, v);
+    }
+    true
+}
+
+/// Whether a `Set-Cookie` only removes its cookie (empty, or expired).
+fn expires(value: &HeaderValue) -> bool {
+    let Ok(c) = value.to_str().map(Cookie::parse) else {
+        return false;
+    };
+    c.is_ok_and(|c| {
+        c.value().is_empty()
+            || c.max_age().is_some_and(|a| a.is_zero() || a.is_negative())
+            || c.expires_datetime()
+                .is_some_and(|t| t < cookie::time::OffsetDateTime::now_utc())
+    })
+}
+
 /// The value a `Set-Cookie` header sets.
 pub fn cookie_value(value: &HeaderValue) -> Option<String> {
     Cookie::parse(value.to_str().ok()?)
@@ -350,10 +430,20 @@ mod tests {
             (&[b"session="], plain(&[])),
             (&[b"sessions=a; my_session=b; session_id=c"], plain(&[])),
             (&[b"x=1, session=a"], (vec![], true)),
+            (&[b"session=a,session=b"], (vec![], true)),
+            (&[b"session=a, b=2"], (vec![], true)),
+            // Blanks outside ASCII that Python and Django strip from names.
+            (&[b"\xa0session=a"], (vec![], true)),
+            (&[b"x=1; session\x85=a"], (vec![], true)),
             (
-                &[b"session=a,session=b"],
-                (vec!["a,session=b".to_owned()], true),
+                &[b"\xc2\xa0session=a; session=b"],
+                (vec!["b".to_owned()], true),
             ),
+            // A comma inside a name, and ASP.NET Core's resynchronisation after a bad pair.
+            (&[b"a,session=a"], (vec![], true)),
+            (&[b"pref=dark session=a"], (vec![], true)),
+            (&[b"x=session=a"], plain(&[])),
+            (&[b"my_session=a; sessionx=b"], plain(&[])),
             (&[b"session=\xff"], (vec![], true)),
         ] {
             assert_eq!(read(headers), want, "{headers:?}");
@@ -367,6 +457,28 @@ mod tests {
             HeaderValue::from_static("my.sess=a; my sess=b; my[sess=c"),
         );
         assert_eq!(app_cookies(&h, "my_sess").values, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn withheld_app_cookies() {
+        let mut h = HeaderMap::new();
+        for v in [
+            "session=abc; Path=/",
+            "Session=def",
+            "other=1",
+            "session=; Max-Age=0",
+            " session =ghi",
+        ] {
+            h.append(header::SET_COOKIE, HeaderValue::from_static(v));
+        }
+        assert!(withhold(&mut h, "session"));
+        let left: Vec<&str> = h
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(left, ["other=1", "session=; Max-Age=0"]);
+        assert!(!withhold(&mut h, "session"));
     }
 
     #[test]

@@ -27,4 +27,5 @@ mod rewrites;
 mod store;
 mod streaming;
 mod tls;
+mod variants;
 mod websocket;

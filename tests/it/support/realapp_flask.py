@@ -87,6 +87,24 @@ def flask_app():
             return redirect("/login")
         return logged_in(account)
 
+    @app.post("/login-next")
+    def login_next():
+        """The Flask-Login tutorial's login: on success, back to the same-site `next`."""
+        from urllib.parse import urlsplit
+
+        if session.get("user") is not None and request.form.get("username") is None:
+            return redirect("/")
+        account = check(request.form.get("username"), request.form.get("password"))
+        if account is None:
+            flash("Wrong name or password.")
+            return redirect("/login")
+        session.clear()
+        session["user"] = account
+        target = request.args.get("next")
+        if not target or urlsplit(target).netloc != "":
+            target = "/"
+        return redirect(target)
+
     @app.get("/login-get")
     def login_get():
         account = check(request.args.get("username"), request.args.get("password"))
