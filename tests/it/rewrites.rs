@@ -6,7 +6,6 @@ use http::{Request, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use crate::support::*;
 
@@ -77,9 +76,7 @@ async fn path_rewriting_headers_never_reach_the_app() {
 async fn host_must_match_the_authority() {
     let (up, _stop) = demo_upstream().await;
     let proxy = proxy(up, &[]).await;
-    let h2: Client<HttpConnector, TestBody> = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build(HttpConnector::new());
+    let h2: Client<HttpConnector, TestBody> = h2c_client();
     let url = format!("http://{}/debug/hello", proxy.addr);
     let upper = proxy.addr.to_string().to_ascii_uppercase();
     for (host, status) in [

@@ -80,9 +80,7 @@ async fn https_listener_speaks_http1_and_http2() {
 async fn plain_listener_accepts_http2_prior_knowledge() {
     let (up, _stop) = demo_upstream().await;
     let proxy = proxy(up, &[]).await;
-    let client: Client<HttpConnector, TestBody> = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build(HttpConnector::new());
+    let client: Client<HttpConnector, TestBody> = h2c_client();
     let res = client
         .request(
             Request::get(format!("http://{}/debug/hello", proxy.addr))

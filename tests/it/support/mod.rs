@@ -155,6 +155,13 @@ pub fn http_client() -> Client<HttpConnector, TestBody> {
     Client::builder(TokioExecutor::new()).build(HttpConnector::new())
 }
 
+/// A client speaking HTTP/2 without TLS (prior knowledge).
+pub fn h2c_client() -> Client<HttpConnector, TestBody> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(HttpConnector::new())
+}
+
 pub struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
