@@ -149,13 +149,13 @@ fn crypto_and_gate_benches(c: &mut Criterion) {
         b.iter(|| sealer.open("totp", "alice", black_box(&sealed)).unwrap())
     });
 
-    let rules = PathRules {
-        prefix: "/_2fa".into(),
-        login_paths: vec!["/login".into()],
-        logout_paths: vec!["/logout".into()],
-        public_paths: vec!["/login".into(), "/static/".into()],
-        login_page: "/login".into(),
-    };
+    let rules = PathRules::new(
+        "/_2fa".into(),
+        vec!["/login".into()],
+        vec!["/logout".into()],
+        vec!["/login".into(), "/static/".into()],
+        "/login".into(),
+    );
     c.bench_function("gate/normalize + decide (clean path)", |b| {
         b.iter(|| {
             let p = gate::normalize_path(black_box("/integrations/42/runs")).unwrap();
@@ -177,6 +177,22 @@ fn crypto_and_gate_benches(c: &mut Criterion) {
     );
     c.bench_function("cookie/find session cookie", |b| {
         b.iter(|| cookie::find(black_box(&headers), "__Host-twofa-session").unwrap())
+    });
+    c.bench_function("cookie/app cookie in every spelling", |b| {
+        b.iter(|| {
+            cookie::app_cookies(black_box(&headers), "session")
+                .values
+                .len()
+        })
+    });
+    c.bench_function("gate/session id in the URL (none)", |b| {
+        b.iter(|| {
+            gate::carries_session_id(
+                black_box("/integrations/42/runs"),
+                Some(black_box("page=2&sort=name")),
+                "session",
+            )
+        })
     });
 }
 

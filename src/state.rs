@@ -2,7 +2,7 @@
 //! `app::start`; handlers borrow it.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::{Arc, Mutex};
 
 use std::net::IpAddr;
@@ -38,8 +38,29 @@ pub struct Core {
     /// checks its binding, and an HMAC per request was 4% of the proxy's CPU. Keyed by a
     /// 128-bit SipHash of the value under two secret per-process keys, so an attacker's values
     /// cost 16 bytes each (never their size) and cannot be made to collide with another's.
-    app_cookie_hashes: Mutex<HashMap<u128, Arc<str>>>,
+    app_cookie_hashes: Mutex<HashMap<u128, Arc<str>, BuildHasherDefault<KeyedHash>>>,
     cache_keys: (RandomState, RandomState),
+}
+
+/// The map's own hasher for keys that already are keyed hashes: hashing them again would be a
+/// third SipHash per request for nothing.
+#[derive(Default)]
+struct KeyedHash(u64);
+
+impl Hasher for KeyedHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u128(&mut self, key: u128) {
+        self.0 = key as u64;
+    }
 }
 
 /// Bound on remembered app cookie hashes; the map starts over when full.
@@ -60,13 +81,13 @@ impl Core {
             app_name: config.app.name.clone(),
             assets: format!("{}/assets", config.twofactor.prefix),
         };
-        let rules = PathRules {
-            prefix: config.twofactor.prefix.clone(),
-            login_paths: config.app.login_paths.clone(),
-            logout_paths: config.app.logout_paths.clone(),
-            public_paths: config.app.public_paths.clone(),
-            login_page: config.app.login_page.clone(),
-        };
+        let rules = PathRules::new(
+            config.twofactor.prefix.clone(),
+            config.app.login_paths.clone(),
+            config.app.logout_paths.clone(),
+            config.app.public_paths.clone(),
+            config.app.login_page.clone(),
+        );
         let success_rules = SuccessRules {
             statuses: config.app.success_status.clone(),
             cookie: config.app.success_cookie.clone(),
@@ -86,7 +107,7 @@ impl Core {
             success_rules,
             identity_header,
             mailer,
-            app_cookie_hashes: Mutex::new(HashMap::new()),
+            app_cookie_hashes: Mutex::new(HashMap::default()),
             cache_keys: (RandomState::new(), RandomState::new()),
         })
     }

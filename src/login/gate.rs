@@ -129,14 +129,39 @@ fn utf8_len(first: u8) -> usize {
 /// Path rules from `[app]`, matched against normalised paths.
 #[derive(Debug, Clone)]
 pub struct PathRules {
-    pub prefix: String,
-    pub login_paths: Vec<String>,
-    pub logout_paths: Vec<String>,
-    pub public_paths: Vec<String>,
-    pub login_page: String,
+    prefix: String,
+    login_paths: Vec<String>,
+    logout_paths: Vec<String>,
+    public_paths: Vec<String>,
+    login_page: String,
+    /// The last segment of each login path and of the login page, lower case: a cheap first
+    /// look before the full comparison (the gate asks on every request).
+    login_stems: Vec<String>,
 }
 
 impl PathRules {
+    pub fn new(
+        prefix: String,
+        login_paths: Vec<String>,
+        logout_paths: Vec<String>,
+        public_paths: Vec<String>,
+        login_page: String,
+    ) -> Self {
+        let login_stems = login_paths
+            .iter()
+            .chain(std::iter::once(&login_page))
+            .map(|p| loose_segments(p).last().unwrap_or("").to_ascii_lowercase())
+            .collect();
+        Self {
+            prefix,
+            login_paths,
+            logout_paths,
+            public_paths,
+            login_page,
+            login_stems,
+        }
+    }
+
     pub fn is_own(&self, path: &str) -> bool {
         path.strip_prefix(self.prefix.as_str())
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
@@ -159,13 +184,17 @@ impl PathRules {
     /// `;parameters` and a format suffix (`/login.json`: Rails' `(.:format)`, Spring's suffix
     /// patterns) do not make a login unwatched.
     pub fn is_login(&self, path: &str) -> bool {
-        self.login_paths.iter().any(|p| loose_path_eq(p, path))
+        self.login_paths
+            .iter()
+            .zip(&self.login_stems)
+            .any(|(p, stem)| may_match(stem, path) && loose_path_eq(p, path))
     }
 
     /// A page the app sends a browser to for its password: a login path or the login page.
     /// An answer sending the browser there is never a successful login.
     pub fn is_login_page(&self, path: &str) -> bool {
-        self.is_login(path) || loose_path_eq(&self.login_page, path)
+        let page_stem = self.login_stems.last().map_or("", String::as_str);
+        self.is_login(path) || (may_match(page_stem, path) && loose_path_eq(&self.login_page, path))
     }
 
     pub fn is_logout(&self, path: &str) -> bool {
@@ -185,6 +214,21 @@ fn loose_path_eq(a: &str, b: &str) -> bool {
             _ => return false,
         }
     }
+}
+
+/// A cheap first look for [`loose_path_eq`]: `path` can only match a configured path if it
+/// holds that path's last segment (`stem`, lower case) in any letter case.
+fn may_match(stem: &str, path: &str) -> bool {
+    let Some(&first) = stem.as_bytes().first() else {
+        return true;
+    };
+    let path = path.as_bytes();
+    path.iter().enumerate().any(|(at, b)| {
+        b.to_ascii_lowercase() == first
+            && path
+                .get(at..at + stem.len())
+                .is_some_and(|w| w.eq_ignore_ascii_case(stem.as_bytes()))
+    })
 }
 
 fn loose_segments(path: &str) -> impl Iterator<Item = &str> {
@@ -228,9 +272,13 @@ pub fn carries_session_id(path: &str, query: Option<&str>, app_cookie: &str) -> 
             cookieless || params.any(|p| session_key(p.split('=').next().unwrap_or(p)))
         });
     // In the query only the names containers read there: `?session=` is an ordinary
-    // parameter to many apps.
+    // parameter to many apps. Most queries hold neither name, not even escaped.
     let in_query = query.is_some_and(|q| {
-        q.split(['&', ';']).any(|pair| {
+        let may = q.contains('%')
+            || q.as_bytes()
+                .windows(6)
+                .any(|w| w.eq_ignore_ascii_case(b"sessid") || w.eq_ignore_ascii_case(b"ession"));
+        may && q.split(['&', ';']).any(|pair| {
             let key = pair.split('=').next().unwrap_or(pair);
             let key = percent_encoding::percent_decode_str(key).decode_utf8_lossy();
             let key = key.trim();
@@ -326,13 +374,13 @@ mod tests {
     use super::*;
 
     fn rules() -> PathRules {
-        PathRules {
-            prefix: "/_2fa".into(),
-            login_paths: vec!["/login".into(), "/api/login".into()],
-            logout_paths: vec!["/logout".into()],
-            public_paths: vec!["/login".into(), "/static/".into()],
-            login_page: "/login".into(),
-        }
+        PathRules::new(
+            "/_2fa".into(),
+            vec!["/login".into(), "/api/login".into()],
+            vec!["/logout".into()],
+            vec!["/login".into(), "/static/".into()],
+            "/login".into(),
+        )
     }
 
     #[test]
@@ -565,10 +613,13 @@ mod tests {
         for path in ["/", "/dashboard", "/login/welcome", "/logins", "/.login"] {
             assert!(!r.is_login_page(path), "{path}");
         }
-        let custom = PathRules {
-            login_page: "/signin".into(),
-            ..rules()
-        };
+        let custom = PathRules::new(
+            "/_2fa".into(),
+            vec!["/login".into()],
+            vec![],
+            vec![],
+            "/signin".into(),
+        );
         assert!(custom.is_login_page("/SignIn"));
     }
 

@@ -153,13 +153,13 @@ mod tests {
     use http::HeaderValue;
 
     fn paths() -> PathRules {
-        PathRules {
-            prefix: "/_2fa".into(),
-            login_paths: vec!["/login".into(), "/api/login".into()],
-            logout_paths: vec!["/logout".into()],
-            public_paths: vec!["/login".into()],
-            login_page: "/signin".into(),
-        }
+        PathRules::new(
+            "/_2fa".into(),
+            vec!["/login".into(), "/api/login".into()],
+            vec!["/logout".into()],
+            vec!["/login".into()],
+            "/signin".into(),
+        )
     }
 
     fn rules() -> SuccessRules {

@@ -115,7 +115,14 @@ pub fn app_cookies<'a>(headers: &'a HeaderMap, name: &str) -> AppCookies<'a> {
     let (mut keys, mut mentions) = (0, 0);
     for header in headers.get_all(header::COOKIE) {
         let bytes = header.as_bytes();
-        mentions += mentions_of(bytes, name);
+        // What browsers send (`a=1; b=2`, nothing to decode, no blank but after `;`) can only
+        // name a cookie at a pair's start: the scan for hidden names is skipped (this runs on
+        // every request).
+        let plain = bytes.iter().enumerate().all(|(i, &b)| match b {
+            b' ' => i > 0 && bytes[i - 1] == b';',
+            b'%' | b',' | b'"' | b'\t' | b'\r' | b'\n' | 0x0b | 0x0c => false,
+            b => b < 0x80,
+        });
         for pair in bytes.split(|&b| b == b';') {
             let (key, value) = match pair.iter().position(|&b| b == b'=') {
                 Some(at) => (&pair[..at], &pair[at + 1..]),
@@ -125,6 +132,9 @@ pub fn app_cookies<'a>(headers: &'a HeaderMap, name: &str) -> AppCookies<'a> {
                 continue;
             }
             keys += 1;
+            if plain {
+                mentions += 1;
+            }
             match std::str::from_utf8(trim_ws(value)) {
                 // A comma is no cookie-octet (RFC 6265 4.1.1); legacy parsers end the value
                 // there and read what follows as another cookie.
@@ -133,6 +143,9 @@ pub fn app_cookies<'a>(headers: &'a HeaderMap, name: &str) -> AppCookies<'a> {
                 Ok(v) => found.values.push(v),
                 Err(_) => found.ambiguous = true,
             }
+        }
+        if !plain {
+            mentions += mentions_of(bytes, name);
         }
     }
     if mentions != keys {
@@ -154,8 +167,8 @@ fn mentions_of(header: &[u8], name: &str) -> usize {
     } else {
         header
     };
-    let wanted: Vec<u8> = name.bytes().map(fold_name_byte).collect();
-    let Some(&first) = wanted.first() else {
+    let wanted = name.as_bytes();
+    let Some(first) = wanted.first().map(|&b| fold_name_byte(b)) else {
         return 0;
     };
     let blank = |b: u8| b >= 0x80 || matches!(b, b' ' | b'\t' | b'\r' | b'\n' | 0x0b | 0x0c | b'"');
@@ -171,8 +184,8 @@ fn mentions_of(header: &[u8], name: &str) -> usize {
             && rest.len() >= wanted.len()
             && rest
                 .iter()
-                .zip(&wanted)
-                .all(|(&b, &w)| b < 0x80 && fold_name_byte(b) == w);
+                .zip(wanted)
+                .all(|(&b, &w)| b < 0x80 && fold_name_byte(b) == fold_name_byte(w));
         if named
             && rest[wanted.len()..]
                 .iter()
