@@ -58,6 +58,23 @@ fn check_config_accepts_the_example() {
     assert_eq!(code, 0, "{stderr}");
 }
 
+/// A configuration that cannot tell a failed login from a successful one loads, but says so.
+#[test]
+fn check_config_warns_when_success_cannot_be_told_from_failure() {
+    let (code, stderr) = check_config("[app]\nsuccess_status = [200, 302]\n");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("warning: app.success_status: 200 is not a redirect"),
+        "{stderr}"
+    );
+    let (code, stderr) =
+        check_config("[app]\nsuccess_status = [200]\nuser_header = \"X-User\"\n");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let (_, stderr) = check_config(EXAMPLE);
+    assert!(!stderr.contains("warning"), "the example is safe: {stderr}");
+}
+
 #[test]
 fn check_config_lists_every_problem_and_exits_2() {
     let (code, stderr) = check_config(
