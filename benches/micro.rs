@@ -115,7 +115,7 @@ fn session_benches(c: &mut Criterion) {
                 let store = rt
                     .block_on(RedisStore::connect(&server.1, "bench:"))
                     .unwrap();
-                stores.push((name, AnyStore::Redis(store), config));
+                stores.push((name, AnyStore::Redis(Box::new(store)), config));
             }
         }
         None => eprintln!("redis-server not found: skipping the Redis session lookups"),

@@ -64,11 +64,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 pub async fn open_store(config: &Config, clock: &SharedClock) -> anyhow::Result<AnyStore> {
     Ok(match config.store.backend {
         StoreBackend::Memory => AnyStore::Memory(Box::new(MemoryStore::new(clock.clone()))),
-        StoreBackend::Redis => AnyStore::Redis(
+        StoreBackend::Redis => AnyStore::Redis(Box::new(
             RedisStore::connect(&config.store.url, &config.store.key_prefix)
                 .await
                 .map_err(|e| anyhow::anyhow!("store.url: {e}"))?,
-        ),
+        )),
     })
 }
 

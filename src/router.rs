@@ -330,6 +330,7 @@ impl Router {
             ..current.record.clone()
         };
         Box::pin(core.sessions.save(&current.id, &record)).await?;
+        Box::pin(core.sessions.bind_app_session(&current.id, &hash)).await?;
         Ok(res)
     }
 

@@ -63,6 +63,9 @@ impl Hasher for KeyedHash {
     }
 }
 
+/// The purpose under which app cookie values are hashed into session bindings.
+const APP_COOKIE: &str = "app-cookie";
+
 /// Bound on remembered app cookie hashes; the map starts over when full.
 const APP_COOKIE_HASHES: usize = 16_384;
 
@@ -121,7 +124,7 @@ impl Core {
         {
             return hash.clone();
         }
-        let hash: Arc<str> = self.sealer.hash_code("app-cookie", value).into();
+        let hash: Arc<str> = self.sealer.hash_code(APP_COOKIE, value).into();
         if let Ok(mut known) = self.app_cookie_hashes.lock() {
             if known.len() >= APP_COOKIE_HASHES {
                 known.clear();
@@ -129,6 +132,12 @@ impl Core {
             known.insert(key, hash.clone());
         }
         hash
+    }
+
+    /// The bindings an app cookie value may have been given: under the current and every
+    /// previous key.
+    pub fn app_cookie_hashes(&self, value: &str) -> Vec<String> {
+        self.sealer.hash_candidates(APP_COOKIE, value)
     }
 
     /// Whether a session vouches for this app cookie value: its binding, or the one before the
@@ -146,7 +155,7 @@ impl Core {
         accepted(&self.app_cookie_hash(value))
             || self
                 .sealer
-                .hash_candidates("app-cookie", value)
+                .hash_candidates(APP_COOKIE, value)
                 .iter()
                 .any(|h| accepted(h))
     }

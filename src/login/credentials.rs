@@ -47,8 +47,13 @@ pub fn account_name(
     match body {
         None => {}
         Some((bytes, _, Charset::Ascii)) if !bytes.is_ascii() => return Err(Ambiguous),
+        // Many handlers decode the body as JSON whatever its type (Go's `json.NewDecoder`,
+        // PHP's `php://input`, Flask's `get_json(force=True)`): a form must not be a JSON
+        // document too. (Form parsers, on the other hand, go by the type.)
         Some((bytes, LoginMedia::Form, _)) => {
-            if form_keys(bytes).any(|k| k.is_none_or(|k| same_field(&k, METHOD_FIELD))) {
+            if looks_like_json(bytes)
+                || form_keys(bytes).any(|k| k.is_none_or(|k| same_field(&k, METHOD_FIELD)))
+            {
                 return Err(Ambiguous);
             }
             names.extend(form_names(bytes, field)?);
@@ -144,22 +149,52 @@ fn decode(raw: &[u8]) -> Option<Cow<'_, str>> {
     String::from_utf8(bytes).ok().map(Cow::Owned)
 }
 
-/// The account field of a top-level JSON object. Refused: a body that is not one object,
-/// duplicate or case-variant keys, a non-string value, non-ASCII keys at any depth (Go's
-/// decoder folds `ſ` to `s`), the field's name anywhere below the top level (Rails wraps and
-/// unwraps parameters; a framework may read the nested copy) and `_method`.
+/// A body any JSON decoder would take for a document (an object or an array).
+fn looks_like_json(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'{' || b == b'[')
+}
+
+/// The account field of a top-level JSON object; for a bracketed field (`user[email]`, as
+/// Devise names it) the one string at `{"user":{"email":..}}`. Refused: a body that is not one
+/// object, duplicate or case-variant keys, a non-string value, non-ASCII keys at any depth (Go's
+/// decoder folds `ſ` to `s`), the field's name anywhere else (Rails wraps and unwraps
+/// parameters; a framework may read another copy) and `_method`.
 fn json_names(bytes: &[u8], field: &str) -> Result<Vec<String>, Ambiguous> {
     let Members(members) = serde_json::from_slice(bytes).map_err(|_| Ambiguous)?;
-    let (_, leaf) = parts(field);
+    let (base, leaf) = parts(field);
+    let nested_field = base != field;
     let mut names = Vec::new();
     for (key, value) in members {
         if !key.is_ascii() || key.eq_ignore_ascii_case(METHOD_FIELD) {
             return Err(Ambiguous);
         }
+        if nested_field && key.eq_ignore_ascii_case(base) {
+            let serde_json::Value::Object(inner) = value else {
+                return Err(Ambiguous);
+            };
+            if key != base {
+                return Err(Ambiguous);
+            }
+            for (k, v) in inner {
+                if !k.is_ascii() || nested_key(&v, leaf) {
+                    return Err(Ambiguous);
+                }
+                if k.eq_ignore_ascii_case(leaf) {
+                    match v {
+                        serde_json::Value::String(s) if k == leaf => names.push(s),
+                        _ => return Err(Ambiguous),
+                    }
+                }
+            }
+            continue;
+        }
         if nested_key(&value, leaf) {
             return Err(Ambiguous);
         }
-        if key.eq_ignore_ascii_case(field) {
+        if key.eq_ignore_ascii_case(leaf) || key.eq_ignore_ascii_case(field) {
             match value {
                 serde_json::Value::String(s) if key == field => names.push(s),
                 _ => return Err(Ambiguous),
@@ -265,6 +300,29 @@ mod tests {
             "user[email]",
         );
         assert_eq!(bracketed, Ok(Some("eve".into())));
+        // Devise's JSON sign-in for the same field.
+        let devise = |body: &str| {
+            account_name(
+                "",
+                Some((body.as_bytes(), LoginMedia::Json, Charset::Utf8)),
+                "user[email]",
+            )
+        };
+        assert_eq!(
+            devise(r#"{"user":{"email":"eve","password":"x"},"commit":"Log in"}"#),
+            Ok(Some("eve".into()))
+        );
+        for body in [
+            r#"{"user":{"email":"eve","EMAIL":"mallory"}}"#,
+            r#"{"user":{"email":"eve"},"email":"mallory"}"#,
+            r#"{"user":{"email":"eve"},"User":{"email":"mallory"}}"#,
+            r#"{"user":{"email":"eve","x":{"email":"mallory"}}}"#,
+            r#"{"user":{"email":["eve"]}}"#,
+            r#"{"user":"eve"}"#,
+            r#"{"user":{"email":"eve"},"user":{"email":"mallory"}}"#,
+        ] {
+            assert_eq!(devise(body), Err(Ambiguous), "{body}");
+        }
         // PHP reads `user.name` and `user name` as `user_name`.
         for body in [
             "user_name=a&user.name=b",
@@ -297,6 +355,9 @@ mod tests {
             "username=alice&_method=GET",
             "username=alice&_METHOD=GET",
             "session[username]=alice&username=mallory",
+            // A JSON document sent as a form: the app may decode it as JSON.
+            r#"{"username":"alice","x":"&username=nobody&"}"#,
+            "  [1]",
         ] {
             assert_eq!(form(body), Err(Ambiguous), "{body}");
         }

@@ -75,6 +75,8 @@ pub async fn watch_login(
         Ok(name) => name,
         Err(credentials::Ambiguous) => return refuse(StatusCode::BAD_REQUEST),
     };
+    let credentials = typed.is_some()
+        || (core.config.app.user_header.is_some() && !(body.is_empty() && query.is_empty()));
     // A name that cannot key one account (non-ASCII without Unicode mode, separators, controls)
     // never reaches the app. With `user_header` the app names the user itself.
     let typed_user = match (&core.config.app.user_header, typed) {
@@ -85,6 +87,27 @@ pub async fn watch_login(
         },
     };
     let old_session = cookie::find(&parts.headers, core.sessions.names.session).map(str::to_owned);
+    if credentials {
+        // Apps that keep their session id across logins (PHP without session_regenerate_id,
+        // express-session without regenerate) make the app session this request carries the
+        // new user's: every proxy session vouching for it ends first, and so does the one the
+        // browser brought. A spelling of the app cookie the proxy cannot pin is refused.
+        let carried = cookie::app_cookies(&parts.headers, &core.config.app.success_cookie);
+        if carried.ambiguous {
+            return refuse(StatusCode::BAD_REQUEST);
+        }
+        let hashes: Vec<String> = carried
+            .values
+            .iter()
+            .flat_map(|v| core.app_cookie_hashes(v))
+            .collect();
+        for hash in &hashes {
+            core.sessions.end_bound_to(hash).await?;
+        }
+        if let Some(old) = &old_session {
+            core.sessions.end(old).await?;
+        }
+    }
     let client = core.client_addr(&parts.headers, conn.peer.ip()).to_string();
     core.prepare_upstream_headers(&mut parts.headers, None);
     let request_path = parts.uri.path().to_owned();

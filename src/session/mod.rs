@@ -55,6 +55,16 @@ impl Cache {
             .remove(id);
     }
 
+    fn forget_bound_to(&self, app_hash: &str) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, (r, _)| {
+                r.app_cookie.as_deref() != Some(app_hash)
+                    && r.app_cookie_prev.as_deref() != Some(app_hash)
+            });
+    }
+
     fn forget_user(&self, user: &str) {
         self.entries
             .lock()
@@ -124,6 +134,9 @@ impl Sessions {
         self.store
             .put_session(&id, &record, self.ttl(&record, now))
             .await?;
+        if let Some(hash) = &record.app_cookie {
+            self.bind_app_session(&id, hash).await?;
+        }
         Ok(Current { id, record })
     }
 
@@ -189,6 +202,23 @@ impl Sessions {
             c.put(id, record);
         }
         Ok(())
+    }
+
+    /// Notes that session `id` now vouches for the app session `app_hash` (at its login, or
+    /// after the app rotated its cookie).
+    pub async fn bind_app_session(&self, id: &str, app_hash: &str) -> StoreResult<()> {
+        let ttl = Duration::from_secs(self.absolute);
+        self.store.bind_app_session(app_hash, id, ttl).await
+    }
+
+    /// Ends every session that vouches for the app session `app_hash`: a login on it is about
+    /// to happen, and an app that keeps its session id across logins would make it another
+    /// user's.
+    pub async fn end_bound_to(&self, app_hash: &str) -> StoreResult<u32> {
+        if let Some(c) = &self.cache {
+            c.forget_bound_to(app_hash);
+        }
+        self.store.end_sessions_bound_to(app_hash).await
     }
 
     pub async fn end(&self, id: &str) -> StoreResult<()> {

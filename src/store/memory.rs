@@ -154,6 +154,39 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    // The records carry their bindings: nothing to note, and ending scans them (one process,
+    // and only at a login).
+    async fn bind_app_session(
+        &self,
+        _app_hash: &str,
+        _id: &str,
+        _ttl: Duration,
+    ) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn end_sessions_bound_to(&self, app_hash: &str) -> StoreResult<u32> {
+        let mut m = self.lock();
+        let bound = |r: &SessionRecord| {
+            r.app_cookie.as_deref() == Some(app_hash)
+                || r.app_cookie_prev.as_deref() == Some(app_hash)
+        };
+        let doomed: Vec<String> = m
+            .sessions
+            .iter()
+            .filter(|(_, e)| bound(&e.value))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &doomed {
+            if let Some(e) = m.sessions.remove(id)
+                && let Some(ids) = m.user_sessions.get_mut(&e.value.user)
+            {
+                ids.remove(id);
+            }
+        }
+        Ok(u32::try_from(doomed.len()).unwrap_or(u32::MAX))
+    }
+
     async fn delete_session(&self, id: &str) -> StoreResult<()> {
         let mut m = self.lock();
         if let Some(e) = m.sessions.remove(id)

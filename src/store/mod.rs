@@ -124,6 +124,20 @@ pub trait Store: Send + Sync + 'static {
         ttl: Duration,
     ) -> impl Future<Output = StoreResult<()>> + Send;
     fn delete_session(&self, id: &str) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Notes that session `id` vouches for the app session whose cookie hashes to `app_hash`
+    /// (see [`Store::end_sessions_bound_to`]); the note lives at least `ttl`.
+    fn bind_app_session(
+        &self,
+        app_hash: &str,
+        id: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Ends every session that vouches (or vouched) for the app session `app_hash`: a new
+    /// login on that app session may make it someone else's. Returns how many ended.
+    fn end_sessions_bound_to(
+        &self,
+        app_hash: &str,
+    ) -> impl Future<Output = StoreResult<u32>> + Send;
     /// Ends every session of `user` except `keep`; returns how many ended.
     fn end_user_sessions(
         &self,
@@ -259,7 +273,8 @@ pub trait Store: Send + Sync + 'static {
 /// The backend chosen by config, dispatched statically.
 pub enum AnyStore {
     Memory(Box<memory::MemoryStore>),
-    Redis(redis::RedisStore),
+    /// Boxed like the memory store: the variants stay one pointer each.
+    Redis(Box<redis::RedisStore>),
 }
 
 macro_rules! delegate {
@@ -286,6 +301,8 @@ delegate! {
     fn session(&self, id: &str) -> StoreResult<Option<SessionRecord>>;
     fn refresh_session(&self, id: &str, session: &SessionRecord, ttl: Duration) -> StoreResult<()>;
     fn delete_session(&self, id: &str) -> StoreResult<()>;
+    fn bind_app_session(&self, app_hash: &str, id: &str, ttl: Duration) -> StoreResult<()>;
+    fn end_sessions_bound_to(&self, app_hash: &str) -> StoreResult<u32>;
     fn end_user_sessions(&self, user: &str, keep: Option<&str>) -> StoreResult<u32>;
     fn park_login(&self, id: &str, login: &PendingLogin, ttl: Duration) -> StoreResult<()>;
     fn pending_login(&self, id: &str) -> StoreResult<Option<PendingLogin>>;

@@ -50,6 +50,15 @@ end
 return 1
 ";
 
+/// Adds a member to a set that lives at least `ARGV[2]` ms.
+const ADD_TO_SET: &str = r"
+redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 1
+";
+
 /// A counter that expires `ARGV[1]` ms after its first count.
 const COUNT: &str = r"
 local n = redis.call('INCR', KEYS[1])
@@ -75,6 +84,7 @@ pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
     put_session: Script,
+    add_to_set: Script,
     count: Script,
     claim_step: Script,
 }
@@ -100,6 +110,7 @@ impl RedisStore {
             conn,
             prefix: prefix.to_owned(),
             put_session: Script::new(PUT_SESSION),
+            add_to_set: Script::new(ADD_TO_SET),
             count: Script::new(COUNT),
             claim_step: Script::new(CLAIM_STEP),
         })
@@ -283,6 +294,42 @@ impl Store for RedisStore {
     // expires; the set may hold ended ids anyway (sessions also end by TTL).
     async fn delete_session(&self, id: &str) -> StoreResult<()> {
         self.del(&self.key("s", &token(id)), "delete session").await
+    }
+
+    async fn bind_app_session(&self, app_hash: &str, id: &str, ttl: Duration) -> StoreResult<()> {
+        self.add_to_set
+            .key(self.key("ab", app_hash))
+            .arg(token(id))
+            .arg(millis(ttl))
+            .invoke_async::<()>(&mut self.conn())
+            .await
+            .map_err(|e| failure("bind app session", &e))
+    }
+
+    // The set may list sessions that ended or were rebound since: ending those again is
+    // harmless, and a rebound one still vouched for this app session until its next rotation.
+    async fn end_sessions_bound_to(&self, app_hash: &str) -> StoreResult<u32> {
+        let set = self.key("ab", app_hash);
+        let mut conn = self.conn();
+        let members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&set)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| failure("list bound sessions", &e))?;
+        if members.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for m in &members {
+            pipe.cmd("DEL").arg(self.key("s", m));
+        }
+        pipe.cmd("SREM").arg(&set).arg(&members).ignore();
+        let deleted: Vec<i64> = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| failure("end bound sessions", &e))?;
+        Ok(u32::try_from(deleted.iter().filter(|&&n| n > 0).count()).unwrap_or(u32::MAX))
     }
 
     async fn end_user_sessions(&self, user: &str, keep: Option<&str>) -> StoreResult<u32> {

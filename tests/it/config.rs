@@ -67,8 +67,7 @@ fn check_config_warns_when_success_cannot_be_told_from_failure() {
         stderr.contains("warning: app.success_status: 200 is not a redirect"),
         "{stderr}"
     );
-    let (code, stderr) =
-        check_config("[app]\nsuccess_status = [200]\nuser_header = \"X-User\"\n");
+    let (code, stderr) = check_config("[app]\nsuccess_status = [200]\nuser_header = \"X-User\"\n");
     assert_eq!(code, 0, "{stderr}");
     assert!(!stderr.contains("warning"), "{stderr}");
     let (_, stderr) = check_config(EXAMPLE);

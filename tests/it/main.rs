@@ -21,6 +21,7 @@ mod email;
 mod forwarding;
 mod lifecycle;
 mod login;
+mod login_variants;
 mod malformed;
 mod realapps;
 mod rewrites;

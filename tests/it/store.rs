@@ -74,6 +74,42 @@ async fn contract<S: Store>(store: Arc<S>, tag: &str) {
     );
     assert_eq!(store.end_user_sessions(&alice, None).await.unwrap(), 1);
     assert_eq!(store.session(&s3).await.unwrap(), None);
+    // Sessions bound to one app session end together, whoever their user; the binding before
+    // the app's last rotation counts too.
+    let app = format!("app-{tag}");
+    let other_app = format!("other-app-{tag}");
+    let bound = |user: &str, now: Option<&str>, prev: Option<&str>| SessionRecord {
+        app_cookie: now.map(str::to_owned),
+        app_cookie_prev: prev.map(str::to_owned),
+        ..session(user)
+    };
+    let (b1, b2, b3, b4) = (
+        format!("b1-{tag}"),
+        format!("b2-{tag}"),
+        format!("b3-{tag}"),
+        format!("b4-{tag}"),
+    );
+    for (id, record) in [
+        (&b1, bound(&alice, Some(&app), None)),
+        (&b2, bound(&bob, Some(&app), None)),
+        (&b3, bound(&bob, Some(&other_app), Some(&app))),
+        (&b4, bound(&bob, Some(&other_app), None)),
+    ] {
+        store.put_session(id, &record, TTL).await.unwrap();
+        for hash in record.app_cookie.iter().chain(&record.app_cookie_prev) {
+            store.bind_app_session(hash, id, TTL).await.unwrap();
+        }
+    }
+    assert_eq!(store.end_sessions_bound_to(&app).await.unwrap(), 3);
+    for id in [&b1, &b2, &b3] {
+        assert_eq!(store.session(id).await.unwrap(), None, "{id} still lives");
+    }
+    assert!(
+        store.session(&b4).await.unwrap().is_some(),
+        "an unbound session ended"
+    );
+    assert_eq!(store.end_sessions_bound_to(&app).await.unwrap(), 0);
+    store.delete_session(&b4).await.unwrap();
     // A refresh after the end does not bring the session back; one before it does update.
     store
         .refresh_session(&s3, &session(&alice), TTL)
