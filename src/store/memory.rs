@@ -20,6 +20,8 @@ struct Expiring<T> {
 struct Maps {
     sessions: HashMap<String, Expiring<SessionRecord>>,
     user_sessions: HashMap<String, HashSet<String>>,
+    /// Sessions by the app session they vouch for (`bind_app_session`).
+    app_sessions: HashMap<String, HashSet<String>>,
     pending: HashMap<String, Expiring<PendingLogin>>,
     attempts: HashMap<String, Expiring<u32>>,
     two_factor: HashMap<String, TwoFactorRecord>,
@@ -68,6 +70,10 @@ impl MemoryStore {
             ids.retain(|id| live.contains(id));
         }
         maps.user_sessions.retain(|_, ids| !ids.is_empty());
+        for ids in maps.app_sessions.values_mut() {
+            ids.retain(|id| live.contains(id));
+        }
+        maps.app_sessions.retain(|_, ids| !ids.is_empty());
         maps.pending.retain(|_, e| e.expires > now);
         maps.attempts.retain(|_, e| e.expires > now);
         maps.enrollments.retain(|_, e| e.expires > now);
@@ -154,37 +160,32 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    // The records carry their bindings: nothing to note, and ending scans them (one process,
-    // and only at a login).
-    async fn bind_app_session(
-        &self,
-        _app_hash: &str,
-        _id: &str,
-        _ttl: Duration,
-    ) -> StoreResult<()> {
+    // Like Redis: the list may hold sessions that ended or were rebound since (pruned by the
+    // sweep); ending those again is harmless.
+    async fn bind_app_session(&self, app_hash: &str, id: &str, _ttl: Duration) -> StoreResult<()> {
+        self.lock()
+            .app_sessions
+            .entry(app_hash.to_owned())
+            .or_default()
+            .insert(id.to_owned());
         Ok(())
     }
 
     async fn end_sessions_bound_to(&self, app_hash: &str) -> StoreResult<u32> {
         let mut m = self.lock();
-        let bound = |r: &SessionRecord| {
-            r.app_cookie.as_deref() == Some(app_hash)
-                || r.app_cookie_prev.as_deref() == Some(app_hash)
+        let Some(ids) = m.app_sessions.remove(app_hash) else {
+            return Ok(0);
         };
-        let doomed: Vec<String> = m
-            .sessions
-            .iter()
-            .filter(|(_, e)| bound(&e.value))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in &doomed {
-            if let Some(e) = m.sessions.remove(id)
-                && let Some(ids) = m.user_sessions.get_mut(&e.value.user)
-            {
-                ids.remove(id);
+        let mut ended = 0u32;
+        for id in &ids {
+            if let Some(e) = m.sessions.remove(id) {
+                ended += 1;
+                if let Some(user_ids) = m.user_sessions.get_mut(&e.value.user) {
+                    user_ids.remove(id);
+                }
             }
         }
-        Ok(u32::try_from(doomed.len()).unwrap_or(u32::MAX))
+        Ok(ended)
     }
 
     async fn delete_session(&self, id: &str) -> StoreResult<()> {
