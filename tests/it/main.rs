@@ -23,6 +23,8 @@ mod lifecycle;
 mod login;
 mod malformed;
 mod realapps;
+mod realapps2_django;
+mod realapps2_tomcat;
 mod rewrites;
 mod store;
 mod streaming;
