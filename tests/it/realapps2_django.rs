@@ -177,7 +177,7 @@ async fn realapps2_django_unicode_blank_cookie_names_never_reach_alice() {
         );
     }
     let mut leaks = Vec::new();
-    let mut outcomes = Vec::new();
+    let mut outcomes = Outcomes::default();
     for lines in spellings {
         let spelled = logins.fill(lines[0]);
         let m = logins.fill(b"twofa-session={M}");
@@ -195,7 +195,7 @@ async fn realapps2_django_unicode_blank_cookie_names_never_reach_alice() {
             vec![ma.clone(), spelled.clone()],
         ] {
             let res = get_with_raw_cookies(logins.site.proxy.addr, "/whoami", &filled).await;
-            outcomes.push(format!("{:?} -> {}", shown(&filled), res.status.as_u16()));
+            outcomes.add(&res);
             if let Some((user, identity)) = whoami(&res)
                 && user == "alice"
             {
@@ -206,7 +206,7 @@ async fn realapps2_django_unicode_blank_cookie_names_never_reach_alice() {
             }
         }
     }
-    eprintln!("{outcomes:#?}");
+    eprintln!("through the proxy: {outcomes:#?}");
     assert!(
         leaks.is_empty(),
         "alice's app session rode on mallory's proxy session: {leaks:#?}"

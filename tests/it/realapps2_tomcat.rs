@@ -58,7 +58,8 @@ async fn post_login(
 /// ASCII separators is `username=alice&password=wonderland` to `request.getParameter` (shown
 /// directly: 302 and alice's session). A proxy reading the same bytes as UTF-8 sees no
 /// `username` field at all, or, in the mixed body, mallory's. Through the proxy each is refused
-/// with 415 and never reaches Tomcat as alice (no JSESSIONID of hers, no challenge).
+/// with 415 and never reaches Tomcat (its access log shows none of them; no JSESSIONID of
+/// alice's comes back, no challenge).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn realapps2_tomcat_ebcdic_login_bodies_are_refused() {
     let (site, _) = tomcat_with_alice().await;
@@ -101,6 +102,10 @@ async fn realapps2_tomcat_ebcdic_login_bodies_are_refused() {
     }
     let mallory = site.mallory().await;
     let m = format!("twofa-session={}", mallory.cookies["twofa-session"]);
+    // The access log shows the EBCDIC posts above: the check at the end can see one.
+    let log = site.app.access_log_since(0).await;
+    assert!(log.contains("charset =ibm037]"), "{log}");
+    let logged = log.len();
     let mut wrong = Vec::new();
     for content_type in types {
         for (what, body) in [
@@ -123,6 +128,13 @@ async fn realapps2_tomcat_ebcdic_login_bodies_are_refused() {
             }
         }
     }
+    // Tomcat never received any of them.
+    let seen = site.app.access_log_since(logged).await;
+    wrong.extend(
+        seen.lines()
+            .filter(|line| line.to_ascii_lowercase().contains("037"))
+            .map(|line| format!("Tomcat received: {line}")),
+    );
     assert!(wrong.is_empty(), "EBCDIC logins not refused: {wrong:#?}");
 }
 
@@ -174,7 +186,8 @@ fn user(res: &Answer) -> Option<String> {
 /// (`;jsessionid=ID` as a path parameter on any segment, the default `SessionTrackingMode.URL`)
 /// when no valid session cookie comes with the request: shown directly, alice's id in the URL
 /// alone is alice. Through the proxy, mallory's proxy session (with or without her own
-/// JSESSIONID cookie) and alice's id in the URL is refused with 400 and never reaches Tomcat.
+/// JSESSIONID cookie) and alice's id in the URL is refused with 400 and never reaches Tomcat
+/// (its access log shows none of them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn realapps2_tomcat_session_ids_in_the_url_are_refused() {
     let logins = two_logins().await;
@@ -202,6 +215,10 @@ async fn realapps2_tomcat_session_ids_in_the_url_are_refused() {
         direct.status,
         direct.text()
     );
+    // The access log shows the requests above: the check at the end can see one.
+    let log = logins.site.app.access_log_since(0).await;
+    assert!(log.contains("/app;jsessionid="), "{log}");
+    let logged = log.len();
     let mut wrong = Vec::new();
     for path in paths {
         for cookies in [
@@ -223,6 +240,13 @@ async fn realapps2_tomcat_session_ids_in_the_url_are_refused() {
             wrong.push(format!("{path}, anonymous: {} {}", res.status, res.text()));
         }
     }
+    // Tomcat never received any of them.
+    let seen = logins.site.app.access_log_since(logged).await;
+    wrong.extend(
+        seen.lines()
+            .filter(|line| line.to_ascii_lowercase().contains("jsessionid="))
+            .map(|line| format!("Tomcat received: {line}")),
+    );
     assert!(
         wrong.is_empty(),
         "alice's session id in the URL: {wrong:#?}"
@@ -270,9 +294,9 @@ async fn realapps2_tomcat_jsessionid_spellings_never_reach_alice() {
         );
     }
     let mut leaks = Vec::new();
-    let mut outcomes = Vec::new();
+    let mut outcomes = Outcomes::default();
     let mut check = |what: String, res: &Answer| {
-        outcomes.push(format!("{what} -> {}", res.status.as_u16()));
+        outcomes.add(res);
         if user(res).as_deref() == Some("alice") {
             leaks.push(format!("{what}: Tomcat served alice: {}", res.text()));
         }
@@ -329,7 +353,7 @@ async fn realapps2_tomcat_jsessionid_spellings_never_reach_alice() {
         let res = logins.get(proxy, "/app/whoami", lines).await;
         check(format!("after mallory's app logout: {lines:?}"), &res);
     }
-    eprintln!("{outcomes:#?}");
+    eprintln!("through the proxy: {outcomes:#?}");
     assert!(
         leaks.is_empty(),
         "alice's app session rode on mallory's proxy session: {leaks:#?}"

@@ -289,6 +289,31 @@ impl AppServer {
         let _ = self.child.wait();
     }
 
+    /// Tomcat's access log from byte `from` on (`%r %s [Content-Type] [Cookie]` a line): every
+    /// request Tomcat received. A request straight at Tomcat marks the end, and the log is read
+    /// once that mark is in it, so every request answered before is in too.
+    pub async fn access_log_since(&self, from: usize) -> String {
+        let base = self
+            ._base
+            .as_ref()
+            .expect("only Tomcat keeps an access log");
+        let mark = format!("/app/login?mark={from}-{}", super::rand_u64());
+        let res = super::get(&format!("{}{mark}", self.base()), &[]).await;
+        assert_eq!(res.status, 200);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = std::fs::read_to_string(base.path("logs/access.log")).unwrap_or_default();
+            if log.contains(&mark) {
+                return log.get(from..).unwrap_or("").to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {mark} in Tomcat's access log"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn base(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -525,4 +550,34 @@ pub async fn alice_only_through_her_challenge(
         ));
     }
     Ok((false, status))
+}
+
+/// Who answered a request to the app's `/whoami` through the proxy, in a few words: the app
+/// with the user it saw, the app without one, or the proxy's own refusal.
+pub fn outcome(res: &Answer) -> String {
+    let status = res.status.as_u16();
+    if let Some((user, identity)) = whoami(res) {
+        return format!("{status} from the app as {user} (X-Twofa-User: {identity})");
+    }
+    match serde_json::from_slice::<serde_json::Value>(&res.body) {
+        Ok(body) if body.get("error").is_some() => format!("{status} from the proxy: {body}"),
+        Ok(body) if body.get("user").is_some() => format!("{status} from the app, signed out"),
+        _ => format!("{status}"),
+    }
+}
+
+/// Counts of `outcome`s, for the test log.
+#[derive(Default)]
+pub struct Outcomes(std::collections::BTreeMap<String, usize>);
+
+impl Outcomes {
+    pub fn add(&mut self, res: &Answer) {
+        *self.0.entry(outcome(res)).or_default() += 1;
+    }
+}
+
+impl std::fmt::Debug for Outcomes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.0.iter()).finish()
+    }
 }
