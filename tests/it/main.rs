@@ -24,6 +24,8 @@ mod login;
 mod login_variants;
 mod malformed;
 mod realapps;
+mod realapps2_django;
+mod realapps2_tomcat;
 mod rewrites;
 mod store;
 mod streaming;

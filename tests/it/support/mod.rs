@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod lenient_app;
 pub mod realapp;
+pub mod realapp2;
 pub mod redis;
 pub mod site;
 pub mod smtp;
