@@ -77,8 +77,13 @@ impl Router {
                 );
             }
         };
-        // A session id in the URL would reach the app past the cookie binding.
-        if gate::carries_session_id(&path, req.uri().query(), &core.config.app.success_cookie) {
+        // A session id in the URL would reach the app past the cookie binding: path parameters
+        // are dropped, the rest refused.
+        let path = match gate::strip_session_params(&path, &core.config.app.success_cookie) {
+            Some(stripped) => stripped,
+            None => path,
+        };
+        if gate::carries_session_id(&path, req.uri().query()) {
             tracing::debug!("refused a session id in the URL");
             return (
                 RouteClass::Rejected,

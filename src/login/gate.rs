@@ -249,27 +249,51 @@ fn loose_segments(path: &str) -> impl Iterator<Item = &str> {
         })
 }
 
-/// Whether a request carries a session id in its URL, where the session binding (which reads
-/// cookies) would not see it: servlet containers track sessions in a `;jsessionid=` path
-/// parameter (on by default), ASP.NET's cookieless sessions and forms tickets sit in a
-/// `/(S(id))/` segment, and PHP reads `PHPSESSID` from the query when configured to. A path
-/// parameter spelled like the app's own cookie counts too.
-pub fn carries_session_id(path: &str, query: Option<&str>, app_cookie: &str) -> bool {
-    let session_key = |key: &str| {
-        let key = key.trim();
-        key.eq_ignore_ascii_case("jsessionid")
-            || key.eq_ignore_ascii_case("phpsessid")
-            || crate::session::cookie::loose_name_eq(key.as_bytes(), app_cookie)
-    };
-    let in_path = path.contains(['(', ';'])
+/// Whether a path parameter names a session: servlet containers track sessions in a
+/// `;jsessionid=` parameter (on by default), and any spelling of the app's own cookie counts.
+fn session_param(param: &str, app_cookie: &str) -> bool {
+    let name = param.split('=').next().unwrap_or(param).trim();
+    name.eq_ignore_ascii_case("jsessionid")
+        || crate::session::cookie::loose_name_eq(name.as_bytes(), app_cookie)
+}
+
+/// `path` without its session path parameters (`/a;jsessionid=X/b` is `/a/b`), `None` if it
+/// has none. The app then reads its session only from the cookie the binding checks, and URLs
+/// that Tomcat writes for a new session (`Location: /account;jsessionid=X`) keep working.
+pub fn strip_session_params(path: &str, app_cookie: &str) -> Option<String> {
+    if !path.contains(';') {
+        return None;
+    }
+    let mut changed = false;
+    let segments: Vec<String> = path
+        .split('/')
+        .map(|segment| {
+            let mut parts = segment.split(';');
+            let mut kept = parts.next().unwrap_or("").to_owned();
+            for param in parts {
+                if session_param(param, app_cookie) {
+                    changed = true;
+                } else {
+                    kept.push(';');
+                    kept.push_str(param);
+                }
+            }
+            kept
+        })
+        .collect();
+    changed.then(|| segments.join("/"))
+}
+
+/// Whether a request carries a session id in its URL where the session binding (which reads
+/// cookies) would not see it and it cannot be dropped: ASP.NET's cookieless sessions and forms
+/// tickets sit in a `/(S(id))/` segment, and PHP (and servlet containers) read `PHPSESSID` and
+/// `jsessionid` from the query when configured to. Path parameters are dropped instead
+/// ([`strip_session_params`]).
+pub fn carries_session_id(path: &str, query: Option<&str>) -> bool {
+    let in_path = path.contains('(')
         && path.split('/').any(|segment| {
-            let mut params = segment.split(';');
-            let name = params.next().unwrap_or("").as_bytes();
-            let cookieless = name.len() > 3
-                && name[0] == b'('
-                && name[1].is_ascii_alphabetic()
-                && name[2] == b'(';
-            cookieless || params.any(|p| session_key(p.split('=').next().unwrap_or(p)))
+            let name = segment.as_bytes();
+            name.len() > 3 && name[0] == b'(' && name[1].is_ascii_alphabetic() && name[2] == b'('
         });
     // In the query only the names containers read there: `?session=` is an ordinary
     // parameter to many apps. Most queries hold neither name, not even escaped.
@@ -567,11 +591,23 @@ mod tests {
 
     #[test]
     fn session_ids_in_urls() {
+        for (path, stripped) in [
+            ("/account;jsessionid=ABC", "/account"),
+            ("/account;JSESSIONID=ABC/x", "/account/x"),
+            ("/a;x=1;jsessionid=ABC;y", "/a;x=1;y"),
+            ("/app;jsessionid=A/whoami;session=B", "/app/whoami"),
+            ("/account; jsessionid=ABC", "/account"),
+        ] {
+            assert_eq!(
+                strip_session_params(path, "session").as_deref(),
+                Some(stripped),
+                "{path}"
+            );
+        }
+        for path in ["/account", "/login;x=1", "/a;sessions=1"] {
+            assert_eq!(strip_session_params(path, "session"), None, "{path}");
+        }
         for (path, query) in [
-            ("/account;jsessionid=ABC", None),
-            ("/account;JSESSIONID=ABC/x", None),
-            ("/a;x=1;jsessionid=ABC", None),
-            ("/account;session=ABC", None),
             ("/(S(abc123))/page.aspx", None),
             ("/app/(F(ticket))/page", None),
             ("/account", Some("PHPSESSID=abc")),
@@ -579,22 +615,15 @@ mod tests {
             ("/account", Some("x=1;JSessionId=abc")),
             ("/account", Some("php%73essid=abc")),
         ] {
-            assert!(
-                carries_session_id(path, query, "session"),
-                "{path} {query:?}"
-            );
+            assert!(carries_session_id(path, query), "{path} {query:?}");
         }
         for (path, query) in [
             ("/account", None),
-            ("/login;x=1", None),
             ("/(x)/y", None),
             ("/account", Some("sessions=2&tab=session")),
             ("/courses", Some("session=2026-fall")),
         ] {
-            assert!(
-                !carries_session_id(path, query, "session"),
-                "{path} {query:?}"
-            );
+            assert!(!carries_session_id(path, query), "{path} {query:?}");
         }
     }
 
