@@ -75,8 +75,15 @@ pub async fn watch_login(
         Ok(name) => name,
         Err(credentials::Ambiguous) => return refuse(StatusCode::BAD_REQUEST),
     };
+    // Anything that could log someone in, by the field the proxy knows or by any other (an
+    // `email` field, HTTP Basic): a body, credentials in a header, a method other than GET or
+    // HEAD, or a query with more than the return address.
+    let next_param = &core.config.app.next_param;
     let credentials = typed.is_some()
-        || (core.config.app.user_header.is_some() && !(body.is_empty() && query.is_empty()));
+        || !body.is_empty()
+        || parts.headers.contains_key(header::AUTHORIZATION)
+        || !matches!(parts.method, http::Method::GET | http::Method::HEAD)
+        || form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k != next_param.as_str());
     // A name that cannot key one account (non-ASCII without Unicode mode, separators, controls)
     // never reaches the app. With `user_header` the app names the user itself.
     let typed_user = match (&core.config.app.user_header, typed) {
@@ -96,16 +103,25 @@ pub async fn watch_login(
         if carried.ambiguous {
             return refuse(StatusCode::BAD_REQUEST);
         }
+        // Every reading an app may give the value (quotes dropped, percent-decoded).
         let hashes: Vec<String> = carried
             .values
             .iter()
-            .flat_map(|v| core.app_cookie_hashes(v))
+            .flat_map(|v| cookie::value_readings(v))
+            .flat_map(|v| core.app_cookie_hashes(&v))
             .collect();
+        let mut ended = 0;
         for hash in &hashes {
-            core.sessions.end_bound_to(hash).await?;
+            ended += core.sessions.end_bound_to(hash).await?;
         }
         if let Some(old) = &old_session {
             core.sessions.end(old).await?;
+            ended += 1;
+        }
+        // Other replicas may hold an ended session in their cache for `cache_ttl`: the login
+        // waits that out before the app can make the app session someone else's.
+        if ended > 0 {
+            tokio::time::sleep(core.sessions.cache_ttl()).await;
         }
     }
     let client = core.client_addr(&parts.headers, conn.peer.ip()).to_string();
@@ -136,7 +152,7 @@ pub async fn watch_login(
             let mut res = res;
             if let Some(h) = &core.config.app.user_header {
                 res.headers_mut().remove(h.as_str());
-            } else if typed_user.is_some()
+            } else if credentials
                 && cookie::withhold(res.headers_mut(), &core.config.app.success_cookie)
             {
                 tracing::info!(

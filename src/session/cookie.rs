@@ -120,7 +120,7 @@ pub fn app_cookies<'a>(headers: &'a HeaderMap, name: &str) -> AppCookies<'a> {
         // every request).
         let plain = bytes.iter().enumerate().all(|(i, &b)| match b {
             b' ' => i > 0 && bytes[i - 1] == b';',
-            b'%' | b',' | b'"' | b'\t' | b'\r' | b'\n' | 0x0b | 0x0c => false,
+            b'%' | b'+' | b',' | b'"' | b'\t' | b'\r' | b'\n' | 0x0b | 0x0c => false,
             b => b < 0x80,
         });
         for pair in bytes.split(|&b| b == b';') {
@@ -161,8 +161,8 @@ pub fn app_cookies<'a>(headers: &'a HeaderMap, name: &str) -> AppCookies<'a> {
 /// after a malformed pair, so even `x=a session=b` names it.
 fn mentions_of(header: &[u8], name: &str) -> usize {
     let decoded;
-    let bytes = if header.contains(&b'%') {
-        decoded = percent_encoding::percent_decode(header).collect::<Vec<u8>>();
+    let bytes = if header.contains(&b'%') || header.contains(&b'+') {
+        decoded = form_decode(header);
         &decoded[..]
     } else {
         header
@@ -198,61 +198,64 @@ fn mentions_of(header: &[u8], name: &str) -> usize {
     count
 }
 
-/// Cookie names compared as the most lenient server compares them (see [`AppCookies`]).
-pub fn loose_name_eq(raw: &[u8], name: &str) -> bool {
-    let mut wanted = name.bytes().map(fold_name_byte);
-    let mut given = LooseName::new(trim_ws(raw));
-    loop {
-        match (given.next(), wanted.next()) {
-            (None, None) => return true,
-            (Some(a), Some(b)) if a == b => {}
-            _ => return false,
+/// The values an app may read from a cookie value as sent: as it is, without surrounding
+/// double quotes (Go, Python, Node, Tomcat), and percent-decoded (Node, PHP).
+pub fn value_readings(value: &str) -> Vec<String> {
+    let unquoted = value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(value);
+    let decoded = |v: &str| {
+        percent_encoding::percent_decode_str(v)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let mut readings = vec![value.to_owned()];
+    for reading in [unquoted.to_owned(), decoded(value), decoded(unquoted)] {
+        if !readings.contains(&reading) {
+            readings.push(reading);
         }
     }
+    readings
+}
+
+/// Cookie names compared as the most lenient server compares them (see [`AppCookies`]).
+pub fn loose_name_eq(raw: &[u8], name: &str) -> bool {
+    let raw = trim_ws(raw);
+    let raw = raw
+        .strip_prefix(b"\"")
+        .and_then(|r| r.strip_suffix(b"\""))
+        .unwrap_or(raw);
+    let decoded;
+    // PHP url-decodes names (`+` a space, before 7.4.32) and then drops leading spaces.
+    let given = if raw.contains(&b'%') || raw.contains(&b'+') {
+        decoded = form_decode(raw);
+        trim_ws(&decoded)
+    } else {
+        trim_ws(raw)
+    };
+    given.len() == name.len()
+        && given
+            .iter()
+            .zip(name.bytes())
+            .all(|(&a, b)| fold_name_byte(a) == fold_name_byte(b))
 }
 
 fn fold_name_byte(b: u8) -> u8 {
     match b {
+        // PHP reads `.`, ` ` and `[` in names as `_`.
         b'.' | b' ' | b'[' => b'_',
         b => b.to_ascii_lowercase(),
     }
 }
 
-/// A raw cookie name's bytes, percent-decoded, quotes and surrounding white space dropped, and
-/// folded by [`fold_name_byte`].
-struct LooseName<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> LooseName<'a> {
-    fn new(raw: &'a [u8]) -> Self {
-        let unquoted = raw
-            .strip_prefix(b"\"")
-            .and_then(|r| r.strip_suffix(b"\""))
-            .unwrap_or(raw);
-        Self {
-            rest: trim_ws(unquoted),
-        }
-    }
-}
-
-impl Iterator for LooseName<'_> {
-    type Item = u8;
-
-    fn next(&mut self) -> Option<u8> {
-        let (&first, rest) = self.rest.split_first()?;
-        if first == b'%'
-            && let Some(hex) = rest.get(..2)
-            && let Some(byte) = std::str::from_utf8(hex)
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            self.rest = &rest[2..];
-            return Some(fold_name_byte(byte));
-        }
-        self.rest = rest;
-        Some(fold_name_byte(first))
-    }
+/// `+` as a space and `%XX` escapes decoded, as PHP decodes cookie names.
+fn form_decode(raw: &[u8]) -> Vec<u8> {
+    let plus: Vec<u8> = raw
+        .iter()
+        .map(|&b| if b == b'+' { b' ' } else { b })
+        .collect();
+    percent_encoding::percent_decode(&plus).collect()
 }
 
 /// White space any server trims around cookie names and values (Python's `str.strip` is the
@@ -335,12 +338,7 @@ fn expires(value: &HeaderValue) -> bool {
     let Ok(c) = value.to_str().map(Cookie::parse) else {
         return false;
     };
-    c.is_ok_and(|c| {
-        c.value().is_empty()
-            || c.max_age().is_some_and(|a| a.is_zero() || a.is_negative())
-            || c.expires_datetime()
-                .is_some_and(|t| t < cookie::time::OffsetDateTime::now_utc())
-    })
+    c.is_ok_and(|c| c.value().is_empty() || removes(&c))
 }
 
 /// The value a `Set-Cookie` header sets.
@@ -358,10 +356,18 @@ pub fn sets_cookie(value: &HeaderValue, name: &str) -> bool {
     let Ok(c) = Cookie::parse(text) else {
         return false;
     };
-    let expired = c.max_age().is_some_and(|a| a.is_zero() || a.is_negative())
-        || c.expires_datetime()
-            .is_some_and(|t| t < cookie::time::OffsetDateTime::now_utc());
-    c.name() == name && !c.value().is_empty() && !expired
+    c.name() == name && !c.value().is_empty() && !removes(&c)
+}
+
+/// Whether a `Set-Cookie` removes its cookie: `Max-Age` zero or less, or, without `Max-Age`
+/// (which wins, RFC 6265 5.3 step 3), an `Expires` in the past.
+fn removes(c: &Cookie<'_>) -> bool {
+    match c.max_age() {
+        Some(age) => age.is_zero() || age.is_negative(),
+        None => c
+            .expires_datetime()
+            .is_some_and(|t| t < cookie::time::OffsetDateTime::now_utc()),
+    }
 }
 
 #[cfg(test)]
@@ -456,6 +462,9 @@ mod tests {
             (&[b"a,session=a"], (vec![], true)),
             (&[b"pref=dark session=a"], (vec![], true)),
             (&[b"x=session=a"], plain(&[])),
+            // Older PHP url-decoded names: `+` was a space, and a space is `_` to it.
+            (&[b"+session=a"], plain(&["a"])),
+            (&[b"%20session=a"], plain(&["a"])),
             (&[b"my_session=a; sessionx=b"], plain(&[])),
             (&[b"session=\xff"], (vec![], true)),
         ] {
@@ -470,6 +479,16 @@ mod tests {
             HeaderValue::from_static("my.sess=a; my sess=b; my[sess=c"),
         );
         assert_eq!(app_cookies(&h, "my_sess").values, ["a", "b", "c"]);
+        h.insert(header::COOKIE, HeaderValue::from_static("my+sess=d; x=1"));
+        assert_eq!(app_cookies(&h, "my_sess").values, ["d"]);
+    }
+
+    #[test]
+    fn cookie_value_readings() {
+        assert_eq!(value_readings("s1"), ["s1"]);
+        assert_eq!(value_readings("\"s1\""), ["\"s1\"", "s1"]);
+        assert_eq!(value_readings("%73%31"), ["%73%31", "s1"]);
+        assert_eq!(value_readings("\"%73\""), ["\"%73\"", "%73", "\"s\"", "s"]);
     }
 
     #[test]
@@ -503,6 +522,11 @@ mod tests {
         assert!(!sets_cookie(&v("other=abc"), "session"));
         assert!(!sets_cookie(
             &v("session=x; Expires=Thu, 01 Jan 1970 00:00:00 GMT"),
+            "session"
+        ));
+        // Max-Age wins over a past Expires: browsers keep this one.
+        assert!(sets_cookie(
+            &v("session=x; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=3600"),
             "session"
         ));
     }

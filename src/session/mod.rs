@@ -221,6 +221,12 @@ impl Sessions {
         self.store.end_sessions_bound_to(app_hash).await
     }
 
+    /// How long another replica may go on using a session it read before it ended (zero
+    /// without a cache).
+    pub fn cache_ttl(&self) -> Duration {
+        self.cache.as_ref().map_or(Duration::ZERO, |c| c.ttl)
+    }
+
     pub async fn end(&self, id: &str) -> StoreResult<()> {
         if let Some(c) = &self.cache {
             c.forget(id);

@@ -19,6 +19,7 @@ mod connections;
 mod deadlines;
 mod email;
 mod forwarding;
+mod kept_sessions;
 mod lifecycle;
 mod login;
 mod login_variants;
