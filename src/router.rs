@@ -160,6 +160,15 @@ impl Router {
             Some(_) => SessionState::Valid,
         };
         let has_app_cookie = app_cookies.present();
+        let app_cookie_bindings: Vec<std::sync::Arc<str>> = if state == SessionState::Valid {
+            app_cookies
+                .values
+                .iter()
+                .map(|v| core.app_cookie_hash(v))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let decision = gate::decide(rules, &method, &path, wants_html, has_app_cookie, state);
 
         let res = match decision {
@@ -191,6 +200,11 @@ impl Router {
                     } else {
                         Tunnel::Never
                     };
+                    // Counted until the app answered: a login on this app session waits.
+                    let _in_flight: Vec<_> = app_cookie_bindings
+                        .into_iter()
+                        .map(|b| core.enter_app_session(b))
+                        .collect();
                     let res = self
                         .forward(req, Some(&current.record.user), &conn, wants_html, tunnel)
                         .await;

@@ -39,6 +39,9 @@ pub struct Core {
     /// 128-bit SipHash of the value under two secret per-process keys, so an attacker's values
     /// cost 16 bytes each (never their size) and cannot be made to collide with another's.
     app_cookie_hashes: Mutex<HashMap<u128, Arc<str>, BuildHasherDefault<KeyedHash>>>,
+    /// Requests this process is forwarding, counted by the binding of the app session they
+    /// carry: a login on that app session waits for them (see [`Core::app_session_quiet`]).
+    in_flight: Mutex<HashMap<Arc<str>, usize>>,
     cache_keys: (RandomState, RandomState),
 }
 
@@ -60,6 +63,25 @@ impl Hasher for KeyedHash {
 
     fn write_u128(&mut self, key: u128) {
         self.0 = key as u64;
+    }
+}
+
+/// A request counted by [`Core::enter_app_session`].
+pub struct InFlight<'a> {
+    core: &'a Core,
+    binding: Arc<str>,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut counts) = self.core.in_flight.lock()
+            && let Some(n) = counts.get_mut(&self.binding)
+        {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.binding);
+            }
+        }
     }
 }
 
@@ -112,6 +134,7 @@ impl Core {
             mailer,
             app_cookie_hashes: Mutex::new(HashMap::default()),
             cache_keys: (RandomState::new(), RandomState::new()),
+            in_flight: Mutex::new(HashMap::new()),
         })
     }
 
@@ -132,6 +155,39 @@ impl Core {
             known.insert(key, hash.clone());
         }
         hash
+    }
+
+    /// Counts a request forwarded on the app session `binding` until the guard drops.
+    pub fn enter_app_session(&self, binding: Arc<str>) -> InFlight<'_> {
+        if let Ok(mut counts) = self.in_flight.lock() {
+            *counts.entry(binding.clone()).or_insert(0) += 1;
+        }
+        InFlight {
+            core: self,
+            binding,
+        }
+    }
+
+    /// Waits (up to `within`) until this process forwards no request on the app session
+    /// `binding`; false if some are still under way. An app that keeps its session id across
+    /// logins and reads its session only after a request's body (PHP behind a buffering
+    /// server, Django's lazy sessions) would otherwise serve a request that passed the gate
+    /// before a login as the newly logged-in user.
+    pub async fn app_session_quiet(&self, binding: &str, within: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let busy = self
+                .in_flight
+                .lock()
+                .map_or(true, |counts| counts.contains_key(binding));
+            if !busy {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     /// The bindings an app cookie value may have been given: under the current and every

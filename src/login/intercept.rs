@@ -119,9 +119,19 @@ pub async fn watch_login(
             ended += 1;
         }
         // Other replicas may hold an ended session in their cache for `cache_ttl`: the login
-        // waits that out before the app can make the app session someone else's.
+        // waits that out before the app can make the app session someone else's. Requests
+        // this process is still forwarding on it are let finish first.
         if ended > 0 {
             tokio::time::sleep(core.sessions.cache_ttl()).await;
+        }
+        for hash in &hashes {
+            if !core.app_session_quiet(hash, timeout).await {
+                let mut res =
+                    pages::error(&core.brand, StatusCode::SERVICE_UNAVAILABLE, wants_html);
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, http::HeaderValue::from_static("5"));
+                return Ok(res);
+            }
         }
     }
     let client = core.client_addr(&parts.headers, conn.peer.ip()).to_string();

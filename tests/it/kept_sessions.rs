@@ -7,11 +7,13 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use http::{Request, Response, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use twofa_proxy::clock::ManualClock;
 use twofa_proxy::config::Config;
 
@@ -342,5 +344,71 @@ async fn every_reading_of_the_carried_app_cookie_ends_its_sessions() {
     assert!(
         leaks.is_empty(),
         "alice's app session without her code: {leaks:?}"
+    );
+}
+
+/// A request that passed the gate before the login is let finish first. mallory starts a POST
+/// on her live proxy session and holds its body back; meanwhile she posts alice's password on
+/// the same app cookie. Had the app moved the kept id to alice before the held body completed,
+/// the app (reading its session after the body, like PHP behind nginx or Django) would serve
+/// it as alice: the login waits for it instead (or is refused with 503 after
+/// `login_body_timeout`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_finishes_before_a_login_on_its_app_session() {
+    init();
+    let app = Arc::new(Kept::default());
+    let shared = app.clone();
+    let addr = scripted_upstream(move |req| kept_handle(shared.clone(), req)).await;
+    let clock = ManualClock::at_now();
+    let proxy = twofa_proxy::app::start_with_clock(kept_config(addr, &[]), clock.clone())
+        .await
+        .unwrap();
+    let mut mallory = alice_enrolled_and_mallory_in(proxy.addr, &clock).await;
+    let jar = mallory
+        .cookies
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+
+    // The held request: headers and half of the body.
+    let mut held = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let head = format!(
+        "POST /account/email HTTP/1.1\r\nHost: x\r\nCookie: {jar}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 19\r\n\r\nemail=evil@"
+    );
+    held.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // alice's password on the same app session, meanwhile: mallory's proxy session ends, and
+    // the login waits for the held request.
+    let login = tokio::spawn(async move {
+        let res = mallory
+            .post_form(
+                "/login",
+                &[("username", "alice"), ("password", "wonderland")],
+            )
+            .await;
+        (mallory, res)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!login.is_finished(), "the login did not wait");
+
+    held.write_all(b"mail.com").await.unwrap();
+    let mut out = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), held.read(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&out[..n]).into_owned();
+    assert!(answer.contains("user=mallory"), "{answer}");
+    // The login went through after it (the app kept its id and set no cookie: passed on as
+    // the app's own answer), and mallory's proxy session is over.
+    let (mut mallory, res) = login.await.unwrap();
+    assert_eq!(res.status, 302, "{}", res.text());
+    assert_ne!(mallory.get("/").await.text(), "user=alice");
+    assert!(
+        !answer.contains("user=alice"),
+        "a request mallory started was served on alice's session: {answer}"
     );
 }
