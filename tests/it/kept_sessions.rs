@@ -4,152 +4,19 @@
 //! know, HTTP Basic), however the app cookie is spelled (quoted, percent-encoded), and on every
 //! replica. Found in the third review round; each test asserts the secure outcome.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::{Request, Response, header};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use http::{Request, header};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use twofa_proxy::clock::ManualClock;
 use twofa_proxy::config::Config;
 
 use crate::support::agent::Agent;
+use crate::support::kept_app::*;
 use crate::support::redis::RedisServer;
 use crate::support::site::{Now, TEST_KEY, oathtool};
 use crate::support::*;
-
-/// An app that keeps the session id the browser brought across logins (PHP without
-/// `session_regenerate_id()`, express-session without `regenerate()`), and that logs in by
-/// more than the one field the proxy is told of: the `username` field, an `email` field, or
-/// HTTP Basic on the login path (PHP's `$_SERVER['PHP_AUTH_USER']`). Like PHP behind nginx
-/// (the body is buffered before the script runs) and Django (the session is loaded lazily,
-/// after CSRF middleware has read `request.POST`), it reads its session only after the body.
-#[derive(Default)]
-struct Kept {
-    /// Set-Cookie the (same) id on every login (Flask-Session, express-session `rolling`).
-    resend: bool,
-    sessions: Mutex<HashMap<String, String>>,
-    next: AtomicU64,
-}
-
-/// The `sid` cookie as Node's `cookie` package (express-session), Go's `net/http`, Python's
-/// `http.cookies` and Tomcat read it: surrounding double quotes dropped; Node and PHP also
-/// percent-decode the value.
-fn sid_of(headers: &http::HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|p| p.trim().split_once('='))
-        .find(|(k, _)| *k == "sid")
-        .map(|(_, v)| {
-            let v = v.trim();
-            let v = v
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .unwrap_or(v);
-            percent_encoding::percent_decode_str(v)
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-}
-
-const ALICE_BASIC: &str = "Basic YWxpY2U6d29uZGVybGFuZA=="; // alice:wonderland
-
-async fn kept_handle(app: Arc<Kept>, req: Request<Incoming>) -> Response<TestBody> {
-    let path = req.uri().path().to_owned();
-    let basic = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let sid = sid_of(req.headers());
-    // Like PHP behind nginx and Django: the body first, then the session.
-    let body = req.into_body().collect().await.unwrap().to_bytes();
-    let known = sid
-        .clone()
-        .filter(|s| app.sessions.lock().unwrap().contains_key(s));
-    if path == "/login" {
-        let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
-        let password = form.get("password").map(String::as_str);
-        let user = if let Some(u) = form.get("username") {
-            Some(u.clone())
-        } else if let Some(e) = form.get("email") {
-            e.strip_suffix("@example.com").map(str::to_owned)
-        } else if basic.as_deref() == Some(ALICE_BASIC) {
-            Some("alice".to_owned())
-        } else {
-            None
-        };
-        let ok = match (user.as_deref(), password) {
-            (Some("alice"), Some("wonderland")) | (Some("mallory"), Some("mallory")) => true,
-            (Some("alice"), None) => basic.as_deref() == Some(ALICE_BASIC),
-            _ => false,
-        };
-        if !ok {
-            return Response::builder()
-                .status(200)
-                .body(full("<form method=post>login</form>"))
-                .unwrap();
-        }
-        let user = user.unwrap();
-        let mut res = Response::builder()
-            .status(302)
-            .header(header::LOCATION, "/")
-            .header("x-authenticated-user", user.as_str());
-        let id = match known {
-            Some(id) if app.resend => {
-                res = res.header(header::SET_COOKIE, format!("sid={id}; Path=/; HttpOnly"));
-                id
-            }
-            Some(id) => id,
-            None => {
-                let id = format!("s{}", app.next.fetch_add(1, Ordering::Relaxed));
-                res = res.header(header::SET_COOKIE, format!("sid={id}; Path=/; HttpOnly"));
-                id
-            }
-        };
-        app.sessions.lock().unwrap().insert(id, user);
-        return res.body(full("")).unwrap();
-    }
-    let user = known.and_then(|id| app.sessions.lock().unwrap().get(&id).cloned());
-    match user {
-        Some(u) => Response::builder()
-            .status(200)
-            .body(full(format!("user={u}")))
-            .unwrap(),
-        None => Response::builder()
-            .status(302)
-            .header(header::LOCATION, "/login")
-            .body(full(""))
-            .unwrap(),
-    }
-}
-
-const KEPT_TOML: &str = r#"
-[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-[app]
-name = "Kept"
-login_paths = ["/login"]
-success_status = [302]
-success_cookie = "sid"
-public_paths = ["/static/"]
-[session]
-insecure_http_cookies = true
-"#;
-
-fn kept_config(addr: std::net::SocketAddr, extra: &[(&str, String)]) -> Config {
-    let mut env = vec![("TWOFA_UPSTREAM__URL".to_owned(), format!("http://{addr}"))];
-    env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
-    Config::from_toml(KEPT_TOML, env).unwrap()
-}
 
 /// alice enrolls TOTP through `proxy`; then mallory (no 2FA) signs in as herself.
 async fn alice_enrolled_and_mallory_in(proxy: std::net::SocketAddr, clock: &ManualClock) -> Agent {
@@ -198,12 +65,7 @@ async fn logins_by_any_means_end_the_sessions_on_a_kept_app_session() {
         (true, true, "basic"),
     ] {
         init();
-        let app = Arc::new(Kept {
-            resend,
-            ..Kept::default()
-        });
-        let shared = app.clone();
-        let addr = scripted_upstream(move |req| kept_handle(shared.clone(), req)).await;
+        let addr = kept_app(resend).await;
         let mut extra = Vec::new();
         if user_header {
             extra.push(("TWOFA_APP__USER_HEADER", "X-Authenticated-User".to_owned()));
@@ -259,9 +121,7 @@ async fn logins_by_any_means_end_the_sessions_on_a_kept_app_session() {
 async fn an_ended_session_is_over_on_every_replica_before_the_login() {
     init();
     let redis = RedisServer::start();
-    let app = Arc::new(Kept::default());
-    let shared = app.clone();
-    let addr = scripted_upstream(move |req| kept_handle(shared.clone(), req)).await;
+    let addr = kept_app(false).await;
     let extra = [
         ("TWOFA_STORE__BACKEND", "redis".to_owned()),
         ("TWOFA_STORE__URL", redis.url()),
@@ -307,9 +167,7 @@ async fn every_reading_of_the_carried_app_cookie_ends_its_sessions() {
     let mut leaks = Vec::new();
     for spelling in ["quoted", "percent"] {
         init();
-        let app = Arc::new(Kept::default());
-        let shared = app.clone();
-        let addr = scripted_upstream(move |req| kept_handle(shared.clone(), req)).await;
+        let addr = kept_app(false).await;
         let clock = ManualClock::at_now();
         let proxy = twofa_proxy::app::start_with_clock(kept_config(addr, &[]), clock.clone())
             .await
@@ -356,9 +214,7 @@ async fn every_reading_of_the_carried_app_cookie_ends_its_sessions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_in_flight_finishes_before_a_login_on_its_app_session() {
     init();
-    let app = Arc::new(Kept::default());
-    let shared = app.clone();
-    let addr = scripted_upstream(move |req| kept_handle(shared.clone(), req)).await;
+    let addr = kept_app(false).await;
     let clock = ManualClock::at_now();
     let proxy = twofa_proxy::app::start_with_clock(kept_config(addr, &[]), clock.clone())
         .await
@@ -410,5 +266,150 @@ async fn a_request_in_flight_finishes_before_a_login_on_its_app_session() {
     assert!(
         !answer.contains("user=alice"),
         "a request mallory started was served on alice's session: {answer}"
+    );
+}
+
+/// A password-only attacker with any account of their own: sign in as yourself (your proxy
+/// session is bound to your app session id), then post the victim's password to the watched
+/// login *with that same app cookie*. An app that does not rotate its session id on login
+/// (express-session without regenerate, PHP without session_regenerate_id) answers 302 without
+/// Set-Cookie; the proxy sees no success, passes it through and keeps the attacker's proxy
+/// session, which still vouches for the (now victim's) app session id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relogin_on_a_kept_app_session_skips_the_code() {
+    let mut leaks = Vec::new();
+    for user_header in [false, true] {
+        init();
+        let addr = kept_app(false).await;
+        let mut env = vec![("TWOFA_UPSTREAM__URL".to_owned(), format!("http://{addr}"))];
+        if user_header {
+            env.push((
+                "TWOFA_APP__USER_HEADER".to_owned(),
+                "X-Authenticated-User".to_owned(),
+            ));
+        }
+        let config = Config::from_toml(KEPT_TOML, env).unwrap();
+        let clock = ManualClock::at_now();
+        let proxy = twofa_proxy::app::start_with_clock(config, clock.clone())
+            .await
+            .unwrap();
+
+        // alice enrolls TOTP.
+        let mut alice = Agent::new(proxy.addr);
+        let res = alice
+            .post_form(
+                "/login",
+                &[("username", "alice"), ("password", "wonderland")],
+            )
+            .await;
+        assert_eq!(res.status, 302, "{}", res.text());
+        let setup = alice.post_json("/_2fa/api/v1/totp/setup", json!({})).await;
+        let secret = setup.json()["secret"].as_str().unwrap().to_owned();
+        let code = oathtool(&secret, clock.now_secs());
+        let done = alice
+            .post_json("/_2fa/api/v1/totp/confirm", json!({ "code": code }))
+            .await;
+        assert_eq!(done.status, 200, "{}", done.text());
+        clock.advance(30);
+
+        // mallory (no 2FA) signs in as herself, then posts alice's password on the same cookies.
+        let mut mallory = Agent::new(proxy.addr);
+        mallory
+            .post_form(
+                "/login",
+                &[("username", "mallory"), ("password", "mallory")],
+            )
+            .await;
+        assert!(mallory.cookies.contains_key("twofa-session"));
+        assert!(mallory.cookies.contains_key("sid"));
+        let res = mallory
+            .post_form(
+                "/login",
+                &[("username", "alice"), ("password", "wonderland")],
+            )
+            .await;
+        eprintln!(
+            "user_header={user_header}: relogin -> {} {:?}",
+            res.status,
+            res.header("location")
+        );
+        let page = mallory.get("/").await;
+        eprintln!(
+            "user_header={user_header}: GET / -> {} {}",
+            page.status,
+            page.text()
+        );
+        if page.text().starts_with("user=alice") {
+            leaks.push(format!("user_header={user_header}: {}", page.text()));
+        }
+    }
+    assert!(
+        leaks.is_empty(),
+        "alice's app session without her code: {leaks:#?}"
+    );
+}
+
+/// Same app, but it re-sends its (unchanged) session id on every login. Ending the proxy
+/// session a login request carries is not enough: mallory holds two proxy sessions bound to the
+/// same app id (the second from signing in again with the cookie but without the proxy cookie),
+/// spends one on alice's login (challenged, that one ended) and keeps the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_proxy_sessions_on_one_kept_app_session() {
+    init();
+    let addr = kept_app(true).await;
+    let env = vec![("TWOFA_UPSTREAM__URL".to_owned(), format!("http://{addr}"))];
+    let config = Config::from_toml(KEPT_TOML, env).unwrap();
+    let clock = ManualClock::at_now();
+    let proxy = twofa_proxy::app::start_with_clock(config, clock.clone())
+        .await
+        .unwrap();
+    let mut alice = Agent::new(proxy.addr);
+    alice
+        .post_form(
+            "/login",
+            &[("username", "alice"), ("password", "wonderland")],
+        )
+        .await;
+    let setup = alice.post_json("/_2fa/api/v1/totp/setup", json!({})).await;
+    let secret = setup.json()["secret"].as_str().unwrap().to_owned();
+    let code = oathtool(&secret, clock.now_secs());
+    let done = alice
+        .post_json("/_2fa/api/v1/totp/confirm", json!({ "code": code }))
+        .await;
+    assert_eq!(done.status, 200, "{}", done.text());
+    clock.advance(30);
+
+    let mut m1 = Agent::new(proxy.addr);
+    m1.post_form(
+        "/login",
+        &[("username", "mallory"), ("password", "mallory")],
+    )
+    .await;
+    let sid = m1.cookies["sid"].clone();
+    // A second browser with only the app cookie: signs in as mallory again on the same id.
+    let mut m2 = Agent::new(proxy.addr);
+    m2.cookies.insert("sid".into(), sid.clone());
+    m2.post_form(
+        "/login",
+        &[("username", "mallory"), ("password", "mallory")],
+    )
+    .await;
+    assert!(m2.cookies.contains_key("twofa-session"));
+    assert_eq!(m2.cookies["sid"], sid);
+    // alice's password on that id: challenged (m2's proxy session ends), but the app already
+    // moved the id to alice.
+    let res = m2
+        .post_form(
+            "/login",
+            &[("username", "alice"), ("password", "wonderland")],
+        )
+        .await;
+    eprintln!("relogin -> {} {:?}", res.status, res.header("location"));
+    let page = m1.get("/").await;
+    eprintln!("m1 GET / -> {} {}", page.status, page.text());
+    assert!(
+        !page.text().starts_with("user=alice"),
+        "alice's app session without her code: {}",
+        page.text()
     );
 }

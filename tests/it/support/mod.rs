@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod kept_app;
 pub mod lenient_app;
 pub mod realapp;
 pub mod realapp2;
