@@ -15,7 +15,7 @@ use twofa_proxy::config::Config;
 
 use crate::support::agent::Agent;
 use crate::support::lenient_app::LenientApp;
-use crate::support::site::{Now, oathtool};
+use crate::support::site::{Now, enroll_totp_over_api, oathtool};
 use crate::support::*;
 
 const LENIENT_TOML: &str = r#"
@@ -71,13 +71,7 @@ impl Lenient {
             .await;
         assert_eq!(res.status, 302, "{}", res.text());
         assert!(a.cookies.contains_key("twofa-session"));
-        let setup = a.post_json("/_2fa/api/v1/totp/setup", json!({})).await;
-        let secret = setup.json()["secret"].as_str().unwrap().to_owned();
-        let code = oathtool(&secret, self.clock.now_secs());
-        let done = a
-            .post_json("/_2fa/api/v1/totp/confirm", json!({ "code": code }))
-            .await;
-        assert_eq!(done.status, 200, "{}", done.text());
+        let secret = enroll_totp_over_api(&mut a, &self.clock).await;
         self.clock.advance(30);
         secret
     }
@@ -311,13 +305,7 @@ async fn sessions_never_vouch_for_a_cookie_they_did_not_see() {
         .post_form("/login", &[("username", "carol"), ("password", "singer")])
         .await;
     assert_eq!(res.header("location"), Some("/_2fa/settings"));
-    let setup = carol.post_json("/_2fa/api/v1/totp/setup", json!({})).await;
-    let secret = setup.json()["secret"].as_str().unwrap().to_owned();
-    let code = oathtool(&secret, site.clock.now_secs());
-    let done = carol
-        .post_json("/_2fa/api/v1/totp/confirm", json!({ "code": code }))
-        .await;
-    assert_eq!(done.status, 200, "{}", done.text());
+    enroll_totp_over_api(&mut carol, &site.clock).await;
     // Enrolled, the app's answer not yet handed over: carol's session with alice's cookie.
     let stolen = site.app.login_directly("alice");
     carol.cookies.insert("session".into(), stolen);

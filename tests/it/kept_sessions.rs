@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use http::{Request, header};
-use serde_json::json;
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use twofa_proxy::clock::ManualClock;
 use twofa_proxy::config::Config;
@@ -15,7 +15,7 @@ use twofa_proxy::config::Config;
 use crate::support::agent::Agent;
 use crate::support::kept_app::*;
 use crate::support::redis::RedisServer;
-use crate::support::site::{Now, TEST_KEY, oathtool};
+use crate::support::site::{TEST_KEY, enroll_totp_over_api};
 use crate::support::*;
 
 /// alice enrolls TOTP through `proxy`; then mallory (no 2FA) signs in as herself.
@@ -28,13 +28,7 @@ async fn alice_enrolled_and_mallory_in(proxy: std::net::SocketAddr, clock: &Manu
         )
         .await;
     assert_eq!(res.status, 302, "{}", res.text());
-    let setup = alice.post_json("/_2fa/api/v1/totp/setup", json!({})).await;
-    let secret = setup.json()["secret"].as_str().unwrap().to_owned();
-    let code = oathtool(&secret, clock.now_secs());
-    let done = alice
-        .post_json("/_2fa/api/v1/totp/confirm", json!({ "code": code }))
-        .await;
-    assert_eq!(done.status, 200, "{}", done.text());
+    enroll_totp_over_api(&mut alice, clock).await;
     clock.advance(30);
 
     let mut mallory = Agent::new(proxy);
@@ -303,13 +297,7 @@ async fn relogin_on_a_kept_app_session_skips_the_code() {
             )
             .await;
         assert_eq!(res.status, 302, "{}", res.text());
-        let setup = alice.post_json("/_2fa/api/v1/totp/setup", json!({})).await;
-        let secret = setup.json()["secret"].as_str().unwrap().to_owned();
-        let code = oathtool(&secret, clock.now_secs());
-        let done = alice
-            .post_json("/_2fa/api/v1/totp/confirm", json!({ "code": code }))
-            .await;
-        assert_eq!(done.status, 200, "{}", done.text());
+        enroll_totp_over_api(&mut alice, &clock).await;
         clock.advance(30);
 
         // mallory (no 2FA) signs in as herself, then posts alice's password on the same cookies.
@@ -370,13 +358,7 @@ async fn two_proxy_sessions_on_one_kept_app_session() {
             &[("username", "alice"), ("password", "wonderland")],
         )
         .await;
-    let setup = alice.post_json("/_2fa/api/v1/totp/setup", json!({})).await;
-    let secret = setup.json()["secret"].as_str().unwrap().to_owned();
-    let code = oathtool(&secret, clock.now_secs());
-    let done = alice
-        .post_json("/_2fa/api/v1/totp/confirm", json!({ "code": code }))
-        .await;
-    assert_eq!(done.status, 200, "{}", done.text());
+    enroll_totp_over_api(&mut alice, &clock).await;
     clock.advance(30);
 
     let mut m1 = Agent::new(proxy.addr);

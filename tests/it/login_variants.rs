@@ -15,7 +15,7 @@ use twofa_proxy::clock::ManualClock;
 use twofa_proxy::config::Config;
 
 use crate::support::agent::Agent;
-use crate::support::site::{Now, oathtool};
+use crate::support::site::{Now, enroll_totp_over_api, oathtool};
 use crate::support::*;
 
 /// A JSON login the way Go (`json.NewDecoder(r.Body).Decode(&creds)`) and PHP
@@ -124,13 +124,7 @@ async fn a_json_body_labelled_as_a_form_names_another_account() {
             "{}",
             res.text()
         );
-        let setup = alice.post_json("/_2fa/api/v1/totp/setup", json!({})).await;
-        let secret = setup.json()["secret"].as_str().unwrap().to_owned();
-        let code = oathtool(&secret, clock.now_secs());
-        let done = alice
-            .post_json("/_2fa/api/v1/totp/confirm", json!({ "code": code }))
-            .await;
-        assert_eq!(done.status, 200, "{}", done.text());
+        enroll_totp_over_api(&mut alice, &clock).await;
         clock.advance(30);
         // Sanity: alice's plain JSON login is challenged.
         let mut check = Agent::new(proxy.addr);

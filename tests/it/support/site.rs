@@ -159,3 +159,21 @@ impl Now for ManualClock {
         self.now()
     }
 }
+
+/// Enrolls the agent's signed-in user in an authenticator app over the JSON API (the key from
+/// `totp/setup`, the first code from oathtool at the clock's time); returns the Base32 key.
+pub async fn enroll_totp_over_api(agent: &mut Agent, clock: &ManualClock) -> String {
+    let setup = agent
+        .post_json("/_2fa/api/v1/totp/setup", serde_json::json!({}))
+        .await;
+    let secret = setup.json()["secret"].as_str().unwrap().to_owned();
+    let code = oathtool(&secret, clock.now_secs());
+    let done = agent
+        .post_json(
+            "/_2fa/api/v1/totp/confirm",
+            serde_json::json!({ "code": code }),
+        )
+        .await;
+    assert_eq!(done.status, 200, "{}", done.text());
+    secret
+}
