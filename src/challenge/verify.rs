@@ -76,8 +76,12 @@ pub async fn verify(
                 None => false,
             }
         }
+        // Only a code sent to the address that is the factor now: a sign-in held back before
+        // the user moved the factor to a new address must not finish with a code from the old.
         MethodKind::Email if email::parse_code(core, code).is_some() => {
-            email::check_code(core, email_key, code).await?.is_some()
+            email::check_code(core, email_key, code)
+                .await?
+                .is_some_and(|sent_to| record.email.as_deref() == Some(sent_to.as_str()))
         }
         // Anything else may be a recovery code.
         _ => use_recovery_code(core, user, code).await?,

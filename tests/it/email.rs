@@ -611,3 +611,101 @@ async fn the_username_can_be_the_address() {
     );
     assert!(sink.messages().is_empty());
 }
+
+/// Waits until `count` messages are in, then the newest one to `to` that has a code.
+fn code_to(sink: &SmtpSink, count: usize, to: &str) -> String {
+    sink.wait_for(count);
+    let all = sink.messages();
+    let m = all
+        .iter()
+        .rev()
+        .find(|m| m.contains(&format!("To: {to}")) && m.contains("Your code is "))
+        .unwrap_or_else(|| panic!("no code mail to {to}"));
+    code_in(m)
+}
+
+/// The user moves the email factor to a new address because the old mailbox is read by someone
+/// who knows the password: a sign-in that someone held back before the move, with a code mailed
+/// to the old address, no longer finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_held_back_before_the_address_moved_takes_no_code_from_the_old_one() {
+    let sink = SmtpSink::start();
+    let port = sink.port.to_string();
+    let site = site(
+        Backend::Memory,
+        &[
+            ("TWOFA_EMAIL__SMTP__HOST", "127.0.0.1"),
+            ("TWOFA_EMAIL__SMTP__PORT", &port),
+            ("TWOFA_EMAIL__SMTP__TLS", "none"),
+            ("TWOFA_EMAIL__SMTP__TIMEOUT", "3s"),
+        ],
+    )
+    .await;
+
+    // The victim turns on email codes to old@example.com.
+    let mut victim = Agent::new(site.proxy.addr);
+    victim.json_login("alice", "wonderland").await;
+    victim
+        .post_json(
+            "/_2fa/api/v1/email/setup",
+            json!({"address": "old@example.com"}),
+        )
+        .await;
+    let code = code_to(&sink, 1, "old@example.com");
+    let res = victim
+        .post_json("/_2fa/api/v1/email/confirm", json!({"code": code}))
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    sink.wait_for(2); // "2FA is on" notice
+
+    // The attacker knows the password and reads old@example.com: a sign-in is parked and its
+    // code goes to the old mailbox.
+    let mut attacker = Agent::new(site.proxy.addr);
+    let res = attacker.json_login("alice", "wonderland").await;
+    assert_eq!(res.json()["method"], "email");
+    let stolen = code_to(&sink, 3, "old@example.com");
+
+    // The victim notices and moves the factor to new@example.com (current factor: a change
+    // code mailed to the old address, as the product requires).
+    victim
+        .post_json(
+            "/_2fa/api/v1/email/setup",
+            json!({"address": "new@example.com"}),
+        )
+        .await;
+    let new_code = code_to(&sink, 4, "new@example.com");
+    let page = victim.get("/_2fa/settings").await.text();
+    let csrf = input_value(&page, "csrf");
+    let res = victim
+        .post_form("/_2fa/settings/send-code", &[("csrf", &csrf)])
+        .await;
+    assert!(res.text().contains("We sent a code"), "{}", res.text());
+    let change_code = code_to(&sink, 5, "old@example.com");
+    let res = victim
+        .post_json(
+            "/_2fa/api/v1/email/confirm",
+            json!({"code": new_code, "current_code": change_code}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    let status = victim.get("/_2fa/api/v1/status").await.json();
+    assert_eq!(status["method"], "email");
+
+    // The parked sign-in still takes the code sent to the address that is no longer the factor.
+    site.clock.advance(60);
+    let res = attacker
+        .post_json("/_2fa/api/v1/challenge", json!({"code": stolen}))
+        .await;
+    let in_app =
+        res.status == StatusCode::OK && attacker.get("/").await.text().contains("Dashboard");
+    assert!(
+        !in_app,
+        "the attacker reached the app as alice after the factor moved"
+    );
+    assert_ne!(
+        res.status,
+        StatusCode::OK,
+        "a code mailed to the old address signed in after the factor moved: {}",
+        res.text()
+    );
+}
