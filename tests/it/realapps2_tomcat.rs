@@ -10,7 +10,6 @@ use http::{Request, header};
 
 use crate::support::realapp::{get_with_cookie_lines, whoami};
 use crate::support::realapp2::*;
-use crate::support::site::Now;
 use crate::support::{Answer, full, send};
 
 /// The proxy in front of Tomcat with alice enrolled in TOTP; returns her key.
@@ -401,12 +400,8 @@ async fn realapps2_tomcat_login_is_held_for_the_code() {
     // the proxy (which drops the parameter; the cookie carries the session) it is the account.
     let mut again = site.agent();
     let res = site.login(&mut again, ALICE.0, ALICE.1).await;
-    let page = again.follow(&res).await;
-    let csrf = crate::support::agent::input_value(&page.text(), "csrf");
-    let code = crate::support::site::oathtool(&secret, site.clock.now_secs());
-    let res = again
-        .post_form("/_2fa/challenge", &[("csrf", &csrf), ("code", &code)])
-        .await;
+    let res =
+        crate::support::site::answer_totp_challenge(&mut again, &res, &secret, &site.clock).await;
     let location = res.header("location").unwrap_or_default().to_owned();
     assert!(location.contains(";jsessionid="), "{location}");
     let account = again.follow(&res).await;

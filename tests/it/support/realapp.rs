@@ -18,7 +18,7 @@ use twofa_proxy::app::Running;
 use twofa_proxy::clock::ManualClock;
 use twofa_proxy::config::Config;
 
-use super::agent::{Agent, input_value};
+use super::agent::Agent;
 use super::site::{Now, oathtool};
 use super::{Answer, full, init, send};
 
@@ -236,12 +236,8 @@ pub async fn totp_login(site: &RealSite, user: &str, password: &str, secret: &st
         res.status,
         res.text()
     );
-    let page = agent.follow(&res).await;
-    let csrf = input_value(&page.text(), "csrf");
-    let code = oathtool(secret, site.clock.now_secs());
-    let res = agent
-        .post_form("/_2fa/challenge", &[("csrf", &csrf), ("code", &code)])
-        .await;
+    let res =
+        crate::support::site::answer_totp_challenge(&mut agent, &res, secret, &site.clock).await;
     // The app's own held-back answer (Flask's 302 to /) is replayed.
     assert_eq!(
         res.header("location"),

@@ -492,12 +492,9 @@ impl Site {
             res.status,
             res.text()
         );
-        let page = agent.follow(&res).await;
-        let csrf = input_value(&page.text(), "csrf");
-        let code = oathtool(secret, self.clock.now_secs());
-        let res = agent
-            .post_form("/_2fa/challenge", &[("csrf", &csrf), ("code", &code)])
-            .await;
+        let res =
+            crate::support::site::answer_totp_challenge(&mut agent, &res, secret, &self.clock)
+                .await;
         assert!(
             app_success(self.kind(), &res),
             "the replayed answer after {user}'s code: {} to {:?}: {}",

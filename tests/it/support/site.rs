@@ -177,3 +177,19 @@ pub async fn enroll_totp_over_api(agent: &mut Agent, clock: &ManualClock) -> Str
     assert_eq!(done.status, 200, "{}", done.text());
     secret
 }
+
+/// Follows a redirect to the challenge page and answers it with the authenticator app's code
+/// at the clock's time (oathtool); the proxy's answer to the code.
+pub async fn answer_totp_challenge(
+    agent: &mut Agent,
+    challenge: &Answer,
+    secret: &str,
+    clock: &ManualClock,
+) -> Answer {
+    let page = agent.follow(challenge).await;
+    let csrf = super::agent::input_value(&page.text(), "csrf");
+    let code = oathtool(secret, clock.now_secs());
+    agent
+        .post_form("/_2fa/challenge", &[("csrf", &csrf), ("code", &code)])
+        .await
+}
