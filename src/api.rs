@@ -231,7 +231,7 @@ fn enabled_answer(core: &Core, outcome: Enabled) -> Response<Body> {
     match outcome {
         Enabled::Done { codes, fresh } => {
             let mut answer = json!({ "enabled": true, "recovery_codes": codes });
-            if fresh.record.parked.is_some() {
+            if fresh.record.held.is_some() {
                 answer["continue"] = json!(format!("{}/settings/continue", core.prefix()));
             }
             with_session_cookie(pages::json(StatusCode::OK, &answer), core, &fresh)
@@ -349,11 +349,11 @@ async fn challenge(
     let old_session = cookie::find(&parts.headers, names.session);
     Ok(
         match flow::attempt(core, &id, &pending, code, recovery, old_session).await? {
-            Attempt::Passed { parked, session } => {
-                let redirect = parked.location().unwrap_or_else(|| "/".to_owned());
+            Attempt::Passed { held, session } => {
+                let redirect = held.location().unwrap_or_else(|| "/".to_owned());
                 let mut res = pages::json(StatusCode::OK, &json!({ "redirect": redirect }));
                 let h = res.headers_mut();
-                for c in parked.set_cookies() {
+                for c in held.set_cookies() {
                     h.append(header::SET_COOKIE, c);
                 }
                 h.append(header::SET_COOKIE, core.sessions.set_cookie(&session.id));

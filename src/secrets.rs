@@ -1,4 +1,4 @@
-//! Secrets at rest and random values. TOTP keys and parked upstream answers are sealed with an
+//! Secrets at rest and random values. TOTP keys and held-back upstream answers are sealed with an
 //! AEAD (AES-256-GCM) under a configured key; the key id travels with each blob so keys can
 //! rotate (`[secrets] previous_keys`). Codes are stored as keyed hashes (HMAC-SHA256).
 //! Every random id, secret and code comes from the OS CSPRNG through [`random_bytes`].

@@ -216,10 +216,9 @@ impl Core {
                 .any(|h| accepted(h))
     }
 
-    /// The binding for the app session a parked login hands over.
-    pub fn app_cookie_of(&self, parked: &crate::login::parked::Parked) -> Option<String> {
-        parked
-            .cookie_value(&self.config.app.success_cookie)
+    /// The binding for the app session a held-back login hands over.
+    pub fn app_cookie_of(&self, held: &crate::login::held::HeldAnswer) -> Option<String> {
+        held.cookie_value(&self.config.app.success_cookie)
             .map(|v| self.app_cookie_hash(&v).to_string())
     }
 

@@ -1,5 +1,5 @@
 //! The challenge pages: after the app accepted a password, the user proves the second factor
-//! (or uses a recovery code); the parked login is then taken once and replayed with a new
+//! (or uses a recovery code); the held-back login is then taken once and replayed with a new
 //! proxy session.
 
 use http::{HeaderMap, Request, Response, StatusCode, header};
@@ -9,7 +9,7 @@ use crate::body::Body;
 use crate::challenge::email::{self, Sent};
 use crate::challenge::verify::{self, Outcome};
 use crate::forms::{self, read_form, token_matches};
-use crate::login::parked::Parked;
+use crate::login::held::HeldAnswer;
 use crate::mail::MailKind;
 use crate::mail::address::mask;
 use crate::pages::{self, ChallengePage};
@@ -245,9 +245,9 @@ pub async fn resend_code(
 
 /// What one code against a pending login came to.
 pub enum Attempt {
-    /// Right: the login was consumed and a session started; replay `parked` with its cookie.
+    /// Right: the login was consumed and a session started; replay `held` with its cookie.
     Passed {
-        parked: Box<Parked>,
+        held: Box<HeldAnswer>,
         session: Box<Current>,
     },
     /// Wrong; `tries_left` before this sign-in or the account runs out.
@@ -315,10 +315,10 @@ async fn finish(core: &Core, id: &str, old_session: Option<&str>) -> StoreResult
     let Some(pending) = core.store.take_login(id).await? else {
         return Ok(Attempt::Expired);
     };
-    let Some(parked) = Parked::open(&core.sealer, &pending.user, &pending.parked) else {
+    let Some(held) = HeldAnswer::open(&core.sealer, &pending.user, &pending.held) else {
         tracing::error!(
             user = pending.user,
-            "a parked login could not be opened (key changed?)"
+            "a held-back login could not be opened (key changed?)"
         );
         return Ok(Attempt::Expired);
     };
@@ -332,12 +332,12 @@ async fn finish(core: &Core, id: &str, old_session: Option<&str>) -> StoreResult
             false,
             None,
             pending.email.clone(),
-            core.app_cookie_of(&parked),
+            core.app_cookie_of(&held),
         )
         .await?;
     tracing::info!(target: "audit", event = "challenge_passed", user = pending.user);
     Ok(Attempt::Passed {
-        parked: Box::new(parked),
+        held: Box::new(held),
         session: Box::new(session),
     })
 }
@@ -353,8 +353,8 @@ pub async fn submit(
     };
     let old_session = cookie::find(&form.parts.headers, core.sessions.names.session);
     match attempt(core, &id, &pending, form.get("code"), recovery, old_session).await? {
-        Attempt::Passed { parked, session } => {
-            let mut res = parked.into_response();
+        Attempt::Passed { held, session } => {
+            let mut res = held.into_response();
             let names = &core.sessions.names;
             let h = res.headers_mut();
             h.append(header::SET_COOKIE, core.sessions.set_cookie(&session.id));

@@ -15,7 +15,7 @@ use crate::challenge::{recovery, totp};
 use crate::config::Enforcement;
 use crate::config::{AddressSource, Method};
 use crate::forms::{Form, read_form, token_matches};
-use crate::login::parked::Parked;
+use crate::login::held::HeldAnswer;
 use crate::mail::address::{EmailAddress, mask};
 use crate::mail::{MailKind, Notice};
 use crate::pages::{self, EmailSetupPage, RecoveryCodesPage, SettingsPage, TotpSetupPage};
@@ -340,7 +340,7 @@ async fn finish_enable(
 
 /// The recovery-codes page that ends a successful enablement, with the new session cookie.
 fn enabled_page(core: &Core, codes: Vec<String>, fresh: &Current) -> Response<Body> {
-    let continue_href = if fresh.record.parked.is_some() {
+    let continue_href = if fresh.record.held.is_some() {
         format!("{}/settings/continue", core.prefix())
     } else {
         format!("{}/settings?done=enabled", core.prefix())
@@ -532,23 +532,23 @@ pub async fn download_codes(
 /// After a forced enrollment: hand over the app's login answer that was held back.
 pub async fn continue_to_app(core: &Core, session: &Current) -> StoreResult<Response<Body>> {
     let user = &session.record.user;
-    let Some(sealed) = &session.record.parked else {
+    let Some(sealed) = &session.record.held else {
         return Ok(pages::redirect(&core.config.app.account_settings_url));
     };
     if session.record.must_enroll {
         return Ok(pages::redirect(&format!("{}/settings", core.prefix())));
     }
-    let parked = Parked::open(&core.sealer, user, sealed);
+    let held = HeldAnswer::open(&core.sealer, user, sealed);
     // The app session handed over now is the one this proxy session vouches for.
     let record = SessionRecord {
-        parked: None,
-        app_cookie: parked.as_ref().and_then(|p| core.app_cookie_of(p)),
+        held: None,
+        app_cookie: held.as_ref().and_then(|p| core.app_cookie_of(p)),
         ..session.record.clone()
     };
     core.sessions.save(&session.id, &record).await?;
-    Ok(match parked {
-        Some(parked) => {
-            let mut res = parked.into_response();
+    Ok(match held {
+        Some(held) => {
+            let mut res = held.into_response();
             res.headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             res
@@ -570,7 +570,7 @@ async fn new_recovery_codes(core: &Core, user: &str) -> StoreResult<Vec<String>>
     Ok(codes)
 }
 
-/// A privilege change: a new session id (keeping a parked login for the forced-enrollment
+/// A privilege change: a new session id (keeping a held-back login for the forced-enrollment
 /// case) and every other session of the user ended.
 async fn privilege_changed(core: &Core, session: &Current) -> StoreResult<Current> {
     let fresh = core
@@ -578,7 +578,7 @@ async fn privilege_changed(core: &Core, session: &Current) -> StoreResult<Curren
         .create(
             &session.record.user,
             false,
-            session.record.parked.clone(),
+            session.record.held.clone(),
             session.record.email.clone(),
             session.record.app_cookie.clone(),
         )

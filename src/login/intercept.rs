@@ -12,8 +12,8 @@ use crate::config::AddressSource;
 use crate::config::Enforcement;
 use crate::forms::{FormError, read_body};
 use crate::login::credentials;
+use crate::login::held::{HELD_LIMIT, HeldAnswer};
 use crate::login::media::{self, Charset, LoginMedia};
-use crate::login::parked::{PARK_LIMIT, Parked};
 use crate::login::success::{self, Verdict};
 use crate::mail::MailKind;
 use crate::mail::address::EmailAddress;
@@ -202,7 +202,7 @@ pub async fn watch_login(
             wants_html,
         ));
     };
-    let body = match http_body_util::Limited::new(body, PARK_LIMIT)
+    let body = match http_body_util::Limited::new(body, HELD_LIMIT)
         .collect_bytes()
         .await
     {
@@ -228,7 +228,7 @@ pub async fn watch_login(
             .map(|a| a.as_str().to_owned()),
         _ => None,
     };
-    let parked = Parked::new(head.status, &head.headers, &body);
+    let held = HeldAnswer::new(head.status, &head.headers, &body);
 
     // Whatever session the browser brought is over: a login never inherits an old id.
     if let Some(old) = &old_session {
@@ -257,13 +257,13 @@ pub async fn watch_login(
         let pending = PendingLogin {
             user: user.clone(),
             created: core.clock.now(),
-            parked: parked.seal(&core.sealer, &user),
+            held: held.seal(&core.sealer, &user),
             csrf: random_token(),
             json,
             email: header_email.clone(),
             client: Some(client.clone()),
         };
-        core.store.park_login(&id, &pending, ttl).await?;
+        core.store.hold_login(&id, &pending, ttl).await?;
         let method = match record.method {
             MethodKind::Totp => "totp",
             MethodKind::Email => "email",
@@ -317,17 +317,17 @@ pub async fn watch_login(
                     false,
                     None,
                     header_email.clone(),
-                    core.app_cookie_of(&parked),
+                    core.app_cookie_of(&held),
                 )
                 .await?;
             tracing::info!(target: "audit", event = "login_without_second_factor", user);
-            let mut res = parked.into_response();
+            let mut res = held.into_response();
             res.headers_mut()
                 .append(header::SET_COOKIE, core.sessions.set_cookie(&session.id));
             Ok(res)
         }
         Enforcement::Required => {
-            let sealed = parked.seal(&core.sealer, &user);
+            let sealed = held.seal(&core.sealer, &user);
             // Bound from the start: this session vouches only for the app session of this login,
             // also while it is held back for the enrollment.
             let session = core
@@ -337,7 +337,7 @@ pub async fn watch_login(
                     true,
                     Some(sealed),
                     header_email.clone(),
-                    core.app_cookie_of(&parked),
+                    core.app_cookie_of(&held),
                 )
                 .await?;
             tracing::info!(target: "audit", event = "enrollment_required", user);

@@ -4,7 +4,7 @@
 pub mod account;
 pub mod credentials;
 pub mod gate;
+pub mod held;
 pub mod intercept;
 pub mod media;
-pub mod parked;
 pub mod success;

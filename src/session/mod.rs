@@ -114,7 +114,7 @@ impl Sessions {
         &self,
         user: &str,
         must_enroll: bool,
-        parked: Option<String>,
+        held: Option<String>,
         email: Option<String>,
         app_cookie: Option<String>,
     ) -> StoreResult<Current> {
@@ -125,7 +125,7 @@ impl Sessions {
             last_seen: now,
             csrf: random_token(),
             must_enroll,
-            parked,
+            held,
             email,
             app_cookie,
             app_cookie_prev: None,

@@ -216,7 +216,7 @@ impl Store for MemoryStore {
         Ok(ended)
     }
 
-    async fn park_login(&self, id: &str, login: &PendingLogin, ttl: Duration) -> StoreResult<()> {
+    async fn hold_login(&self, id: &str, login: &PendingLogin, ttl: Duration) -> StoreResult<()> {
         let expires = self.expiry(ttl);
         let mut m = self.lock();
         m.pending.insert(
@@ -438,7 +438,7 @@ mod tests {
             last_seen: 1_000,
             csrf: "c".into(),
             must_enroll: false,
-            parked: None,
+            held: None,
             email: None,
             app_cookie: None,
             app_cookie_prev: None,

@@ -36,8 +36,9 @@ pub struct SessionRecord {
     #[serde(default)]
     pub must_enroll: bool,
     /// The app's login answer (sealed), replayed once a forced enrollment completes.
-    #[serde(default)]
-    pub parked: Option<String>,
+    /// Stored under its first name, so records written before the rename still read.
+    #[serde(default, rename = "parked")]
+    pub held: Option<String>,
     /// The user's address as the app named it at login (`address_source = "header:..."`).
     #[serde(default)]
     pub email: Option<String>,
@@ -56,8 +57,9 @@ pub struct SessionRecord {
 pub struct PendingLogin {
     pub user: String,
     pub created: u64,
-    /// The app's answer (status, headers, body), sealed.
-    pub parked: String,
+    /// The app's answer (status, headers, body), sealed; stored under its first name.
+    #[serde(rename = "parked")]
+    pub held: String,
     pub csrf: String,
     /// The login came as JSON: answer the challenge in JSON too.
     pub json: bool,
@@ -145,7 +147,7 @@ pub trait Store: Send + Sync + 'static {
         keep: Option<&str>,
     ) -> impl Future<Output = StoreResult<u32>> + Send;
 
-    fn park_login(
+    fn hold_login(
         &self,
         id: &str,
         login: &PendingLogin,
@@ -304,7 +306,7 @@ delegate! {
     fn bind_app_session(&self, app_hash: &str, id: &str, ttl: Duration) -> StoreResult<()>;
     fn end_sessions_bound_to(&self, app_hash: &str) -> StoreResult<u32>;
     fn end_user_sessions(&self, user: &str, keep: Option<&str>) -> StoreResult<u32>;
-    fn park_login(&self, id: &str, login: &PendingLogin, ttl: Duration) -> StoreResult<()>;
+    fn hold_login(&self, id: &str, login: &PendingLogin, ttl: Duration) -> StoreResult<()>;
     fn pending_login(&self, id: &str) -> StoreResult<Option<PendingLogin>>;
     fn take_login(&self, id: &str) -> StoreResult<Option<PendingLogin>>;
     fn count_attempt(&self, id: &str, ttl: Duration) -> StoreResult<u32>;

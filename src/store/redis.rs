@@ -363,9 +363,9 @@ impl Store for RedisStore {
         Ok(u32::try_from(ended).unwrap_or(u32::MAX))
     }
 
-    async fn park_login(&self, id: &str, login: &PendingLogin, ttl: Duration) -> StoreResult<()> {
+    async fn hold_login(&self, id: &str, login: &PendingLogin, ttl: Duration) -> StoreResult<()> {
         let json = encode("pending login", login)?;
-        self.set_px(&self.key("p", &token(id)), &json, ttl, "park login")
+        self.set_px(&self.key("p", &token(id)), &json, ttl, "hold login")
             .await
     }
 

@@ -658,7 +658,7 @@ async fn a_sign_in_held_back_before_the_address_moved_takes_no_code_from_the_old
     assert_eq!(res.status, StatusCode::OK, "{}", res.text());
     sink.wait_for(2); // "2FA is on" notice
 
-    // The attacker knows the password and reads old@example.com: a sign-in is parked and its
+    // The attacker knows the password and reads old@example.com: a sign-in is held back and its
     // code goes to the old mailbox.
     let mut attacker = Agent::new(site.proxy.addr);
     let res = attacker.json_login("alice", "wonderland").await;
@@ -691,7 +691,7 @@ async fn a_sign_in_held_back_before_the_address_moved_takes_no_code_from_the_old
     let status = victim.get("/_2fa/api/v1/status").await.json();
     assert_eq!(status["method"], "email");
 
-    // The parked sign-in still takes the code sent to the address that is no longer the factor.
+    // The held-back sign-in still takes the code sent to the address that is no longer the factor.
     site.clock.advance(60);
     let res = attacker
         .post_json("/_2fa/api/v1/challenge", json!({"code": stolen}))

@@ -22,7 +22,7 @@ fn session(user: &str) -> SessionRecord {
         last_seen: 2,
         csrf: "c".into(),
         must_enroll: false,
-        parked: None,
+        held: None,
         email: Some(format!("{user}@example.com")),
         app_cookie: None,
         app_cookie_prev: None,
@@ -33,7 +33,7 @@ fn pending(user: &str) -> PendingLogin {
     PendingLogin {
         user: user.into(),
         created: 1,
-        parked: "sealed".into(),
+        held: "sealed".into(),
         csrf: "t".into(),
         json: false,
         email: None,
@@ -127,7 +127,7 @@ async fn contract<S: Store>(store: Arc<S>, tag: &str) {
 
     // Pending logins: peek does not consume; take does, exactly once under concurrency.
     let p = format!("p-{tag}");
-    store.park_login(&p, &pending(&alice), TTL).await.unwrap();
+    store.hold_login(&p, &pending(&alice), TTL).await.unwrap();
     assert_eq!(
         store.pending_login(&p).await.unwrap(),
         Some(pending(&alice))
@@ -315,7 +315,7 @@ async fn memory_store_expires_by_the_clock() {
         .await
         .unwrap();
     store
-        .park_login("p", &pending("a"), Duration::from_secs(60))
+        .hold_login("p", &pending("a"), Duration::from_secs(60))
         .await
         .unwrap();
     clock.advance(59);
@@ -341,7 +341,7 @@ async fn redis_store_expires_by_ttl() {
         .await
         .unwrap();
     store
-        .park_login("p", &pending("a"), Duration::from_secs(1))
+        .hold_login("p", &pending("a"), Duration::from_secs(1))
         .await
         .unwrap();
     assert!(store.session("s").await.unwrap().is_some());

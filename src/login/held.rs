@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 use crate::body::Body;
 use crate::secrets::Sealer;
 
-/// What is parked: status, end-to-end headers and a small body.
+/// What is held back: status, end-to-end headers and a small body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Parked {
+pub struct HeldAnswer {
     status: u16,
     /// Header name and base64 of the value bytes.
     headers: Vec<(String, String)>,
@@ -20,12 +20,13 @@ pub struct Parked {
     body: String,
 }
 
-/// Login answers are small; anything bigger than this is not parked (the login fails closed).
-pub const PARK_LIMIT: usize = 256 * 1024;
+/// Login answers are small; anything bigger than this is not held back (the login fails closed).
+pub const HELD_LIMIT: usize = 256 * 1024;
 
+/// The sealing purpose keeps its first name: answers sealed before the rename still open.
 const PURPOSE: &str = "parked-login";
 
-impl Parked {
+impl HeldAnswer {
     pub fn new(status: StatusCode, headers: &http::HeaderMap, body: &Bytes) -> Self {
         let headers = headers
             .iter()
@@ -116,12 +117,12 @@ mod tests {
         );
         h.append(header::SET_COOKIE, HeaderValue::from_static("theme=dark"));
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
-        let p = Parked::new(StatusCode::SEE_OTHER, &h, &Bytes::from_static(b"ok"));
+        let p = HeldAnswer::new(StatusCode::SEE_OTHER, &h, &Bytes::from_static(b"ok"));
         let sealer = Sealer::random();
         let sealed = p.seal(&sealer, "alice");
         assert!(!sealed.contains("session=abc"));
-        assert!(Parked::open(&sealer, "bob", &sealed).is_none());
-        let back = Parked::open(&sealer, "alice", &sealed).unwrap();
+        assert!(HeldAnswer::open(&sealer, "bob", &sealed).is_none());
+        let back = HeldAnswer::open(&sealer, "alice", &sealed).unwrap();
         assert_eq!(back.location().as_deref(), Some("/dashboard"));
         assert_eq!(back.set_cookies().len(), 2);
         let res = back.into_response();
