@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method, header};
-use twofa_proxy::challenge::totp::{self, TotpCode};
+use twofa_proxy::auth::totp::{self, TotpCode};
 use twofa_proxy::clock::{Clock, ManualClock, SharedClock};
 use twofa_proxy::config::Config;
 use twofa_proxy::login::gate::{self, PathRules, SessionState};

@@ -133,7 +133,7 @@ async fn reset(state: &AdminState, req: &Request<Incoming>, raw_user: &str) -> R
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if !crate::forms::token_matches(given, token.expose()) {
+    if !crate::web::forms::token_matches(given, token.expose()) {
         tracing::warn!(target: "audit", event = "admin_denied", action = "reset-2fa");
         return text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n");
     }
@@ -143,21 +143,16 @@ async fn reset(state: &AdminState, req: &Request<Incoming>, raw_user: &str) -> R
         return text(StatusCode::BAD_REQUEST, "not a user name\n");
     };
     let result = async {
-        let address = crate::challenge::email::known_address(core, &user).await?;
+        let address = crate::auth::email::known_address(core, &user).await?;
         let had = core.store.remove_two_factor(&user).await?;
         if had {
-            crate::challenge::email::notify(
-                core,
-                &user,
-                address,
-                crate::mail::Notice::ResetByAdmin,
-            );
+            crate::auth::email::notify(core, &user, address, crate::mail::Notice::ResetByAdmin);
         }
         core.store.delete_enrollment(&user).await?;
         core.store.unlock_account(&user).await?;
         // Past 100 failures in a row only a success or an administrator clears the count.
         core.store
-            .clear_failures(&user, crate::challenge::verify::CONSECUTIVE)
+            .clear_failures(&user, crate::auth::verify::CONSECUTIVE)
             .await?;
         let ended = core.sessions.end_others(&user, None).await?;
         Ok::<_, crate::store::StoreError>((had, ended))

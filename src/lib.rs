@@ -15,22 +15,17 @@
 //! listener), [`metrics`], [`telemetry`], and [`demo`] (the stand-in app for `twofa-proxy demo`).
 
 pub mod admin;
-pub mod api;
 pub mod app;
+pub mod auth;
 pub mod body;
-pub mod challenge;
 pub mod clock;
 pub mod config;
 pub mod demo;
-pub mod enrollment;
-pub mod forms;
 pub mod listener;
 pub mod loadtest;
 pub mod login;
 pub mod mail;
 pub mod metrics;
-pub mod own;
-pub mod pages;
 pub mod router;
 pub mod secrets;
 pub mod session;
@@ -38,3 +33,4 @@ pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod upstream;
+pub mod web;

@@ -19,7 +19,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use crate::challenge::totp;
+use crate::auth::totp;
 
 /// A test account: its password and (once enrolled) its TOTP key in Base32.
 #[derive(Debug, Clone)]

@@ -21,11 +21,11 @@ use crate::body::{Body, BodyRead};
 use crate::login::gate::{self, Decision, SessionState};
 use crate::login::intercept;
 use crate::metrics::RouteClass;
-use crate::pages;
 use crate::session::cookie;
 use crate::state::Core;
 use crate::store::StoreError;
 use crate::upstream::{ConnInfo, Tunnel, TunnelEnd, Upstream, UpstreamError};
+use crate::web::pages;
 
 pub struct Router {
     core: Arc<Core>,
@@ -93,7 +93,7 @@ impl Router {
         if core.rules.is_own(&path) {
             // Boxed, like every branch off the forwarding path: a future holds the state of all
             // its branches, and this one is allocated (and moved) for every request.
-            return match Box::pin(crate::own::handle(core, req, &path)).await {
+            return match Box::pin(crate::web::handle(core, req, &path)).await {
                 Ok(res) => (RouteClass::Own, res),
                 Err(e) => (RouteClass::Own, self.store_down(&e, wants_html)),
             };

@@ -16,10 +16,10 @@ use crate::login::gate::PathRules;
 use crate::login::success::SuccessRules;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
-use crate::pages::Brand;
 use crate::secrets::Sealer;
 use crate::session::{Sessions, cookie};
 use crate::store::AnyStore;
+use crate::web::pages::Brand;
 
 pub struct Core {
     pub config: Config,

@@ -6,23 +6,23 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
+use crate::auth::email;
 use crate::body::Body;
-use crate::challenge::email;
 use crate::config::AddressSource;
 use crate::config::Enforcement;
-use crate::forms::{FormError, read_body};
 use crate::login::credentials;
 use crate::login::held::{HELD_LIMIT, HeldAnswer};
 use crate::login::media::{self, Charset, LoginMedia};
 use crate::login::success::{self, Verdict};
 use crate::mail::MailKind;
 use crate::mail::address::EmailAddress;
-use crate::pages;
 use crate::secrets::random_token;
 use crate::session::cookie;
 use crate::state::Core;
 use crate::store::{MethodKind, PendingLogin, Store, StoreError};
 use crate::upstream::{ConnInfo, Upstream};
+use crate::web::forms::{FormError, read_body};
+use crate::web::pages;
 
 /// Login posts larger than this are refused (413) rather than buffered.
 pub const LOGIN_BODY_LIMIT: usize = 64 * 1024;

@@ -6,12 +6,12 @@
 use std::time::Duration;
 
 use crate::config::AddressSource;
-use crate::forms::token_matches;
 use crate::mail::address::{EmailAddress, mask};
 use crate::mail::render::{MailKind, Notice, code_mail, notice_mail};
 use crate::secrets::random_below;
 use crate::state::Core;
 use crate::store::{EmailCode, MethodKind, Store, StoreResult};
+use crate::web::forms::token_matches;
 
 /// Where a code is kept: bound to what it was issued for.
 pub fn login_key(pending_id: &str) -> String {

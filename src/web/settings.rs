@@ -7,21 +7,21 @@ use std::time::Duration;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
+use crate::auth::email::{self, Sent};
+use crate::auth::verify::{self, Outcome};
+use crate::auth::{recovery, totp};
 use crate::body::Body;
-use crate::challenge::email::{self, Sent};
-use crate::challenge::flow::{form_error, locked};
-use crate::challenge::verify::{self, Outcome};
-use crate::challenge::{recovery, totp};
 use crate::config::Enforcement;
 use crate::config::{AddressSource, Method};
-use crate::forms::{Form, read_form, token_matches};
 use crate::login::held::HeldAnswer;
 use crate::mail::address::{EmailAddress, mask};
 use crate::mail::{MailKind, Notice};
-use crate::pages::{self, EmailSetupPage, RecoveryCodesPage, SettingsPage, TotpSetupPage};
 use crate::session::Current;
 use crate::state::Core;
 use crate::store::{Enrollment, MethodKind, SessionRecord, Store, StoreResult, TwoFactorRecord};
+use crate::web::challenge::{form_error, locked};
+use crate::web::forms::{Form, read_form, token_matches};
+use crate::web::pages::{self, EmailSetupPage, RecoveryCodesPage, SettingsPage, TotpSetupPage};
 
 /// How long a started enrollment (its new key) waits for the first code.
 const ENROLLMENT_TTL: Duration = Duration::from_secs(15 * 60);

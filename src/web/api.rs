@@ -6,16 +6,16 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
+use crate::auth::email::Sent;
+use crate::auth::totp;
 use crate::body::Body;
-use crate::challenge::email::Sent;
-use crate::challenge::flow::{self, Attempt};
-use crate::challenge::totp;
-use crate::enrollment::{self, Change, Enabled};
-use crate::forms::{FormError, read_json};
-use crate::pages;
 use crate::session::{Current, cookie};
 use crate::state::Core;
 use crate::store::{MethodKind, Store, StoreResult};
+use crate::web::challenge::{self, Attempt};
+use crate::web::forms::{FormError, read_json};
+use crate::web::pages;
+use crate::web::settings::{self, Change, Enabled};
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     pages::json(status, &json!({ "error": code, "message": message }))
@@ -99,7 +99,7 @@ pub async fn handle(
         (&Method::POST, "/challenge") => return challenge(core, req, false).await,
         (&Method::POST, "/challenge/recovery") => return challenge(core, req, true).await,
         (&Method::POST, "/challenge/resend") => return resend(core, req).await,
-        (&Method::POST, "/email/setup" | "/email/confirm") if !enrollment::email_offered(core) => {
+        (&Method::POST, "/email/setup" | "/email/confirm") if !settings::email_offered(core) => {
             return Ok(error(
                 StatusCode::NOT_FOUND,
                 "method_unavailable",
@@ -140,7 +140,7 @@ pub async fn handle(
     match rest {
         "/totp/setup" => {
             let user = &session.record.user;
-            let secret = enrollment::enrollment_secret(core, user).await?;
+            let secret = settings::enrollment_secret(core, user).await?;
             let uri = totp::otpauth_uri(&secret, &core.config.totp.issuer, user);
             Ok(pages::json(
                 StatusCode::OK,
@@ -153,7 +153,7 @@ pub async fn handle(
             };
             Ok(enabled_answer(
                 core,
-                enrollment::enable_totp(core, &session, code, current).await?,
+                settings::enable_totp(core, &session, code, current).await?,
             ))
         }
         "/email/setup" => {
@@ -161,14 +161,14 @@ pub async fn handle(
                 return Ok(one_code_only());
             };
             Ok(
-                match enrollment::send_enrollment_code(core, &session, address).await? {
+                match settings::send_enrollment_code(core, &session, address).await? {
                     Ok(sent) => sent_answer(sent),
-                    Err(enrollment::AddressProblem::Invalid) => error(
+                    Err(settings::AddressProblem::Invalid) => error(
                         StatusCode::BAD_REQUEST,
                         "invalid_address",
                         "Send {\"address\": \"name@example.com\"}.",
                     ),
-                    Err(enrollment::AddressProblem::Unknown) => error(
+                    Err(settings::AddressProblem::Unknown) => error(
                         StatusCode::CONFLICT,
                         "no_address",
                         "No email address is known for this account.",
@@ -182,10 +182,10 @@ pub async fn handle(
             };
             Ok(enabled_answer(
                 core,
-                enrollment::enable_email(core, &session, code, current).await?,
+                settings::enable_email(core, &session, code, current).await?,
             ))
         }
-        "/disable" => Ok(match enrollment::turn_off(core, &session, code).await? {
+        "/disable" => Ok(match settings::turn_off(core, &session, code).await? {
             Change::Done(fresh) => with_session_cookie(
                 pages::json(StatusCode::OK, &json!({ "enabled": false })),
                 core,
@@ -204,7 +204,7 @@ pub async fn handle(
                 "Two-step verification is required here.",
             ),
         }),
-        "/recovery-codes" => Ok(match enrollment::new_codes(core, &session, code).await? {
+        "/recovery-codes" => Ok(match settings::new_codes(core, &session, code).await? {
             Change::Done((codes, fresh)) => with_session_cookie(
                 pages::json(StatusCode::OK, &json!({ "recovery_codes": codes })),
                 core,
@@ -280,14 +280,14 @@ async fn resend(core: &Core, req: Request<Incoming>) -> StoreResult<Response<Bod
         Ok(x) => x,
         Err(e) => return Ok(body_error(e)),
     };
-    let Some((id, pending)) = flow::pending(core, &parts.headers).await? else {
+    let Some((id, pending)) = challenge::pending(core, &parts.headers).await? else {
         return Ok(error(
             StatusCode::UNAUTHORIZED,
             "challenge_expired",
             "Sign in again.",
         ));
     };
-    Ok(match flow::resend_code(core, &id, &pending).await? {
+    Ok(match challenge::resend_code(core, &id, &pending).await? {
         Some(sent) => sent_answer(sent),
         None => error(
             StatusCode::BAD_REQUEST,
@@ -334,7 +334,7 @@ async fn challenge(
         return Ok(one_code_only());
     };
     let names = &core.sessions.names;
-    let Some((id, pending)) = flow::pending(core, &parts.headers).await? else {
+    let Some((id, pending)) = challenge::pending(core, &parts.headers).await? else {
         let mut res = error(
             StatusCode::UNAUTHORIZED,
             "challenge_expired",
@@ -348,7 +348,7 @@ async fn challenge(
     // same origin: no CSRF token needed.
     let old_session = cookie::find(&parts.headers, names.session);
     Ok(
-        match flow::attempt(core, &id, &pending, code, recovery, old_session).await? {
+        match challenge::attempt(core, &id, &pending, code, recovery, old_session).await? {
             Attempt::Passed { held, session } => {
                 let redirect = held.location().unwrap_or_else(|| "/".to_owned());
                 let mut res = pages::json(StatusCode::OK, &json!({ "redirect": redirect }));

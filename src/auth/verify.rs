@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::challenge::{email, recovery, totp};
+use crate::auth::{email, recovery, totp};
 use crate::mail::Notice;
 use crate::state::Core;
 use crate::store::{MethodKind, Store, StoreResult, TwoFactorRecord};

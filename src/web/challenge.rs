@@ -5,18 +5,18 @@
 use http::{HeaderMap, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
+use crate::auth::email::{self, Sent};
+use crate::auth::verify::{self, Outcome};
 use crate::body::Body;
-use crate::challenge::email::{self, Sent};
-use crate::challenge::verify::{self, Outcome};
-use crate::forms::{self, read_form, token_matches};
 use crate::login::held::HeldAnswer;
 use crate::mail::MailKind;
 use crate::mail::address::mask;
-use crate::pages::{self, ChallengePage};
 use crate::session::{Current, cookie};
 use crate::state::Core;
 use crate::store::MethodKind;
 use crate::store::{PendingLogin, Store, StoreResult};
+use crate::web::forms::{self, read_form, token_matches};
+use crate::web::pages::{self, ChallengePage};
 
 pub async fn pending(
     core: &Core,
@@ -161,7 +161,7 @@ pub async fn show(
 async fn pending_form(
     core: &Core,
     req: Request<Incoming>,
-) -> StoreResult<Result<(crate::forms::Form, String, PendingLogin), Box<Response<Body>>>> {
+) -> StoreResult<Result<(crate::web::forms::Form, String, PendingLogin), Box<Response<Body>>>> {
     let form = match read_form(req).await {
         Ok(f) => f,
         Err(e) => return Ok(Err(Box::new(form_error(core, e)))),
