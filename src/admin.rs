@@ -142,29 +142,9 @@ async fn reset(state: &AdminState, req: &Request<Incoming>, raw_user: &str) -> R
     let Some(user) = core.canonical_user(&decoded) else {
         return text(StatusCode::BAD_REQUEST, "not a user name\n");
     };
-    let result = async {
-        let address = crate::auth::email::known_address(core, &user).await?;
-        let had = core.store.remove_two_factor(&user).await?;
-        if had {
-            crate::auth::email::notify(core, &user, address, crate::mail::Notice::ResetByAdmin);
-        }
-        core.store.delete_enrollment(&user).await?;
-        core.store.unlock_account(&user).await?;
-        // Past 100 failures in a row only a success or an administrator clears the count.
-        core.store
-            .clear_failures(&user, crate::auth::verify::CONSECUTIVE)
-            .await?;
-        let ended = core.sessions.end_others(&user, None).await?;
-        Ok::<_, crate::store::StoreError>((had, ended))
-    }
-    .await;
-    match result {
-        Ok((had, ended)) => {
-            tracing::warn!(target: "audit", event = "second_factor_reset", user, by = "admin", had_2fa = had, sessions_ended = ended);
-            if had {
-                core.metrics.enrollment("reset", "any");
-            }
-            let body = serde_json::json!({ "user": user, "had_2fa": had, "sessions_ended": ended })
+    match crate::auth::reset::reset(core, &user).await {
+        Ok(done) => {
+            let body = serde_json::json!({ "user": user, "had_2fa": done.had_2fa, "sessions_ended": done.sessions_ended })
                 .to_string();
             let mut res = Response::new(Body::from(body + "\n"));
             res.headers_mut().insert(

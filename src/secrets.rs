@@ -7,6 +7,7 @@ use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKe
 use aws_lc_rs::{digest, hmac};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use subtle::ConstantTimeEq as _;
 
 use crate::config::SecretsConfig;
 
@@ -187,6 +188,11 @@ fn hex(bytes: &[u8]) -> String {
 /// 32 random bytes always make a valid AES-256 key.
 fn unreachable_key() -> Key {
     std::process::abort()
+}
+
+/// Constant-time token comparison.
+pub fn token_matches(given: &str, expected: &str) -> bool {
+    !expected.is_empty() && bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
 }
 
 #[cfg(test)]

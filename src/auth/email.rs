@@ -1,17 +1,16 @@
 //! Codes sent by email: 6 to 10 digits from the CSPRNG, stored as a keyed hash under the pending
 //! login or enrollment they were issued for, single use, expiring after `[email] code_ttl`.
 //! A new code replaces the old; resends wait `resend_interval` and count against the hourly
-//! cap; none of this touches the failure counter. Also the security notices.
+//! cap; none of this touches the failure counter.
 
 use std::time::Duration;
 
-use crate::config::AddressSource;
-use crate::mail::address::{EmailAddress, mask};
-use crate::mail::render::{MailKind, Notice, code_mail, notice_mail};
+use crate::mail::address::mask;
+use crate::mail::render::{MailKind, code_mail};
 use crate::secrets::random_below;
+use crate::secrets::token_matches;
 use crate::state::Core;
-use crate::store::{EmailCode, MethodKind, Store, StoreResult};
-use crate::web::forms::token_matches;
+use crate::store::{EmailCode, Store, StoreResult};
 
 /// Where a code is kept: bound to what it was issued for.
 pub fn login_key(pending_id: &str) -> String {
@@ -195,45 +194,6 @@ pub async fn check_code(core: &Core, key: &str, input: &str) -> StoreResult<Opti
         Some(matched) => take_code(core, key, &matched).await,
         None => Ok(None),
     }
-}
-
-/// The address notices go to, where one is known.
-pub async fn known_address(core: &Core, user: &str) -> StoreResult<Option<String>> {
-    if let Some(record) = core.store.two_factor(user).await?
-        && record.method == MethodKind::Email
-        && let Some(address) = record.email
-    {
-        return Ok(Some(address));
-    }
-    Ok(match core.config.email.address_source {
-        AddressSource::Username => EmailAddress::parse(user).map(|a| a.as_str().to_owned()),
-        _ => None,
-    })
-}
-
-/// Tells the user about a security event, without holding up the request (failures are logged).
-pub fn notify(core: &Core, user: &str, address: Option<String>, notice: Notice) {
-    let Some(address) = address else { return };
-    let mail = notice_mail(&core.brand.app_name, &address, user, notice);
-    let mailer = core.mailer.clone();
-    let metrics = core.metrics.clone();
-    let user = user.to_owned();
-    tokio::spawn(async move {
-        match mailer.send(&mail).await {
-            Ok(()) => metrics.email("notice", "sent"),
-            Err(e) => {
-                metrics.email("notice", "failed");
-                tracing::warn!(user, error = %e, "could not send a security notice");
-            }
-        }
-    });
-}
-
-/// [`notify`] to whatever address is known for the user.
-pub async fn notify_known(core: &Core, user: &str, notice: Notice) -> StoreResult<()> {
-    let address = known_address(core, user).await?;
-    notify(core, user, address, notice);
-    Ok(())
 }
 
 #[cfg(test)]

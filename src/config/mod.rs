@@ -16,6 +16,8 @@ use ipnet::IpNet;
 use toml::{Table, Value};
 
 use reader::Reader;
+
+use crate::auth::SecondFactor;
 pub use reader::{Problem, Secret, parse_duration};
 
 /// Every problem found while loading; `Display` prints one per line.
@@ -125,16 +127,10 @@ pub enum Enforcement {
     Required,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    Totp,
-    Email,
-}
-
 #[derive(Debug, Clone)]
 pub struct TwoFactorConfig {
     pub enforcement: Enforcement,
-    pub methods: Vec<Method>,
+    pub methods: Vec<SecondFactor>,
     pub prefix: String,
     pub challenge_ttl: Duration,
     pub max_attempts_per_challenge: u32,
@@ -655,12 +651,11 @@ fn read_twofactor(r: &mut Reader) -> TwoFactorConfig {
     );
     let mut methods = Vec::new();
     for m in r.strings("twofactor.methods", &["totp", "email"]) {
-        match m.as_str() {
-            "totp" => methods.push(Method::Totp),
-            "email" => methods.push(Method::Email),
-            other => r.problem(
+        match SecondFactor::from_name(&m) {
+            Some(f) => methods.push(f),
+            None => r.problem(
                 "twofactor.methods",
-                format!("unknown method {other:?} (known: \"totp\", \"email\")"),
+                format!("unknown method {m:?} (known: \"totp\", \"email\")"),
             ),
         }
     }

@@ -6,20 +6,17 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
-use crate::auth::email;
+use crate::auth::sign_in::{self, Accepted, AfterPassword};
 use crate::body::Body;
 use crate::config::AddressSource;
-use crate::config::Enforcement;
 use crate::login::credentials;
 use crate::login::held::{HELD_LIMIT, HeldAnswer};
 use crate::login::media::{self, Charset, LoginMedia};
 use crate::login::success::{self, Verdict};
-use crate::mail::MailKind;
 use crate::mail::address::EmailAddress;
-use crate::secrets::random_token;
 use crate::session::cookie;
 use crate::state::Core;
-use crate::store::{MethodKind, PendingLogin, Store, StoreError};
+use crate::store::StoreError;
 use crate::upstream::{ConnInfo, Upstream};
 use crate::web::forms::{FormError, read_body};
 use crate::web::pages;
@@ -235,112 +232,54 @@ pub async fn watch_login(
         core.sessions.end(old).await?;
     }
 
-    let record = core.store.two_factor(&user).await?;
-    if let Some(record) = record {
-        // Each held-back login keeps the app's answer: their number per account is bounded.
-        let ttl = core.config.twofactor.challenge_ttl;
-        let window = ttl.as_secs().max(1);
-        let started = core
-            .store
-            .count_login_started(&user, core.clock.now() / window, ttl)
-            .await?;
-        if started > core.config.twofactor.max_pending_logins {
-            tracing::warn!(target: "audit", event = "pending_logins_capped", user);
+    let accepted = Accepted {
+        user: &user,
+        answer: &held,
+        json,
+        email: header_email,
+        client: &client,
+    };
+    let names = &core.sessions.names;
+    Ok(match sign_in::after_password(core, accepted).await? {
+        AfterPassword::Challenge { id, factor } => {
+            let mut res = if json {
+                pages::json(
+                    StatusCode::UNAUTHORIZED,
+                    &serde_json::json!({
+                        "error": "second_factor_required",
+                        "method": factor.as_str(),
+                        "challenge": format!("{}/api/v1/challenge", core.prefix()),
+                    }),
+                )
+            } else {
+                pages::redirect(&format!("{}/challenge", core.prefix()))
+            };
+            let ttl = core.config.twofactor.challenge_ttl;
+            let h = res.headers_mut();
+            h.append(
+                header::SET_COOKIE,
+                names.set(names.pending, &id, Some(ttl.as_secs())),
+            );
+            if old_session.is_some() {
+                h.append(header::SET_COOKIE, core.sessions.clear_cookie());
+            }
+            res
+        }
+        AfterPassword::Capped { retry_after } => {
             let mut res = pages::error(&core.brand, StatusCode::TOO_MANY_REQUESTS, wants_html);
             res.headers_mut().insert(
                 header::RETRY_AFTER,
-                http::HeaderValue::from(window.min(u64::from(u32::MAX))),
+                http::HeaderValue::from(retry_after.min(u64::from(u32::MAX))),
             );
-            return Ok(res);
+            res
         }
-        let id = random_token();
-        let pending = PendingLogin {
-            user: user.clone(),
-            created: core.clock.now(),
-            held: held.seal(&core.sealer, &user),
-            csrf: random_token(),
-            json,
-            email: header_email.clone(),
-            client: Some(client.clone()),
-        };
-        core.store.hold_login(&id, &pending, ttl).await?;
-        let method = match record.method {
-            MethodKind::Totp => "totp",
-            MethodKind::Email => "email",
-        };
-        tracing::info!(target: "audit", event = "challenge_issued", user, method);
-        if let (MethodKind::Email, Some(address)) = (record.method, &record.email) {
-            // A failed send is shown on the challenge page, which offers to try again.
-            email::send_code(
-                core,
-                &email::login_key(&id),
-                &user,
-                address,
-                MailKind::LoginCode,
-                email::Budget::Login {
-                    pending: &id,
-                    client: Some(&client),
-                },
-            )
-            .await?;
-        }
-        let names = &core.sessions.names;
-        let mut res = if json {
-            pages::json(
-                StatusCode::UNAUTHORIZED,
-                &serde_json::json!({
-                    "error": "second_factor_required",
-                    "method": method,
-                    "challenge": format!("{}/api/v1/challenge", core.prefix()),
-                }),
-            )
-        } else {
-            pages::redirect(&format!("{}/challenge", core.prefix()))
-        };
-        let h = res.headers_mut();
-        h.append(
-            header::SET_COOKIE,
-            names.set(names.pending, &id, Some(ttl.as_secs())),
-        );
-        if old_session.is_some() {
-            h.append(header::SET_COOKIE, core.sessions.clear_cookie());
-        }
-        return Ok(res);
-    }
-
-    match core.config.twofactor.enforcement {
-        Enforcement::Optional => {
-            let session = core
-                .sessions
-                .create(
-                    &user,
-                    false,
-                    None,
-                    header_email.clone(),
-                    core.app_cookie_of(&held),
-                )
-                .await?;
-            tracing::info!(target: "audit", event = "login_without_second_factor", user);
+        AfterPassword::SignedIn(session) => {
             let mut res = held.into_response();
             res.headers_mut()
                 .append(header::SET_COOKIE, core.sessions.set_cookie(&session.id));
-            Ok(res)
+            res
         }
-        Enforcement::Required => {
-            let sealed = held.seal(&core.sealer, &user);
-            // Bound from the start: this session vouches only for the app session of this login,
-            // also while it is held back for the enrollment.
-            let session = core
-                .sessions
-                .create(
-                    &user,
-                    true,
-                    Some(sealed),
-                    header_email.clone(),
-                    core.app_cookie_of(&held),
-                )
-                .await?;
-            tracing::info!(target: "audit", event = "enrollment_required", user);
+        AfterPassword::MustEnroll(session) => {
             let mut res = if json {
                 pages::json(
                     StatusCode::UNAUTHORIZED,
@@ -354,9 +293,9 @@ pub async fn watch_login(
             };
             res.headers_mut()
                 .append(header::SET_COOKIE, core.sessions.set_cookie(&session.id));
-            Ok(res)
+            res
         }
-    }
+    })
 }
 
 /// Only plain, unencoded urlencoded forms and JSON are read; anything else (multipart, a

@@ -234,21 +234,6 @@ impl Sessions {
         self.store.delete_session(id).await
     }
 
-    /// Replaces a session by a new id with the same user (after a privilege change).
-    pub async fn rotate(&self, current: &Current, must_enroll: bool) -> StoreResult<Current> {
-        let fresh = self
-            .create(
-                &current.record.user,
-                must_enroll,
-                None,
-                current.record.email.clone(),
-                current.record.app_cookie.clone(),
-            )
-            .await?;
-        self.end(&current.id).await?;
-        Ok(fresh)
-    }
-
     /// Ends every other session of the user (2FA changed or reset).
     pub async fn end_others(&self, user: &str, keep: Option<&str>) -> StoreResult<u32> {
         if let Some(c) = &self.cache {

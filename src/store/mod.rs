@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::SecondFactor;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store unavailable: {0}")]
@@ -71,17 +73,10 @@ pub struct PendingLogin {
     pub client: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MethodKind {
-    Totp,
-    Email,
-}
-
 /// A user's enabled second factor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TwoFactorRecord {
-    pub method: MethodKind,
+    pub method: SecondFactor,
     /// The TOTP key, sealed.
     pub totp_secret: Option<String>,
     pub email: Option<String>,

@@ -6,16 +6,17 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
+use crate::auth::challenge::{self as rules, Attempt};
 use crate::auth::email::Sent;
+use crate::auth::enrollment::{self, Change, Enabled};
 use crate::auth::totp;
 use crate::body::Body;
 use crate::session::{Current, cookie};
 use crate::state::Core;
-use crate::store::{MethodKind, Store, StoreResult};
-use crate::web::challenge::{self, Attempt};
+use crate::store::StoreResult;
+use crate::web::challenge;
 use crate::web::forms::{FormError, read_json};
 use crate::web::pages;
-use crate::web::settings::{self, Change, Enabled};
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     pages::json(status, &json!({ "error": code, "message": message }))
@@ -99,7 +100,7 @@ pub async fn handle(
         (&Method::POST, "/challenge") => return challenge(core, req, false).await,
         (&Method::POST, "/challenge/recovery") => return challenge(core, req, true).await,
         (&Method::POST, "/challenge/resend") => return resend(core, req).await,
-        (&Method::POST, "/email/setup" | "/email/confirm") if !settings::email_offered(core) => {
+        (&Method::POST, "/email/setup" | "/email/confirm") if !enrollment::email_offered(core) => {
             return Ok(error(
                 StatusCode::NOT_FOUND,
                 "method_unavailable",
@@ -140,7 +141,7 @@ pub async fn handle(
     match rest {
         "/totp/setup" => {
             let user = &session.record.user;
-            let secret = settings::enrollment_secret(core, user).await?;
+            let secret = enrollment::enrollment_secret(core, user).await?;
             let uri = totp::otpauth_uri(&secret, &core.config.totp.issuer, user);
             Ok(pages::json(
                 StatusCode::OK,
@@ -153,7 +154,7 @@ pub async fn handle(
             };
             Ok(enabled_answer(
                 core,
-                settings::enable_totp(core, &session, code, current).await?,
+                enrollment::enable_totp(core, &session, code, current).await?,
             ))
         }
         "/email/setup" => {
@@ -161,14 +162,14 @@ pub async fn handle(
                 return Ok(one_code_only());
             };
             Ok(
-                match settings::send_enrollment_code(core, &session, address).await? {
+                match enrollment::send_enrollment_code(core, &session, address).await? {
                     Ok(sent) => sent_answer(sent),
-                    Err(settings::AddressProblem::Invalid) => error(
+                    Err(enrollment::AddressProblem::Invalid) => error(
                         StatusCode::BAD_REQUEST,
                         "invalid_address",
                         "Send {\"address\": \"name@example.com\"}.",
                     ),
-                    Err(settings::AddressProblem::Unknown) => error(
+                    Err(enrollment::AddressProblem::Unknown) => error(
                         StatusCode::CONFLICT,
                         "no_address",
                         "No email address is known for this account.",
@@ -182,10 +183,10 @@ pub async fn handle(
             };
             Ok(enabled_answer(
                 core,
-                settings::enable_email(core, &session, code, current).await?,
+                enrollment::enable_email(core, &session, code, current).await?,
             ))
         }
-        "/disable" => Ok(match settings::turn_off(core, &session, code).await? {
+        "/disable" => Ok(match enrollment::turn_off(core, &session, code).await? {
             Change::Done(fresh) => with_session_cookie(
                 pages::json(StatusCode::OK, &json!({ "enabled": false })),
                 core,
@@ -204,7 +205,7 @@ pub async fn handle(
                 "Two-step verification is required here.",
             ),
         }),
-        "/recovery-codes" => Ok(match settings::new_codes(core, &session, code).await? {
+        "/recovery-codes" => Ok(match enrollment::new_codes(core, &session, code).await? {
             Change::Done((codes, fresh)) => with_session_cookie(
                 pages::json(StatusCode::OK, &json!({ "recovery_codes": codes })),
                 core,
@@ -287,7 +288,7 @@ async fn resend(core: &Core, req: Request<Incoming>) -> StoreResult<Response<Bod
             "Sign in again.",
         ));
     };
-    Ok(match challenge::resend_code(core, &id, &pending).await? {
+    Ok(match rules::resend(core, &id, &pending).await? {
         Some(sent) => sent_answer(sent),
         None => error(
             StatusCode::BAD_REQUEST,
@@ -299,16 +300,9 @@ async fn resend(core: &Core, req: Request<Incoming>) -> StoreResult<Response<Bod
 
 async fn status(core: &Core, session: &Current) -> StoreResult<Response<Body>> {
     let user = &session.record.user;
-    let record = core.store.two_factor(user).await?;
-    let left = if record.is_some() {
-        core.store.recovery_codes_left(user).await?
-    } else {
-        0
-    };
-    let method = record.map(|r| match r.method {
-        MethodKind::Totp => "totp",
-        MethodKind::Email => "email",
-    });
+    let st = enrollment::status(core, user).await?;
+    let method = st.factor.map(|f| f.as_str());
+    let left = st.recovery_left;
     Ok(pages::json(
         StatusCode::OK,
         &json!({
@@ -348,12 +342,12 @@ async fn challenge(
     // same origin: no CSRF token needed.
     let old_session = cookie::find(&parts.headers, names.session);
     Ok(
-        match challenge::attempt(core, &id, &pending, code, recovery, old_session).await? {
-            Attempt::Passed { held, session } => {
-                let redirect = held.location().unwrap_or_else(|| "/".to_owned());
+        match rules::attempt(core, &id, &pending, code, recovery, old_session).await? {
+            Attempt::Passed { answer, session } => {
+                let redirect = answer.location().unwrap_or_else(|| "/".to_owned());
                 let mut res = pages::json(StatusCode::OK, &json!({ "redirect": redirect }));
                 let h = res.headers_mut();
-                for c in held.set_cookies() {
+                for c in answer.set_cookies() {
                     h.append(header::SET_COOKIE, c);
                 }
                 h.append(header::SET_COOKIE, core.sessions.set_cookie(&session.id));

@@ -5,32 +5,22 @@
 use http::{HeaderMap, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
-use crate::auth::email::{self, Sent};
-use crate::auth::verify::{self, Outcome};
+use crate::auth::challenge::{self as rules, Attempt};
+use crate::auth::email::Sent;
 use crate::body::Body;
-use crate::login::held::HeldAnswer;
-use crate::mail::MailKind;
-use crate::mail::address::mask;
-use crate::session::{Current, cookie};
+use crate::session::cookie;
 use crate::state::Core;
-use crate::store::MethodKind;
-use crate::store::{PendingLogin, Store, StoreResult};
-use crate::web::forms::{self, read_form, token_matches};
+use crate::store::{PendingLogin, StoreResult};
+use crate::web::forms::{self, Form, read_form, token_matches};
 use crate::web::pages::{self, ChallengePage};
 
+/// The held-back login behind the request's pending cookie, with the cookie's value.
 pub async fn pending(
     core: &Core,
     headers: &HeaderMap,
 ) -> StoreResult<Option<(String, PendingLogin)>> {
-    let Some(id) = cookie::find(headers, core.sessions.names.pending).filter(|v| !v.is_empty())
-    else {
-        return Ok(None);
-    };
-    Ok(core
-        .store
-        .pending_login(id)
-        .await?
-        .map(|p| (id.to_owned(), p)))
+    let id = cookie::find(headers, core.sessions.names.pending).unwrap_or_default();
+    Ok(rules::pending(core, id).await?.map(|p| (id.to_owned(), p)))
 }
 
 /// The page for a sign-in that is gone (expired, used, cancelled).
@@ -104,25 +94,17 @@ async fn render(
     notice: Option<String>,
     status: StatusCode,
 ) -> StoreResult<Response<Body>> {
-    let record = core.store.two_factor(&pending.user).await?;
-    let mut email = None;
+    let prompt = rules::prompt(core, id, pending).await?;
     let mut error = error;
-    let mut resend_wait = 0;
-    if let Some(r) = record.as_ref().filter(|r| r.method == MethodKind::Email) {
-        let address = r.email.as_deref().map(mask).unwrap_or_default();
-        match core.store.email_code(&email::login_key(id)).await? {
-            Some(code) => {
-                let next = code.created + core.config.email.resend_interval.as_secs();
-                resend_wait = next.saturating_sub(core.clock.now());
-            }
-            None if error.is_none() && !recovery => {
-                error = Some(format!(
-                    "We could not send a code to {address}. Try sending it again."
-                ));
-            }
-            None => {}
-        }
-        email = Some(address);
+    if let Some(e) = &prompt.email
+        && !e.code_out
+        && error.is_none()
+        && !recovery
+    {
+        error = Some(format!(
+            "We could not send a code to {}. Try sending it again.",
+            e.to
+        ));
     }
     let page = ChallengePage {
         app_name: &core.brand.app_name,
@@ -133,14 +115,10 @@ async fn render(
         error,
         notice,
         recovery,
-        email,
-        digits: if record.is_some_and(|r| r.method == MethodKind::Email) {
-            core.config.email.code_digits
-        } else {
-            6
-        },
+        resend_wait: prompt.email.as_ref().map_or(0, |e| e.resend_wait),
+        email: prompt.email.map(|e| e.to),
+        digits: prompt.digits,
         minutes: core.config.email.code_ttl.as_secs().div_ceil(60),
-        resend_wait,
     };
     Ok(pages::page(status, &page))
 }
@@ -161,7 +139,7 @@ pub async fn show(
 async fn pending_form(
     core: &Core,
     req: Request<Incoming>,
-) -> StoreResult<Result<(crate::web::forms::Form, String, PendingLogin), Box<Response<Body>>>> {
+) -> StoreResult<Result<(Form, String, PendingLogin), Box<Response<Body>>>> {
     let form = match read_form(req).await {
         Ok(f) => f,
         Err(e) => return Ok(Err(Box::new(form_error(core, e)))),
@@ -185,7 +163,7 @@ pub async fn resend(core: &Core, req: Request<Incoming>) -> StoreResult<Response
         Ok(x) => x,
         Err(res) => return Ok(*res),
     };
-    let (notice, error) = match resend_code(core, &id, &pending).await? {
+    let (notice, error) = match rules::resend(core, &id, &pending).await? {
         Some(Sent::Sent { to }) => (
             Some(format!(
                 "We sent a new code to {to}. Earlier codes no longer work."
@@ -215,133 +193,6 @@ pub async fn resend(core: &Core, req: Request<Incoming>) -> StoreResult<Response
     render(core, &id, false, &pending, error, notice, StatusCode::OK).await
 }
 
-/// Sends a fresh code for a pending login whose user has the email method (`None` otherwise).
-pub async fn resend_code(
-    core: &Core,
-    id: &str,
-    pending: &PendingLogin,
-) -> StoreResult<Option<Sent>> {
-    let Some(record) = core.store.two_factor(&pending.user).await? else {
-        return Ok(None);
-    };
-    let (MethodKind::Email, Some(address)) = (record.method, record.email.as_deref()) else {
-        return Ok(None);
-    };
-    Ok(Some(
-        email::send_code(
-            core,
-            &email::login_key(id),
-            &pending.user,
-            address,
-            MailKind::LoginCode,
-            email::Budget::Login {
-                pending: id,
-                client: pending.client.as_deref(),
-            },
-        )
-        .await?,
-    ))
-}
-
-/// What one code against a pending login came to.
-pub enum Attempt {
-    /// Right: the login was consumed and a session started; replay `held` with its cookie.
-    Passed {
-        held: Box<HeldAnswer>,
-        session: Box<Current>,
-    },
-    /// Wrong; `tries_left` before this sign-in or the account runs out.
-    Failed {
-        tries_left: u32,
-    },
-    Locked {
-        retry_after: u64,
-    },
-    /// This sign-in used up its attempts and is gone.
-    Exhausted,
-    /// The pending login is gone (expired, used, or 2FA reset meanwhile).
-    Expired,
-}
-
-/// Checks `code` (a TOTP code, or a recovery code when `recovery`) against pending login `id`.
-/// Shared by the page and the JSON API.
-pub async fn attempt(
-    core: &Core,
-    id: &str,
-    pending: &PendingLogin,
-    code: &str,
-    recovery: bool,
-    old_session: Option<&str>,
-) -> StoreResult<Attempt> {
-    let user = pending.user.as_str();
-    let Some(record) = core.store.two_factor(user).await? else {
-        core.store.take_login(id).await?;
-        return Ok(Attempt::Expired);
-    };
-    let tf = &core.config.twofactor;
-    let attempts = core.store.count_attempt(id, tf.challenge_ttl).await?;
-    if attempts > tf.max_attempts_per_challenge {
-        core.store.take_login(id).await?;
-        tracing::info!(target: "audit", event = "challenge_abandoned", user, attempts);
-        return Ok(Attempt::Exhausted);
-    }
-    let method = if recovery { "recovery" } else { "totp" };
-    let outcome = if recovery {
-        verify::verify_recovery(core, user, code).await?
-    } else {
-        verify::verify(core, user, &record, code, &email::login_key(id)).await?
-    };
-    Ok(match outcome {
-        Outcome::Passed => {
-            core.metrics.challenge(method, "passed");
-            finish(core, id, old_session).await?
-        }
-        Outcome::Failed { tries_left } => {
-            core.metrics.challenge(method, "failed");
-            let left_here = tf.max_attempts_per_challenge.saturating_sub(attempts);
-            Attempt::Failed {
-                tries_left: tries_left.min(left_here),
-            }
-        }
-        Outcome::Locked { retry_after } => {
-            core.metrics.challenge(method, "locked");
-            Attempt::Locked { retry_after }
-        }
-    })
-}
-
-/// The code was right: take the pending login (once) and start a session.
-async fn finish(core: &Core, id: &str, old_session: Option<&str>) -> StoreResult<Attempt> {
-    let Some(pending) = core.store.take_login(id).await? else {
-        return Ok(Attempt::Expired);
-    };
-    let Some(held) = HeldAnswer::open(&core.sealer, &pending.user, &pending.held) else {
-        tracing::error!(
-            user = pending.user,
-            "a held-back login could not be opened (key changed?)"
-        );
-        return Ok(Attempt::Expired);
-    };
-    if let Some(old) = old_session {
-        core.sessions.end(old).await?;
-    }
-    let session = core
-        .sessions
-        .create(
-            &pending.user,
-            false,
-            None,
-            pending.email.clone(),
-            core.app_cookie_of(&held),
-        )
-        .await?;
-    tracing::info!(target: "audit", event = "challenge_passed", user = pending.user);
-    Ok(Attempt::Passed {
-        held: Box::new(held),
-        session: Box::new(session),
-    })
-}
-
 pub async fn submit(
     core: &Core,
     req: Request<Incoming>,
@@ -352,9 +203,9 @@ pub async fn submit(
         Err(res) => return Ok(*res),
     };
     let old_session = cookie::find(&form.parts.headers, core.sessions.names.session);
-    match attempt(core, &id, &pending, form.get("code"), recovery, old_session).await? {
-        Attempt::Passed { held, session } => {
-            let mut res = held.into_response();
+    match rules::attempt(core, &id, &pending, form.get("code"), recovery, old_session).await? {
+        Attempt::Passed { answer, session } => {
+            let mut res = answer.into_response();
             let names = &core.sessions.names;
             let h = res.headers_mut();
             h.append(header::SET_COOKIE, core.sessions.set_cookie(&session.id));
@@ -403,8 +254,7 @@ pub async fn cancel(core: &Core, req: Request<Incoming>) -> StoreResult<Response
     if let Some((id, p)) = pending(core, &form.parts.headers).await?
         && token_matches(form.get("csrf"), &p.csrf)
     {
-        core.store.take_login(&id).await?;
-        tracing::info!(target: "audit", event = "challenge_cancelled", user = p.user);
+        rules::cancel(core, &id, &p).await?;
     }
     let mut res = pages::redirect(&core.config.app.login_page);
     let names = &core.sessions.names;

@@ -8,7 +8,6 @@ use http::request::Parts;
 use http::{HeaderMap, Request, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use subtle::ConstantTimeEq;
 
 use crate::body::BodyRead;
 
@@ -130,10 +129,7 @@ pub fn same_origin(headers: &HeaderMap, uri: &http::Uri) -> bool {
     !host.is_empty() && origin_host.eq_ignore_ascii_case(host)
 }
 
-/// Constant-time token comparison.
-pub fn token_matches(given: &str, expected: &str) -> bool {
-    !expected.is_empty() && bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
-}
+pub use crate::secrets::token_matches;
 
 #[cfg(test)]
 mod tests {

@@ -4,11 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use twofa_proxy::auth::SecondFactor;
 use twofa_proxy::clock::ManualClock;
 use twofa_proxy::store::memory::MemoryStore;
 use twofa_proxy::store::redis::RedisStore;
 use twofa_proxy::store::{
-    EmailCode, Enrollment, MethodKind, PendingLogin, SessionRecord, Store, TwoFactorRecord,
+    EmailCode, Enrollment, PendingLogin, SessionRecord, Store, TwoFactorRecord,
 };
 
 use crate::support::redis::RedisServer;
@@ -153,7 +154,7 @@ async fn contract<S: Store>(store: Arc<S>, tag: &str) {
     // 2FA records and recovery codes.
     assert_eq!(store.two_factor(&alice).await.unwrap(), None);
     let record = TwoFactorRecord {
-        method: MethodKind::Totp,
+        method: SecondFactor::Totp,
         totp_secret: Some("sealed".into()),
         email: None,
         enabled_at: 5,
