@@ -194,3 +194,209 @@ pub async fn cancel(core: &Core, id: &str, pending: &PendingLogin) -> StoreResul
     tracing::info!(target: "audit", event = "challenge_cancelled", user = pending.user);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::enrollment::{self, Enabled};
+    use crate::auth::testing::Fixture;
+
+    async fn try_code(f: &Fixture, id: &str, code: &str, recovery: bool) -> Attempt {
+        let pending = pending(&f.core, id).await.unwrap().expect("pending login");
+        attempt(&f.core, id, &pending, code, recovery, None)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_held_back_login_is_taken_once() {
+        let f = Fixture::new(&[]);
+        let (secret, codes) = f.enroll_totp("ann").await;
+        f.clock.advance(30);
+        let id = f.held_login("ann").await;
+        let p = pending(&f.core, &id).await.unwrap().unwrap();
+        // A right app code and a right recovery code at once: both check out, one login.
+        let code = totp::code_at(&secret, f.clock_now());
+        let (a, b) = tokio::join!(
+            attempt(&f.core, &id, &p, &code, false, None),
+            attempt(&f.core, &id, &p, &codes[0], true, None),
+        );
+        let outcomes = [a.unwrap(), b.unwrap()];
+        let passed = outcomes
+            .iter()
+            .filter(|o| matches!(o, Attempt::Passed { .. }))
+            .count();
+        assert_eq!(passed, 1);
+        assert!(
+            outcomes
+                .iter()
+                .any(|o| matches!(o, Attempt::Expired | Attempt::Failed { .. }))
+        );
+        assert!(pending(&f.core, &id).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_passed_challenge_starts_a_session_and_ends_the_old_one() {
+        let f = Fixture::new(&[]);
+        let (secret, _) = f.enroll_totp("ann").await;
+        f.clock.advance(30);
+        let old = f.session("ann").await;
+        let id = f.held_login("ann").await;
+        let p = pending(&f.core, &id).await.unwrap().unwrap();
+        let code = totp::code_at(&secret, f.clock_now());
+        let Attempt::Passed { session, answer } =
+            attempt(&f.core, &id, &p, &code, false, Some(&old.id))
+                .await
+                .unwrap()
+        else {
+            panic!("the right code did not pass");
+        };
+        assert_eq!(answer.location(), None);
+        assert_eq!(session.record.user, "ann");
+        assert!(!session.record.must_enroll);
+        assert!(f.core.store.session(&old.id).await.unwrap().is_none());
+        assert!(f.core.store.session(&session.id).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_sign_in_runs_out_of_attempts() {
+        let f = Fixture::new(&[("TWOFA_TWOFACTOR__MAX_ATTEMPTS_PER_CHALLENGE", "3")]);
+        let (secret, _) = f.enroll_totp("ann").await;
+        f.clock.advance(30);
+        let id = f.held_login("ann").await;
+        assert!(matches!(
+            try_code(&f, &id, "000000", false).await,
+            Attempt::Failed { tries_left: 2 }
+        ));
+        try_code(&f, &id, "000001", false).await;
+        assert!(matches!(
+            try_code(&f, &id, "000002", false).await,
+            Attempt::Failed { tries_left: 0 }
+        ));
+        // Even the right code does not finish a sign-in that used up its attempts.
+        let right = totp::code_at(&secret, f.clock_now());
+        assert!(matches!(
+            try_code(&f, &id, &right, false).await,
+            Attempt::Exhausted
+        ));
+        assert!(pending(&f.core, &id).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_recovery_code_works_once() {
+        let f = Fixture::new(&[]);
+        let (_, codes) = f.enroll_totp("ann").await;
+        let left = f.core.store.recovery_codes_left("ann").await.unwrap();
+        assert_eq!(left as usize, codes.len());
+        let first = f.held_login("ann").await;
+        assert!(matches!(
+            try_code(&f, &first, &codes[0], true).await,
+            Attempt::Passed { .. }
+        ));
+        assert_eq!(
+            f.core.store.recovery_codes_left("ann").await.unwrap(),
+            left - 1
+        );
+        let second = f.held_login("ann").await;
+        assert!(matches!(
+            try_code(&f, &second, &codes[0], true).await,
+            Attempt::Failed { .. }
+        ));
+        // Typed with other case and spacing, another code works (as on the challenge form).
+        let typed = codes[1].to_lowercase().replace('-', " ");
+        assert!(matches!(
+            try_code(&f, &second, &typed, true).await,
+            Attempt::Passed { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_reset_meanwhile_expires_the_sign_in() {
+        let f = Fixture::new(&[]);
+        let (secret, _) = f.enroll_totp("ann").await;
+        let id = f.held_login("ann").await;
+        crate::auth::reset::reset(&f.core, "ann").await.unwrap();
+        let code = totp::code_at(&secret, f.clock_now() + 30);
+        assert!(matches!(
+            try_code(&f, &id, &code, false).await,
+            Attempt::Expired
+        ));
+    }
+
+    /// Enrolls the email factor for `user` at `address`.
+    async fn enroll_email(f: &Fixture, user: &str, address: &str) {
+        let session = f.session(user).await;
+        let sent = enrollment::send_enrollment_code(&f.core, &session, address)
+            .await
+            .unwrap();
+        assert!(matches!(sent, Ok(Sent::Sent { .. })));
+        let code = f.last_code();
+        assert!(matches!(
+            enrollment::enable_email(&f.core, &session, &code, "")
+                .await
+                .unwrap(),
+            Enabled::Done { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn resends_wait_the_interval_and_stop_at_the_sign_ins_allowance() {
+        let f = Fixture::new(&[
+            ("TWOFA_EMAIL__RESEND_INTERVAL", "30s"),
+            ("TWOFA_EMAIL__MAX_SENDS_PER_LOGIN", "2"),
+        ]);
+        enroll_email(&f, "ann", "ann@example.com").await;
+        let id = f.held_login("ann").await;
+        let p = pending(&f.core, &id).await.unwrap().unwrap();
+        assert_eq!(
+            resend(&f.core, &id, &p).await.unwrap(),
+            Some(Sent::Sent {
+                to: mask("ann@example.com")
+            })
+        );
+        let first = f.last_code();
+        f.clock.advance(10);
+        assert_eq!(
+            resend(&f.core, &id, &p).await.unwrap(),
+            Some(Sent::TooSoon { wait: 20 })
+        );
+        let shown = prompt(&f.core, &id, &p).await.unwrap();
+        assert_eq!(shown.factor, Some(SecondFactor::Email));
+        assert_eq!(shown.email.as_ref().map(|e| e.resend_wait), Some(20));
+        f.clock.advance(20);
+        assert!(matches!(
+            resend(&f.core, &id, &p).await.unwrap(),
+            Some(Sent::Sent { .. })
+        ));
+        f.clock.advance(30);
+        assert_eq!(
+            resend(&f.core, &id, &p).await.unwrap(),
+            Some(Sent::HourlyCap)
+        );
+        // The newest code works; the one it replaced does not.
+        let newest = f.last_code();
+        if newest != first {
+            assert!(matches!(
+                try_code(&f, &id, &first, false).await,
+                Attempt::Failed { .. }
+            ));
+        }
+        assert!(matches!(
+            try_code(&f, &id, &newest, false).await,
+            Attempt::Passed { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_authenticator_sign_in_has_nothing_to_resend() {
+        let f = Fixture::new(&[]);
+        f.enroll_totp("ann").await;
+        let id = f.held_login("ann").await;
+        let p = pending(&f.core, &id).await.unwrap().unwrap();
+        assert_eq!(resend(&f.core, &id, &p).await.unwrap(), None);
+        let shown = prompt(&f.core, &id, &p).await.unwrap();
+        assert_eq!(shown.factor, Some(SecondFactor::Totp));
+        assert_eq!(shown.email, None);
+        assert_eq!(usize::from(shown.digits), totp::DIGITS);
+    }
+}

@@ -486,3 +486,239 @@ pub async fn release_held(core: &Core, session: &Current) -> StoreResult<Release
     core.sessions.save(&session.id, &record).await?;
     Ok(held.map_or(Release::Nothing, |h| Release::Answer(Box::new(h))))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::testing::Fixture;
+
+    fn first_code(f: &Fixture, secret: &[u8]) -> String {
+        totp::code_at(secret, f.clock_now())
+    }
+
+    #[tokio::test]
+    async fn a_double_submit_of_the_first_code_enables_once() {
+        let f = Fixture::new(&[]);
+        let session = f.session("ann").await;
+        let secret = enrollment_secret(&f.core, "ann").await.unwrap();
+        // The setup page shown twice keeps the same key.
+        assert_eq!(enrollment_secret(&f.core, "ann").await.unwrap(), secret);
+        let code = first_code(&f, &secret);
+        let (a, b) = tokio::join!(
+            enable_totp(&f.core, &session, &code, ""),
+            enable_totp(&f.core, &session, &code, ""),
+        );
+        let done = [a.unwrap(), b.unwrap()]
+            .into_iter()
+            .filter(|e| matches!(e, Enabled::Done { .. }))
+            .count();
+        assert_eq!(done, 1);
+        let record = f.core.store.two_factor("ann").await.unwrap().unwrap();
+        assert_eq!(record.method, SecondFactor::Totp);
+        // The enrollment's first code cannot also sign in: its step is claimed.
+        let id = f.held_login("ann").await;
+        let p = f.core.store.pending_login(&id).await.unwrap().unwrap();
+        assert!(matches!(
+            crate::auth::challenge::attempt(&f.core, &id, &p, &code, false, None)
+                .await
+                .unwrap(),
+            crate::auth::challenge::Attempt::Failed { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn enabling_is_a_privilege_change() {
+        let f = Fixture::new(&[]);
+        let other = f.session("ann").await;
+        let session = f.session("ann").await;
+        let secret = enrollment_secret(&f.core, "ann").await.unwrap();
+        let Enabled::Done { codes, fresh } =
+            enable_totp(&f.core, &session, &first_code(&f, &secret), "")
+                .await
+                .unwrap()
+        else {
+            panic!("enabling failed");
+        };
+        assert_eq!(codes.len(), f.core.config.twofactor.recovery_codes as usize);
+        assert_ne!(fresh.id, session.id);
+        assert!(f.core.store.session(&session.id).await.unwrap().is_none());
+        assert!(f.core.store.session(&other.id).await.unwrap().is_none());
+        assert!(f.core.store.session(&fresh.id).await.unwrap().is_some());
+        assert!(f.core.store.enrollment("ann").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_wrong_first_code_or_an_expired_setup_changes_nothing() {
+        let f = Fixture::new(&[]);
+        let session = f.session("ann").await;
+        let secret = enrollment_secret(&f.core, "ann").await.unwrap();
+        assert!(
+            matches!(
+                enable_totp(&f.core, &session, "000000", "").await.unwrap(),
+                Enabled::WrongCode
+            ) || first_code(&f, &secret) == "000000"
+        );
+        f.clock.advance(ENROLLMENT_TTL.as_secs() + 1);
+        let code = first_code(&f, &secret);
+        assert!(matches!(
+            enable_totp(&f.core, &session, &code, "").await.unwrap(),
+            Enabled::Expired
+        ));
+        assert!(f.core.store.two_factor("ann").await.unwrap().is_none());
+        // A new key is started for the next setup page.
+        assert_ne!(enrollment_secret(&f.core, "ann").await.unwrap(), secret);
+    }
+
+    #[tokio::test]
+    async fn changing_the_method_needs_the_current_factor() {
+        let f = Fixture::new(&[]);
+        let (old_secret, old_codes) = f.enroll_totp("ann").await;
+        f.clock.advance(30);
+        let session = f.session("ann").await;
+        let sent = send_enrollment_code(&f.core, &session, "ann@example.com")
+            .await
+            .unwrap();
+        assert!(matches!(sent, Ok(Sent::Sent { .. })));
+        let emailed = f.last_code();
+        // Without, or with a wrong, current code: refused, and the emailed code is not spent.
+        assert!(matches!(
+            enable_email(&f.core, &session, &emailed, "").await.unwrap(),
+            Enabled::Current(Change::Failed { .. })
+        ));
+        let wrong = if totp::code_at(&old_secret, f.clock_now()) == "123456" {
+            "654321"
+        } else {
+            "123456"
+        };
+        assert!(matches!(
+            enable_email(&f.core, &session, &emailed, wrong)
+                .await
+                .unwrap(),
+            Enabled::Current(Change::Failed { .. })
+        ));
+        assert_eq!(
+            f.core
+                .store
+                .two_factor("ann")
+                .await
+                .unwrap()
+                .unwrap()
+                .method,
+            SecondFactor::Totp
+        );
+        let current = totp::code_at(&old_secret, f.clock_now());
+        let Enabled::Done { codes, .. } = enable_email(&f.core, &session, &emailed, &current)
+            .await
+            .unwrap()
+        else {
+            panic!("the change failed");
+        };
+        let record = f.core.store.two_factor("ann").await.unwrap().unwrap();
+        assert_eq!(record.method, SecondFactor::Email);
+        assert_eq!(record.email.as_deref(), Some("ann@example.com"));
+        assert_eq!(record.totp_secret, None);
+        assert_ne!(codes, old_codes);
+        let st = status(&f.core, "ann").await.unwrap();
+        assert_eq!(st.factor, Some(SecondFactor::Email));
+        assert_eq!(st.email_to, Some(mask("ann@example.com")));
+    }
+
+    #[tokio::test]
+    async fn new_recovery_codes_replace_the_old_ones() {
+        let f = Fixture::new(&[]);
+        let (secret, old) = f.enroll_totp("ann").await;
+        f.clock.advance(30);
+        let session = f.session("ann").await;
+        let code = totp::code_at(&secret, f.clock_now());
+        let Change::Done((new, _fresh)) = new_codes(&f.core, &session, &code).await.unwrap() else {
+            panic!("new codes refused");
+        };
+        assert_ne!(new, old);
+        assert!(matches!(
+            verify::verify_recovery(&f.core, "ann", &old[0])
+                .await
+                .unwrap(),
+            Outcome::Failed { .. }
+        ));
+        assert_eq!(
+            verify::verify_recovery(&f.core, "ann", &new[0])
+                .await
+                .unwrap(),
+            Outcome::Passed
+        );
+    }
+
+    #[tokio::test]
+    async fn turning_off_needs_a_current_code_and_optional_policy() {
+        let f = Fixture::new(&[]);
+        let (_, codes) = f.enroll_totp("ann").await;
+        let session = f.session("ann").await;
+        assert!(matches!(
+            turn_off(&f.core, &session, "").await.unwrap(),
+            Change::Failed { .. }
+        ));
+        // A recovery code is a current factor too.
+        assert!(matches!(
+            turn_off(&f.core, &session, &codes[0]).await.unwrap(),
+            Change::Done(_)
+        ));
+        assert!(f.core.store.two_factor("ann").await.unwrap().is_none());
+        assert!(matches!(
+            turn_off(&f.core, &f.session("ann").await, "x")
+                .await
+                .unwrap(),
+            Change::NotEnabled
+        ));
+
+        let g = Fixture::new(&[("TWOFA_TWOFACTOR__ENFORCEMENT", "required")]);
+        let (secret_g, _) = g.enroll_totp("ann").await;
+        g.clock.advance(30);
+        let code = totp::code_at(&secret_g, g.clock_now());
+        assert!(matches!(
+            turn_off(&g.core, &g.session("ann").await, &code)
+                .await
+                .unwrap(),
+            Change::NotAllowed
+        ));
+        assert!(g.core.store.two_factor("ann").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn the_held_back_login_is_released_once_after_a_forced_enrollment() {
+        let f = Fixture::new(&[("TWOFA_TWOFACTOR__ENFORCEMENT", "required")]);
+        let answer = HeldAnswer::new(
+            http::StatusCode::FOUND,
+            &http::HeaderMap::new(),
+            &bytes::Bytes::new(),
+        );
+        let sealed = answer.seal(&f.core.sealer, "ann");
+        let session = f
+            .core
+            .sessions
+            .create("ann", true, Some(sealed), None, None)
+            .await
+            .unwrap();
+        assert!(matches!(
+            release_held(&f.core, &session).await.unwrap(),
+            Release::EnrollFirst
+        ));
+        let secret = enrollment_secret(&f.core, "ann").await.unwrap();
+        let Enabled::Done { fresh, .. } =
+            enable_totp(&f.core, &session, &first_code(&f, &secret), "")
+                .await
+                .unwrap()
+        else {
+            panic!("enabling failed");
+        };
+        assert!(!fresh.record.must_enroll);
+        assert!(matches!(
+            release_held(&f.core, &fresh).await.unwrap(),
+            Release::Answer(_)
+        ));
+        let after = f.core.sessions.load_id(&fresh.id).await.unwrap().unwrap();
+        assert!(matches!(
+            release_held(&f.core, &after).await.unwrap(),
+            Release::Nothing
+        ));
+    }
+}

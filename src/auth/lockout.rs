@@ -126,3 +126,123 @@ pub async fn forgive(core: &Core, user: &str) -> StoreResult<()> {
     core.store.unlock_account(user).await?;
     core.store.clear_failures(user, CONSECUTIVE).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::testing::Fixture;
+
+    /// Threshold 3 in a 60 s window, locked for 120 s.
+    fn fixture() -> Fixture {
+        Fixture::new(&[
+            ("TWOFA_TWOFACTOR__LOCKOUT_THRESHOLD", "3"),
+            ("TWOFA_TWOFACTOR__LOCKOUT_WINDOW", "60s"),
+            ("TWOFA_TWOFACTOR__LOCKOUT_DURATION", "120s"),
+        ])
+    }
+
+    async fn fail(f: &Fixture, user: &str) -> Outcome {
+        match reserve(&f.core, user).await.unwrap() {
+            Ok(r) => settle(&f.core, user, false, r).await.unwrap(),
+            Err(locked) => locked,
+        }
+    }
+
+    async fn succeed(f: &Fixture, user: &str) -> Outcome {
+        match reserve(&f.core, user).await.unwrap() {
+            Ok(r) => settle(&f.core, user, true, r).await.unwrap(),
+            Err(locked) => locked,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_threshold_in_a_window_locks_for_the_duration_then_starts_over() {
+        let f = fixture();
+        assert_eq!(fail(&f, "ann").await, Outcome::Failed { tries_left: 2 });
+        assert_eq!(fail(&f, "ann").await, Outcome::Failed { tries_left: 1 });
+        assert_eq!(fail(&f, "ann").await, Outcome::Locked { retry_after: 120 });
+        assert_eq!(f.core.metrics.lockouts.get(), 1);
+        // Locked: even the right code is refused, and the lock is not extended by guesses.
+        f.clock.advance(100);
+        assert_eq!(
+            succeed(&f, "ann").await,
+            Outcome::Locked { retry_after: 20 }
+        );
+        assert_eq!(locked_for(&f.core, "ann").await.unwrap(), Some(20));
+        assert_eq!(f.core.metrics.lockouts.get(), 1);
+        // Another account is not affected.
+        assert_eq!(succeed(&f, "bob").await, Outcome::Passed);
+        f.clock.advance(20);
+        assert_eq!(locked_for(&f.core, "ann").await.unwrap(), None);
+        assert_eq!(fail(&f, "ann").await, Outcome::Failed { tries_left: 2 });
+    }
+
+    #[tokio::test]
+    async fn failures_in_an_old_window_do_not_count_and_a_success_clears_the_window() {
+        let f = fixture();
+        fail(&f, "ann").await;
+        fail(&f, "ann").await;
+        f.clock.advance(60);
+        assert_eq!(fail(&f, "ann").await, Outcome::Failed { tries_left: 2 });
+        assert_eq!(succeed(&f, "ann").await, Outcome::Passed);
+        assert_eq!(fail(&f, "ann").await, Outcome::Failed { tries_left: 2 });
+    }
+
+    /// NIST SP 800-63B 5.2.2: a guesser who stays under the window's threshold forever is still
+    /// stopped after 100 failures in a row, and only a success or the admin's reset clears it.
+    #[tokio::test]
+    async fn one_hundred_failures_in_a_row_lock_whatever_the_window() {
+        let f = fixture();
+        let mut failures = 0;
+        while failures < CONSECUTIVE_LIMIT {
+            for _ in 0..2 {
+                assert!(matches!(fail(&f, "ann").await, Outcome::Failed { .. }));
+                failures += 1;
+            }
+            f.clock.advance(60);
+        }
+        assert_eq!(failures, CONSECUTIVE_LIMIT);
+        assert!(matches!(fail(&f, "ann").await, Outcome::Locked { .. }));
+        // The lock runs out, but the count in a row does not: the next attempt locks again.
+        f.clock.advance(180);
+        assert!(matches!(succeed(&f, "ann").await, Outcome::Locked { .. }));
+        forgive(&f.core, "ann").await.unwrap();
+        assert_eq!(succeed(&f, "ann").await, Outcome::Passed);
+    }
+
+    #[tokio::test]
+    async fn a_success_clears_the_count_in_a_row() {
+        let f = fixture();
+        for _ in 0..60 {
+            fail(&f, "ann").await;
+            fail(&f, "ann").await;
+            f.clock.advance(60);
+        }
+        // 120 failures, but the success after the first 60 windows starts the count over.
+        assert!(matches!(fail(&f, "ann").await, Outcome::Locked { .. }));
+        let g = fixture();
+        for round in 0..60 {
+            fail(&g, "ann").await;
+            fail(&g, "ann").await;
+            if round == 30 {
+                assert_eq!(succeed(&g, "ann").await, Outcome::Passed);
+            }
+            g.clock.advance(60);
+        }
+        assert!(matches!(fail(&g, "ann").await, Outcome::Failed { .. }));
+    }
+
+    /// Parallel guesses each take a reservation first: no more than the threshold get a verdict
+    /// of "wrong" before the lock, however many race.
+    #[tokio::test]
+    async fn parallel_guesses_cannot_pass_the_threshold_together() {
+        let f = fixture();
+        let reservations: Vec<_> =
+            futures_util::future::join_all((0..10).map(|_| reserve(&f.core, "ann"))).await;
+        let granted = reservations
+            .into_iter()
+            .filter(|r| matches!(r, Ok(Ok(_))))
+            .count();
+        assert_eq!(granted, 3);
+    }
+}

@@ -24,6 +24,9 @@ pub mod sign_in;
 pub mod totp;
 pub mod verify;
 
+#[cfg(test)]
+pub(crate) mod testing;
+
 use serde::{Deserialize, Serialize};
 
 /// A second factor a user can have: what operators offer (`[twofactor] methods`), what a 2FA
