@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
+use http::{Request, Response, StatusCode, Uri, header};
 use hyper::body::Incoming;
 
 use crate::body::{Body, BodyRead};
@@ -23,9 +23,10 @@ use crate::login::intercept;
 use crate::metrics::RouteClass;
 use crate::session::cookie;
 use crate::state::Core;
-use crate::store::StoreError;
-use crate::upstream::{ConnInfo, Tunnel, TunnelEnd, Upstream, UpstreamError};
+use crate::upstream::{ConnInfo, Tunnel, TunnelEnd, Upstream};
+use crate::web::Answer;
 use crate::web::pages;
+use crate::web::refusal::{Refusal, Reply};
 
 pub struct Router {
     core: Arc<Core>,
@@ -93,10 +94,10 @@ impl Router {
         if core.rules.is_own(&path) {
             // Boxed, like every branch off the forwarding path: a future holds the state of all
             // its branches, and this one is allocated (and moved) for every request.
-            return match Box::pin(crate::web::handle(core, req, &path)).await {
-                Ok(res) => (RouteClass::Own, res),
-                Err(e) => (RouteClass::Own, self.store_down(&e, wants_html)),
-            };
+            return (
+                RouteClass::Own,
+                Box::pin(crate::web::handle(core, req, &path)).await,
+            );
         }
         let Some(conn) = conn else {
             // The listener always inserts ConnInfo; without it X-Forwarded-For cannot be honest.
@@ -131,7 +132,7 @@ impl Router {
         let session = if needs_session {
             match core.sessions.load(req.headers()).await {
                 Ok(s) => s,
-                Err(e) => return (RouteClass::Upstream, self.store_down(&e, wants_html)),
+                Err(e) => return (RouteClass::Upstream, self.refuse(e.into(), wants_html)),
             }
         } else {
             None
@@ -254,7 +255,7 @@ impl Router {
         };
         match res {
             Ok(res) => (RouteClass::Upstream, res),
-            Err(e) => (RouteClass::Upstream, self.store_down(&e, wants_html)),
+            Err(refusal) => (RouteClass::Upstream, self.refuse(refusal, wants_html)),
         }
     }
 
@@ -274,7 +275,7 @@ impl Router {
             .await
         {
             Ok(res) => res,
-            Err(e) => self.upstream_error(&e, wants_html),
+            Err(e) => self.refuse(e.into(), wants_html),
         }
     }
 
@@ -308,7 +309,7 @@ impl Router {
         &self,
         current: &crate::session::Current,
         mut res: Response<Body>,
-    ) -> Result<Response<Body>, StoreError> {
+    ) -> Answer {
         let core = &*self.core;
         let app = &core.config.app;
         // The app's word on the user is for the proxy only, on every answer.
@@ -360,7 +361,7 @@ impl Router {
         session_id: Option<String>,
         request_cookies: &[String],
         res: Response<Body>,
-    ) -> Result<Response<Body>, StoreError> {
+    ) -> Answer {
         let core = &*self.core;
         let app = &core.config.app;
         let rolls = res
@@ -384,12 +385,7 @@ impl Router {
     }
 
     /// Logout paths end the proxy session too, then go to the app as usual.
-    async fn logout(
-        &self,
-        req: Request<Incoming>,
-        conn: &ConnInfo,
-        wants_html: bool,
-    ) -> Result<Response<Body>, StoreError> {
+    async fn logout(&self, req: Request<Incoming>, conn: &ConnInfo, wants_html: bool) -> Answer {
         let core = &*self.core;
         let id = cookie::find(req.headers(), core.sessions.names.session).map(str::to_owned);
         if let Some(id) = &id {
@@ -408,39 +404,10 @@ impl Router {
         Ok(res)
     }
 
-    /// Fail closed: without the store nothing can be checked, so nothing is forwarded.
-    fn store_down(&self, e: &StoreError, wants_html: bool) -> Response<Body> {
-        tracing::error!(error = %e, "store unavailable; refusing the request");
-        let mut res = pages::error(
-            &self.core.brand,
-            StatusCode::SERVICE_UNAVAILABLE,
-            wants_html,
-        );
-        res.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
-        res
-    }
-
-    fn upstream_error(&self, e: &UpstreamError, wants_html: bool) -> Response<Body> {
-        let status = e.status();
-        if status.is_client_error() {
-            tracing::debug!(error = %e, "client request failed while forwarding");
-        } else {
-            tracing::warn!(error = %e, status = status.as_u16(), "upstream request failed");
-        }
-        let mut res = pages::error(&self.core.brand, status, wants_html);
-        match status {
-            StatusCode::GATEWAY_TIMEOUT | StatusCode::BAD_GATEWAY => {
-                res.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
-            }
-            // The client's request broke mid-stream; this connection's framing is not to be trusted.
-            _ => {
-                res.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-        }
-        res
+    /// Fail closed: a refusal (the store unreachable included) forwards nothing.
+    fn refuse(&self, refusal: Refusal, wants_html: bool) -> Response<Body> {
+        let reply = if wants_html { Reply::Html } else { Reply::Json };
+        refusal.respond(&self.core, reply)
     }
 }
 

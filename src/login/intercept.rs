@@ -3,7 +3,7 @@
 //! proves a second factor first (or enrolls, under the "required" policy).
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode, header};
+use http::{Request, StatusCode, header};
 use hyper::body::Incoming;
 
 use crate::auth::sign_in::{self, Accepted, AfterPassword};
@@ -16,10 +16,11 @@ use crate::login::success::{self, Verdict};
 use crate::mail::address::EmailAddress;
 use crate::session::cookie;
 use crate::state::Core;
-use crate::store::StoreError;
 use crate::upstream::{ConnInfo, Upstream};
-use crate::web::forms::{FormError, read_body};
+use crate::web::Answer;
+use crate::web::forms::read_body;
 use crate::web::pages;
+use crate::web::refusal::Refusal;
 
 /// Login posts larger than this are refused (413) rather than buffered.
 pub const LOGIN_BODY_LIMIT: usize = 64 * 1024;
@@ -29,9 +30,8 @@ pub async fn watch_login(
     upstream: &Upstream,
     req: Request<Incoming>,
     conn: &ConnInfo,
-) -> Result<Response<Body>, StoreError> {
-    let wants_html = pages::wants_html(req.headers());
-    let refuse = |status| Ok(pages::error(&core.brand, status, wants_html));
+) -> Answer {
+    let refuse = |status| Err(Refusal::Status(status));
     let (mut parts, body) = req.into_parts();
     let query = parts.uri.query().unwrap_or("").to_owned();
     // Every method is watched here, so a request posing as another one can only confuse.
@@ -40,18 +40,7 @@ pub async fn watch_login(
     }
     let had_body = !http_body::Body::is_end_stream(&body);
     let timeout = core.config.app.login_body_timeout;
-    let body = match read_body(&parts, body, LOGIN_BODY_LIMIT, timeout).await {
-        Ok(b) => b,
-        Err(FormError::TooLarge) => return refuse(StatusCode::PAYLOAD_TOO_LARGE),
-        Err(FormError::TimedOut) => {
-            let mut res = pages::error(&core.brand, StatusCode::REQUEST_TIMEOUT, wants_html);
-            // The rest of the body may still come: this connection cannot carry another request.
-            res.headers_mut()
-                .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
-            return Ok(res);
-        }
-        Err(_) => return refuse(StatusCode::BAD_REQUEST),
-    };
+    let body = read_body(&parts, body, LOGIN_BODY_LIMIT, timeout).await?;
     // The account name is read exactly the way every app would read it, or the login is refused:
     // if the proxy and the app could disagree about who logs in, the wrong user gets challenged.
     let kind = if had_body || !body.is_empty() {
@@ -123,11 +112,7 @@ pub async fn watch_login(
         }
         for hash in &hashes {
             if !core.app_session_quiet(hash, timeout).await {
-                let mut res =
-                    pages::error(&core.brand, StatusCode::SERVICE_UNAVAILABLE, wants_html);
-                res.headers_mut()
-                    .insert(header::RETRY_AFTER, http::HeaderValue::from_static("5"));
-                return Ok(res);
+                return Err(Refusal::Busy { retry_after: 5 });
             }
         }
     }
@@ -140,7 +125,7 @@ pub async fn watch_login(
         .await
     {
         Ok(res) => res,
-        Err(e) => return refuse(e.status()),
+        Err(e) => return Err(e.into()),
     };
     match success::judge(
         &core.success_rules,
@@ -193,11 +178,7 @@ pub async fn watch_login(
     let Some(user) = raw_user.as_deref().and_then(|u| core.canonical_user(u)) else {
         // The app let someone in and we cannot tell who: never hand over its session.
         tracing::error!("the app accepted a login but no account name was found; login refused");
-        return Ok(pages::error(
-            &core.brand,
-            StatusCode::BAD_GATEWAY,
-            wants_html,
-        ));
+        return refuse(StatusCode::BAD_GATEWAY);
     };
     let body = match http_body_util::Limited::new(body, HELD_LIMIT)
         .collect_bytes()
@@ -209,11 +190,7 @@ pub async fn watch_login(
                 user,
                 "the app's login answer is too large or broke off; login refused"
             );
-            return Ok(pages::error(
-                &core.brand,
-                StatusCode::BAD_GATEWAY,
-                wants_html,
-            ));
+            return refuse(StatusCode::BAD_GATEWAY);
         }
     };
     // `address_source = "header:..."`: the app names the user's address in its answer.
@@ -266,12 +243,7 @@ pub async fn watch_login(
             res
         }
         AfterPassword::Capped { retry_after } => {
-            let mut res = pages::error(&core.brand, StatusCode::TOO_MANY_REQUESTS, wants_html);
-            res.headers_mut().insert(
-                header::RETRY_AFTER,
-                http::HeaderValue::from(retry_after.min(u64::from(u32::MAX))),
-            );
-            res
+            return Err(Refusal::Throttled { retry_after });
         }
         AfterPassword::SignedIn(session) => {
             let mut res = held.into_response();

@@ -2,7 +2,7 @@
 //! automation. Posts must be `application/json` and same-origin; errors are
 //! `{"error": "<code>", "message": "..."}` with a 4xx status; lockouts are 429 with Retry-After.
 
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
@@ -13,25 +13,13 @@ use crate::auth::totp;
 use crate::body::Body;
 use crate::session::{Current, cookie};
 use crate::state::Core;
-use crate::store::StoreResult;
-use crate::web::challenge;
-use crate::web::forms::{FormError, read_json};
+use crate::store::PendingLogin;
+use crate::web::forms::read_json;
 use crate::web::pages;
+use crate::web::{Answer, refusal::Refusal};
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     pages::json(status, &json!({ "error": code, "message": message }))
-}
-
-fn locked(retry_after: u64) -> Response<Body> {
-    let mut res = error(
-        StatusCode::TOO_MANY_REQUESTS,
-        "locked",
-        &pages::retry_words(retry_after),
-    );
-    if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
-        res.headers_mut().insert(header::RETRY_AFTER, v);
-    }
-    res
 }
 
 fn wrong(tries_left: u32) -> Response<Body> {
@@ -39,31 +27,6 @@ fn wrong(tries_left: u32) -> Response<Body> {
         StatusCode::UNAUTHORIZED,
         &json!({ "error": "invalid_code", "message": "That code did not work.", "tries_left": tries_left }),
     )
-}
-
-fn body_error(e: FormError) -> Response<Body> {
-    match e {
-        FormError::TooLarge => error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            "The request body is too large.",
-        ),
-        FormError::CrossOrigin => error(
-            StatusCode::FORBIDDEN,
-            "cross_origin",
-            "Cross-site requests are refused.",
-        ),
-        FormError::Malformed | FormError::Repeated => error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "Send a JSON object with Content-Type: application/json.",
-        ),
-        FormError::TimedOut => error(
-            StatusCode::REQUEST_TIMEOUT,
-            "timeout",
-            "The request body did not arrive in time.",
-        ),
-    }
 }
 
 /// A string field of the JSON body (missing = empty); `None` for arrays or numbers, so a
@@ -90,56 +53,60 @@ fn with_session_cookie(mut res: Response<Body>, core: &Core, fresh: &Current) ->
     res
 }
 
-pub async fn handle(
+/// The settings actions a signed-in user can post.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    TotpSetup,
+    TotpConfirm,
+    EmailSetup,
+    EmailConfirm,
+    Disable,
+    NewCodes,
+}
+
+/// 401 for API calls without a session.
+pub fn sign_in_first() -> Response<Body> {
+    error(
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+        "Sign in first.",
+    )
+}
+
+/// 401 for challenge calls whose sign-in is gone; the pending cookie is cleared.
+pub fn challenge_expired(core: &Core) -> Response<Body> {
+    let names = &core.sessions.names;
+    let mut res = error(
+        StatusCode::UNAUTHORIZED,
+        "challenge_expired",
+        "Sign in again.",
+    );
+    res.headers_mut()
+        .append(header::SET_COOKIE, names.clear(names.pending));
+    res
+}
+
+pub async fn session_action(
     core: &Core,
     req: Request<Incoming>,
-    rest: &str,
-) -> StoreResult<Response<Body>> {
-    let method = req.method().clone();
-    match (&method, rest) {
-        (&Method::POST, "/challenge") => return challenge(core, req, false).await,
-        (&Method::POST, "/challenge/recovery") => return challenge(core, req, true).await,
-        (&Method::POST, "/challenge/resend") => return resend(core, req).await,
-        (&Method::POST, "/email/setup" | "/email/confirm") if !enrollment::email_offered(core) => {
-            return Ok(error(
-                StatusCode::NOT_FOUND,
-                "method_unavailable",
-                "Email codes are not offered here.",
-            ));
-        }
-        (&Method::GET, "/status")
-        | (
-            &Method::POST,
-            "/totp/setup" | "/totp/confirm" | "/email/setup" | "/email/confirm" | "/disable"
-            | "/recovery-codes",
-        ) => {}
-        _ => {
-            return Ok(error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "No such API endpoint.",
-            ));
-        }
-    }
-    let Some(session) = core.sessions.load(req.headers()).await? else {
+    session: &Current,
+    action: Action,
+) -> Answer {
+    if matches!(action, Action::EmailSetup | Action::EmailConfirm)
+        && !enrollment::email_offered(core)
+    {
         return Ok(error(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "Sign in first.",
+            StatusCode::NOT_FOUND,
+            "method_unavailable",
+            "Email codes are not offered here.",
         ));
-    };
-    if method == Method::GET {
-        return status(core, &session).await;
     }
-    let body = match read_json(req).await {
-        Ok((_, body)) => body,
-        Err(e) => return Ok(body_error(e)),
-    };
+    let (_, body) = read_json(req).await?;
     let Some(code) = field(&body, "code") else {
         return Ok(one_code_only());
     };
-    match rest {
-        "/totp/setup" => {
+    match action {
+        Action::TotpSetup => {
             let user = &session.record.user;
             let secret = enrollment::enrollment_secret(core, user).await?;
             let uri = totp::otpauth_uri(&secret, &core.config.totp.issuer, user);
@@ -148,21 +115,21 @@ pub async fn handle(
                 &json!({ "secret": totp::base32(&secret), "otpauth_uri": uri, "qr_svg": totp::qr_svg(&uri) }),
             ))
         }
-        "/totp/confirm" => {
+        Action::TotpConfirm => {
             let Some(current) = field(&body, "current_code") else {
                 return Ok(one_code_only());
             };
-            Ok(enabled_answer(
+            enabled_answer(
                 core,
-                enrollment::enable_totp(core, &session, code, current).await?,
-            ))
+                enrollment::enable_totp(core, session, code, current).await?,
+            )
         }
-        "/email/setup" => {
+        Action::EmailSetup => {
             let Some(address) = field(&body, "address") else {
                 return Ok(one_code_only());
             };
             Ok(
-                match enrollment::send_enrollment_code(core, &session, address).await? {
+                match enrollment::send_enrollment_code(core, session, address).await? {
                     Ok(sent) => sent_answer(sent),
                     Err(enrollment::AddressProblem::Invalid) => error(
                         StatusCode::BAD_REQUEST,
@@ -177,23 +144,23 @@ pub async fn handle(
                 },
             )
         }
-        "/email/confirm" => {
+        Action::EmailConfirm => {
             let Some(current) = field(&body, "current_code") else {
                 return Ok(one_code_only());
             };
-            Ok(enabled_answer(
+            enabled_answer(
                 core,
-                enrollment::enable_email(core, &session, code, current).await?,
-            ))
+                enrollment::enable_email(core, session, code, current).await?,
+            )
         }
-        "/disable" => Ok(match enrollment::turn_off(core, &session, code).await? {
+        Action::Disable => Ok(match enrollment::turn_off(core, session, code).await? {
             Change::Done(fresh) => with_session_cookie(
                 pages::json(StatusCode::OK, &json!({ "enabled": false })),
                 core,
                 &fresh,
             ),
             Change::Failed { tries_left } => wrong(tries_left),
-            Change::Locked { retry_after } => locked(retry_after),
+            Change::Locked { retry_after } => return Err(Refusal::Locked { retry_after }),
             Change::NotEnabled => error(
                 StatusCode::CONFLICT,
                 "not_enabled",
@@ -205,31 +172,26 @@ pub async fn handle(
                 "Two-step verification is required here.",
             ),
         }),
-        "/recovery-codes" => Ok(match enrollment::new_codes(core, &session, code).await? {
+        Action::NewCodes => Ok(match enrollment::new_codes(core, session, code).await? {
             Change::Done((codes, fresh)) => with_session_cookie(
                 pages::json(StatusCode::OK, &json!({ "recovery_codes": codes })),
                 core,
                 &fresh,
             ),
             Change::Failed { tries_left } => wrong(tries_left),
-            Change::Locked { retry_after } => locked(retry_after),
+            Change::Locked { retry_after } => return Err(Refusal::Locked { retry_after }),
             Change::NotEnabled | Change::NotAllowed => error(
                 StatusCode::CONFLICT,
                 "not_enabled",
                 "Two-step verification is off.",
             ),
         }),
-        _ => Ok(error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "No such API endpoint.",
-        )),
     }
 }
 
 /// The answer to a confirmed enrollment (either method).
-fn enabled_answer(core: &Core, outcome: Enabled) -> Response<Body> {
-    match outcome {
+fn enabled_answer(core: &Core, outcome: Enabled) -> Answer {
+    Ok(match outcome {
         Enabled::Done { codes, fresh } => {
             let mut answer = json!({ "enabled": true, "recovery_codes": codes });
             if fresh.record.held.is_some() {
@@ -238,7 +200,9 @@ fn enabled_answer(core: &Core, outcome: Enabled) -> Response<Body> {
             with_session_cookie(pages::json(StatusCode::OK, &answer), core, &fresh)
         }
         Enabled::Current(Change::Failed { tries_left }) => wrong(tries_left),
-        Enabled::Current(Change::Locked { retry_after }) => locked(retry_after),
+        Enabled::Current(Change::Locked { retry_after }) => {
+            return Err(Refusal::Locked { retry_after });
+        }
         Enabled::Current(_) => error(StatusCode::CONFLICT, "conflict", "Try again."),
         Enabled::Expired => error(
             StatusCode::CONFLICT,
@@ -246,7 +210,7 @@ fn enabled_answer(core: &Core, outcome: Enabled) -> Response<Body> {
             "The setup expired; start it again.",
         ),
         Enabled::WrongCode => wrong(0),
-    }
+    })
 }
 
 /// What happened to a code email, as JSON.
@@ -276,19 +240,15 @@ fn sent_answer(sent: Sent) -> Response<Body> {
     }
 }
 
-async fn resend(core: &Core, req: Request<Incoming>) -> StoreResult<Response<Body>> {
-    let (parts, _) = match read_json(req).await {
-        Ok(x) => x,
-        Err(e) => return Ok(body_error(e)),
-    };
-    let Some((id, pending)) = challenge::pending(core, &parts.headers).await? else {
-        return Ok(error(
-            StatusCode::UNAUTHORIZED,
-            "challenge_expired",
-            "Sign in again.",
-        ));
-    };
-    Ok(match rules::resend(core, &id, &pending).await? {
+pub async fn resend(
+    core: &Core,
+    req: Request<Incoming>,
+    id: &str,
+    pending: &PendingLogin,
+) -> Answer {
+    // Same-origin JSON only: that is what keeps another site from sending codes.
+    read_json(req).await?;
+    Ok(match rules::resend(core, id, pending).await? {
         Some(sent) => sent_answer(sent),
         None => error(
             StatusCode::BAD_REQUEST,
@@ -298,7 +258,7 @@ async fn resend(core: &Core, req: Request<Incoming>) -> StoreResult<Response<Bod
     })
 }
 
-async fn status(core: &Core, session: &Current) -> StoreResult<Response<Body>> {
+pub async fn status(core: &Core, session: &Current) -> Answer {
     let user = &session.record.user;
     let st = enrollment::status(core, user).await?;
     let method = st.factor.map(|f| f.as_str());
@@ -315,34 +275,23 @@ async fn status(core: &Core, session: &Current) -> StoreResult<Response<Body>> {
     ))
 }
 
-async fn challenge(
+pub async fn challenge(
     core: &Core,
     req: Request<Incoming>,
+    id: &str,
+    pending: &PendingLogin,
     recovery: bool,
-) -> StoreResult<Response<Body>> {
-    let (parts, body) = match read_json(req).await {
-        Ok(x) => x,
-        Err(e) => return Ok(body_error(e)),
-    };
+) -> Answer {
+    let (parts, body) = read_json(req).await?;
     let Some(code) = field(&body, "code") else {
         return Ok(one_code_only());
     };
     let names = &core.sessions.names;
-    let Some((id, pending)) = challenge::pending(core, &parts.headers).await? else {
-        let mut res = error(
-            StatusCode::UNAUTHORIZED,
-            "challenge_expired",
-            "Sign in again.",
-        );
-        res.headers_mut()
-            .append(header::SET_COOKIE, names.clear(names.pending));
-        return Ok(res);
-    };
     // The pending cookie is SameSite=Lax and HttpOnly, and this endpoint only takes JSON from the
     // same origin: no CSRF token needed.
     let old_session = cookie::find(&parts.headers, names.session);
     Ok(
-        match rules::attempt(core, &id, &pending, code, recovery, old_session).await? {
+        match rules::attempt(core, id, pending, code, recovery, old_session).await? {
             Attempt::Passed { answer, session } => {
                 let redirect = answer.location().unwrap_or_else(|| "/".to_owned());
                 let mut res = pages::json(StatusCode::OK, &json!({ "redirect": redirect }));
@@ -355,17 +304,13 @@ async fn challenge(
                 res
             }
             Attempt::Failed { tries_left } => wrong(tries_left),
-            Attempt::Locked { retry_after } => locked(retry_after),
+            Attempt::Locked { retry_after } => return Err(Refusal::Locked { retry_after }),
             Attempt::Exhausted => error(
                 StatusCode::UNAUTHORIZED,
                 "too_many_attempts",
                 "Sign in again.",
             ),
-            Attempt::Expired => error(
-                StatusCode::UNAUTHORIZED,
-                "challenge_expired",
-                "Sign in again.",
-            ),
+            Attempt::Expired => challenge_expired(core),
         },
     )
 }

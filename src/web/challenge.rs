@@ -11,8 +11,10 @@ use crate::body::Body;
 use crate::session::cookie;
 use crate::state::Core;
 use crate::store::{PendingLogin, StoreResult};
-use crate::web::forms::{self, Form, read_form, token_matches};
+use crate::web::Answer;
+use crate::web::forms::{Form, read_form, token_matches};
 use crate::web::pages::{self, ChallengePage};
+use crate::web::refusal::Refusal;
 
 /// The held-back login behind the request's pending cookie, with the cookie's value.
 pub async fn pending(
@@ -53,36 +55,6 @@ pub fn notice(core: &Core, status: StatusCode, heading: &str, message: String) -
     )
 }
 
-pub fn locked(core: &Core, retry_after: u64) -> Response<Body> {
-    let mut res = pages::page(
-        StatusCode::TOO_MANY_REQUESTS,
-        &pages::NoticePage {
-            app_name: &core.brand.app_name,
-            assets: &core.brand.assets,
-            heading: "Too many wrong codes",
-            message: format!(
-                "To protect your account, sign-in is paused after several wrong codes. {}",
-                pages::retry_words(retry_after)
-            ),
-            link: None,
-        },
-    );
-    if let Ok(v) = http::HeaderValue::from_str(&retry_after.to_string()) {
-        res.headers_mut().insert(header::RETRY_AFTER, v);
-    }
-    res
-}
-
-pub fn form_error(core: &Core, e: forms::FormError) -> Response<Body> {
-    let status = match e {
-        forms::FormError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        forms::FormError::CrossOrigin => StatusCode::FORBIDDEN,
-        forms::FormError::Malformed | forms::FormError::Repeated => StatusCode::BAD_REQUEST,
-        forms::FormError::TimedOut => StatusCode::REQUEST_TIMEOUT,
-    };
-    pages::error(&core.brand, status, true)
-}
-
 /// Renders the challenge for the user's method. For email it says where the code went, or
 /// that it could not be sent, and when a new one may be asked for.
 async fn render(
@@ -93,7 +65,7 @@ async fn render(
     error: Option<String>,
     notice: Option<String>,
     status: StatusCode,
-) -> StoreResult<Response<Body>> {
+) -> Answer {
     let prompt = rules::prompt(core, id, pending).await?;
     let mut error = error;
     if let Some(e) = &prompt.email
@@ -123,47 +95,28 @@ async fn render(
     Ok(pages::page(status, &page))
 }
 
-pub async fn show(
-    core: &Core,
-    req: &Request<Incoming>,
-    recovery: bool,
-) -> StoreResult<Response<Body>> {
-    match pending(core, req.headers()).await? {
-        Some((id, p)) => render(core, &id, recovery, &p, None, None, StatusCode::OK).await,
-        None => Ok(expired(core)),
-    }
+pub async fn show(core: &Core, id: &str, pending: &PendingLogin, recovery: bool) -> Answer {
+    render(core, id, recovery, pending, None, None, StatusCode::OK).await
 }
 
-/// A challenge form: same-origin, for a live pending login, with its CSRF token. The refusal is
-/// boxed: it is the rare path.
-async fn pending_form(
-    core: &Core,
-    req: Request<Incoming>,
-) -> StoreResult<Result<(Form, String, PendingLogin), Box<Response<Body>>>> {
-    let form = match read_form(req).await {
-        Ok(f) => f,
-        Err(e) => return Ok(Err(Box::new(form_error(core, e)))),
-    };
-    let Some((id, pending)) = pending(core, &form.parts.headers).await? else {
-        return Ok(Err(Box::new(expired(core))));
-    };
+/// A challenge form: same-origin, bounded, with the sign-in's CSRF token.
+async fn pending_form(req: Request<Incoming>, pending: &PendingLogin) -> Result<Form, Refusal> {
+    let form = read_form(req).await?;
     if !token_matches(form.get("csrf"), &pending.csrf) {
-        return Ok(Err(Box::new(pages::error(
-            &core.brand,
-            StatusCode::FORBIDDEN,
-            true,
-        ))));
+        return Err(Refusal::Forged);
     }
-    Ok(Ok((form, id, pending)))
+    Ok(form)
 }
 
 /// "Send a new code" on an email challenge.
-pub async fn resend(core: &Core, req: Request<Incoming>) -> StoreResult<Response<Body>> {
-    let (_form, id, pending) = match pending_form(core, req).await? {
-        Ok(x) => x,
-        Err(res) => return Ok(*res),
-    };
-    let (notice, error) = match rules::resend(core, &id, &pending).await? {
+pub async fn resend(
+    core: &Core,
+    req: Request<Incoming>,
+    id: &str,
+    pending: &PendingLogin,
+) -> Answer {
+    pending_form(req, pending).await?;
+    let (notice, error) = match rules::resend(core, id, pending).await? {
         Some(Sent::Sent { to }) => (
             Some(format!(
                 "We sent a new code to {to}. Earlier codes no longer work."
@@ -190,20 +143,19 @@ pub async fn resend(core: &Core, req: Request<Incoming>) -> StoreResult<Response
             Some("This sign-in uses an authenticator app; there is nothing to send.".to_owned()),
         ),
     };
-    render(core, &id, false, &pending, error, notice, StatusCode::OK).await
+    render(core, id, false, pending, error, notice, StatusCode::OK).await
 }
 
 pub async fn submit(
     core: &Core,
     req: Request<Incoming>,
+    id: &str,
+    pending: &PendingLogin,
     recovery: bool,
-) -> StoreResult<Response<Body>> {
-    let (form, id, pending) = match pending_form(core, req).await? {
-        Ok(x) => x,
-        Err(res) => return Ok(*res),
-    };
+) -> Answer {
+    let form = pending_form(req, pending).await?;
     let old_session = cookie::find(&form.parts.headers, core.sessions.names.session);
-    match rules::attempt(core, &id, &pending, form.get("code"), recovery, old_session).await? {
+    match rules::attempt(core, id, pending, form.get("code"), recovery, old_session).await? {
         Attempt::Passed { answer, session } => {
             let mut res = answer.into_response();
             let names = &core.sessions.names;
@@ -225,16 +177,16 @@ pub async fn submit(
             };
             render(
                 core,
-                &id,
+                id,
                 recovery,
-                &pending,
+                pending,
                 Some(error),
                 None,
                 StatusCode::UNAUTHORIZED,
             )
             .await
         }
-        Attempt::Locked { retry_after } => Ok(locked(core, retry_after)),
+        Attempt::Locked { retry_after } => Err(Refusal::Locked { retry_after }),
         Attempt::Exhausted => Ok(notice(
             core,
             StatusCode::UNAUTHORIZED,
@@ -246,11 +198,8 @@ pub async fn submit(
 }
 
 /// "Cancel": forget the pending login and go back to the app's login page.
-pub async fn cancel(core: &Core, req: Request<Incoming>) -> StoreResult<Response<Body>> {
-    let form = match read_form(req).await {
-        Ok(f) => f,
-        Err(e) => return Ok(form_error(core, e)),
-    };
+pub async fn cancel(core: &Core, req: Request<Incoming>) -> Answer {
+    let form = read_form(req).await?;
     if let Some((id, p)) = pending(core, &form.parts.headers).await?
         && token_matches(form.get("csrf"), &p.csrf)
     {

@@ -1,92 +1,278 @@
 //! The proxy's own routes under the prefix (`/_2fa` by default): the challenge, the settings
-//! pages and their assets. The upstream never sees these paths.
+//! pages, the JSON API and the assets. The upstream never sees these paths. One table names
+//! every route with its guard; the guard loads the session or the held-back login once, and
+//! every refusal is answered by [`refusal`].
 
 pub mod api;
 pub mod challenge;
 pub mod forms;
 pub mod pages;
+pub mod refusal;
 pub mod settings;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::body::Body;
+use crate::session::Current;
 use crate::state::Core;
-use crate::store::StoreResult;
+use crate::store::PendingLogin;
+use refusal::{Refusal, Reply};
 
-pub async fn handle(
-    core: &Core,
-    req: Request<Incoming>,
-    path: &str,
-) -> StoreResult<Response<Body>> {
-    let rest = &path[core.prefix().len()..];
-    let method = req.method().clone();
-    if let Some(api) = rest.strip_prefix("/api/v1") {
-        return crate::web::api::handle(core, req, api).await;
+/// What a handler answers: a response, or a refusal [`refusal`] writes.
+pub type Answer = Result<Response<Body>, Refusal>;
+
+/// Routes anyone may call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Open {
+    Stylesheet,
+    Outbox,
+    Cancel,
+}
+
+/// Routes of a browser in the middle of a sign-in: the guard loads its held-back login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    Show { recovery: bool },
+    Submit { recovery: bool },
+    Resend,
+    ApiAttempt { recovery: bool },
+    ApiResend,
+}
+
+/// Routes of a signed-in user: the guard loads the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Session {
+    Status,
+    TotpSetup,
+    TotpConfirm,
+    EmailSetup,
+    EmailPost,
+    SendCode,
+    Disable,
+    NewCodes,
+    DownloadCodes,
+    Continue,
+    ApiStatus,
+    Api(api::Action),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Guarded {
+    Open(Open),
+    Pending(Pending),
+    Session(Session),
+}
+
+struct Route {
+    method: Method,
+    /// After the prefix.
+    path: &'static str,
+    handler: Guarded,
+}
+
+const fn route(method: Method, path: &'static str, handler: Guarded) -> Route {
+    Route {
+        method,
+        path,
+        handler,
     }
-    match (&method, rest) {
-        (&Method::GET | &Method::HEAD, "/assets/style.css") => return Ok(pages::stylesheet()),
-        (&Method::GET, "/challenge") => return challenge::show(core, &req, false).await,
-        (&Method::POST, "/challenge") => return challenge::submit(core, req, false).await,
-        (&Method::GET, "/challenge/recovery") => return challenge::show(core, &req, true).await,
-        (&Method::POST, "/challenge/recovery") => return challenge::submit(core, req, true).await,
-        (&Method::POST, "/challenge/cancel") => return challenge::cancel(core, req).await,
-        (&Method::POST, "/challenge/resend") => return challenge::resend(core, req).await,
-        (&Method::GET, "/outbox") => {
-            // Only the demo's `log` transport has an outbox.
-            if let Some(outbox) = core.mailer.outbox() {
-                let page = pages::OutboxPage {
+}
+
+use Guarded::{Open as O, Pending as P, Session as S};
+
+/// Every own route. A path not here (or here with another method) is 404.
+const ROUTES: &[Route] = &[
+    route(Method::GET, "/assets/style.css", O(Open::Stylesheet)),
+    route(Method::HEAD, "/assets/style.css", O(Open::Stylesheet)),
+    route(Method::GET, "/outbox", O(Open::Outbox)),
+    route(Method::POST, "/challenge/cancel", O(Open::Cancel)),
+    route(
+        Method::GET,
+        "/challenge",
+        P(Pending::Show { recovery: false }),
+    ),
+    route(
+        Method::POST,
+        "/challenge",
+        P(Pending::Submit { recovery: false }),
+    ),
+    route(
+        Method::GET,
+        "/challenge/recovery",
+        P(Pending::Show { recovery: true }),
+    ),
+    route(
+        Method::POST,
+        "/challenge/recovery",
+        P(Pending::Submit { recovery: true }),
+    ),
+    route(Method::POST, "/challenge/resend", P(Pending::Resend)),
+    route(Method::GET, "/settings", S(Session::Status)),
+    route(Method::GET, "/settings/totp", S(Session::TotpSetup)),
+    route(Method::POST, "/settings/totp", S(Session::TotpConfirm)),
+    route(Method::GET, "/settings/email", S(Session::EmailSetup)),
+    route(Method::POST, "/settings/email", S(Session::EmailPost)),
+    route(Method::POST, "/settings/send-code", S(Session::SendCode)),
+    route(Method::POST, "/settings/disable", S(Session::Disable)),
+    route(
+        Method::POST,
+        "/settings/recovery-codes",
+        S(Session::NewCodes),
+    ),
+    route(
+        Method::POST,
+        "/settings/recovery-codes.txt",
+        S(Session::DownloadCodes),
+    ),
+    route(Method::GET, "/settings/continue", S(Session::Continue)),
+    route(
+        Method::POST,
+        "/api/v1/challenge",
+        P(Pending::ApiAttempt { recovery: false }),
+    ),
+    route(
+        Method::POST,
+        "/api/v1/challenge/recovery",
+        P(Pending::ApiAttempt { recovery: true }),
+    ),
+    route(
+        Method::POST,
+        "/api/v1/challenge/resend",
+        P(Pending::ApiResend),
+    ),
+    route(Method::GET, "/api/v1/status", S(Session::ApiStatus)),
+    route(
+        Method::POST,
+        "/api/v1/totp/setup",
+        S(Session::Api(api::Action::TotpSetup)),
+    ),
+    route(
+        Method::POST,
+        "/api/v1/totp/confirm",
+        S(Session::Api(api::Action::TotpConfirm)),
+    ),
+    route(
+        Method::POST,
+        "/api/v1/email/setup",
+        S(Session::Api(api::Action::EmailSetup)),
+    ),
+    route(
+        Method::POST,
+        "/api/v1/email/confirm",
+        S(Session::Api(api::Action::EmailConfirm)),
+    ),
+    route(
+        Method::POST,
+        "/api/v1/disable",
+        S(Session::Api(api::Action::Disable)),
+    ),
+    route(
+        Method::POST,
+        "/api/v1/recovery-codes",
+        S(Session::Api(api::Action::NewCodes)),
+    ),
+];
+
+const API: &str = "/api/v1";
+
+/// Answers a request for an own path (`path` starts with the prefix).
+pub async fn handle(core: &Core, req: Request<Incoming>, path: &str) -> Response<Body> {
+    let rest = &path[core.prefix().len()..];
+    let api = rest.starts_with(API);
+    // Pages are for browsers; the API always answers JSON.
+    let reply = if api { Reply::Json } else { Reply::Html };
+    let Some(route) = ROUTES
+        .iter()
+        .find(|r| r.path == rest && r.method == req.method())
+    else {
+        return not_found(core, &req, api);
+    };
+    let answer = match route.handler {
+        Guarded::Open(open) => open_route(core, req, open).await,
+        Guarded::Pending(action) => match challenge::pending(core, req.headers()).await {
+            Ok(Some((id, p))) => pending_route(core, req, action, id, p).await,
+            Ok(None) if api => Ok(api::challenge_expired(core)),
+            Ok(None) => Ok(challenge::expired(core)),
+            Err(e) => Err(e.into()),
+        },
+        Guarded::Session(action) => match core.sessions.load(req.headers()).await {
+            Ok(Some(session)) => session_route(core, req, action, session).await,
+            Ok(None) if api => Ok(api::sign_in_first()),
+            Ok(None) => Ok(settings::sign_in_first(core)),
+            Err(e) => Err(e.into()),
+        },
+    };
+    answer.unwrap_or_else(|refusal| refusal.respond(core, reply))
+}
+
+fn not_found(core: &Core, req: &Request<Incoming>, api: bool) -> Response<Body> {
+    if api {
+        return pages::json_error(StatusCode::NOT_FOUND, "not_found", "No such API endpoint.");
+    }
+    pages::error(
+        &core.brand,
+        StatusCode::NOT_FOUND,
+        pages::wants_html(req.headers()),
+    )
+}
+
+async fn open_route(core: &Core, req: Request<Incoming>, open: Open) -> Answer {
+    match open {
+        Open::Stylesheet => Ok(pages::stylesheet()),
+        Open::Cancel => challenge::cancel(core, req).await,
+        // Only the demo's `log` transport has an outbox.
+        Open::Outbox => Ok(match core.mailer.outbox() {
+            Some(outbox) => pages::page(
+                StatusCode::OK,
+                &pages::OutboxPage {
                     app_name: &core.brand.app_name,
                     assets: &core.brand.assets,
                     mails: outbox.mails(),
-                };
-                return Ok(pages::page(StatusCode::OK, &page));
-            }
-        }
-        _ => {}
+                },
+            ),
+            None => not_found(core, &req, false),
+        }),
     }
-    let settings = matches!(
-        (&method, rest),
-        (
-            &Method::GET,
-            "/settings" | "/settings/totp" | "/settings/email" | "/settings/continue"
-        ) | (
-            &Method::POST,
-            "/settings/totp"
-                | "/settings/email"
-                | "/settings/send-code"
-                | "/settings/disable"
-                | "/settings/recovery-codes"
-                | "/settings/recovery-codes.txt"
-        )
-    );
-    if !settings {
-        return Ok(pages::error(
-            &core.brand,
-            StatusCode::NOT_FOUND,
-            pages::wants_html(req.headers()),
-        ));
+}
+
+async fn pending_route(
+    core: &Core,
+    req: Request<Incoming>,
+    action: Pending,
+    id: String,
+    pending: PendingLogin,
+) -> Answer {
+    match action {
+        Pending::Show { recovery } => challenge::show(core, &id, &pending, recovery).await,
+        Pending::Submit { recovery } => challenge::submit(core, req, &id, &pending, recovery).await,
+        Pending::Resend => challenge::resend(core, req, &id, &pending).await,
+        Pending::ApiAttempt { recovery } => {
+            api::challenge(core, req, &id, &pending, recovery).await
+        }
+        Pending::ApiResend => api::resend(core, req, &id, &pending).await,
     }
-    let Some(session) = core.sessions.load(req.headers()).await? else {
-        return Ok(settings::sign_in_first(core));
-    };
-    match (&method, rest) {
-        (&Method::GET, "/settings") => settings::status(core, &session, &req).await,
-        (&Method::GET, "/settings/totp") => settings::setup(core, &session).await,
-        (&Method::POST, "/settings/totp") => settings::confirm(core, &session, req).await,
-        (&Method::POST, "/settings/disable") => settings::disable(core, &session, req).await,
-        (&Method::POST, "/settings/recovery-codes") => {
-            settings::regenerate_codes(core, &session, req).await
-        }
-        (&Method::POST, "/settings/recovery-codes.txt") => {
-            settings::download_codes(core, &session, req).await
-        }
-        (&Method::GET, "/settings/email") => settings::email_setup(core, &session, &req).await,
-        (&Method::POST, "/settings/email") => settings::email_post(core, &session, req).await,
-        (&Method::POST, "/settings/send-code") => {
-            settings::send_change_code(core, &session, req).await
-        }
-        (&Method::GET, "/settings/continue") => settings::continue_to_app(core, &session).await,
-        _ => Ok(pages::error(&core.brand, StatusCode::NOT_FOUND, true)),
+}
+
+async fn session_route(
+    core: &Core,
+    req: Request<Incoming>,
+    action: Session,
+    session: Current,
+) -> Answer {
+    let s = &session;
+    match action {
+        Session::Status => settings::status(core, s, &req).await,
+        Session::TotpSetup => settings::setup(core, s).await,
+        Session::TotpConfirm => settings::confirm(core, s, req).await,
+        Session::EmailSetup => settings::email_setup(core, s, &req).await,
+        Session::EmailPost => settings::email_post(core, s, req).await,
+        Session::SendCode => settings::send_change_code(core, s, req).await,
+        Session::Disable => settings::disable(core, s, req).await,
+        Session::NewCodes => settings::regenerate_codes(core, s, req).await,
+        Session::DownloadCodes => settings::download_codes(core, s, req).await,
+        Session::Continue => settings::continue_to_app(core, s).await,
+        Session::ApiStatus => api::status(core, s).await,
+        Session::Api(a) => api::session_action(core, req, s, a).await,
     }
 }

@@ -13,10 +13,11 @@ use crate::body::Body;
 use crate::config::AddressSource;
 use crate::session::Current;
 use crate::state::Core;
-use crate::store::{SessionRecord, Store, StoreResult};
-use crate::web::challenge::{form_error, locked};
+use crate::store::{SessionRecord, Store};
+use crate::web::Answer;
 use crate::web::forms::{Form, read_form, token_matches};
 use crate::web::pages::{self, EmailSetupPage, RecoveryCodesPage, SettingsPage, TotpSetupPage};
+use crate::web::refusal::Refusal;
 
 /// Settings pages need a session; without one the browser goes to the app's login first.
 pub fn sign_in_first(core: &Core) -> Response<Body> {
@@ -26,11 +27,7 @@ pub fn sign_in_first(core: &Core) -> Response<Body> {
     pages::redirect(&format!("{}?{}={next}", app.login_page, app.next_param))
 }
 
-pub async fn status(
-    core: &Core,
-    session: &Current,
-    req: &Request<Incoming>,
-) -> StoreResult<Response<Body>> {
+pub async fn status(core: &Core, session: &Current, req: &Request<Incoming>) -> Answer {
     let done = req.uri().query().and_then(|q| {
         form_urlencoded::parse(q.as_bytes())
             .find(|(k, _)| k == "done")
@@ -54,7 +51,7 @@ async fn render_status(
     notice: Option<&str>,
     error: Option<String>,
     status: StatusCode,
-) -> StoreResult<Response<Body>> {
+) -> Answer {
     let user = &session.record.user;
     let st = enrollment::status(core, user).await?;
     Ok(pages::page(
@@ -83,7 +80,7 @@ async fn render_setup(
     session: &Current,
     error: Option<String>,
     status: StatusCode,
-) -> StoreResult<Response<Body>> {
+) -> Answer {
     let user = &session.record.user;
     let secret = enrollment::enrollment_secret(core, user).await?;
     let issuer = &core.config.totp.issuer;
@@ -107,26 +104,15 @@ async fn render_setup(
     ))
 }
 
-pub async fn setup(core: &Core, session: &Current) -> StoreResult<Response<Body>> {
+pub async fn setup(core: &Core, session: &Current) -> Answer {
     render_setup(core, session, None, StatusCode::OK).await
 }
 
 /// A form posted by the signed-in user: same-origin, bounded, with the session's CSRF token.
-/// The refusal is boxed: it is the rare path.
-async fn session_form(
-    core: &Core,
-    session: &Current,
-    req: Request<Incoming>,
-) -> Result<Form, Box<Response<Body>>> {
-    let form = read_form(req)
-        .await
-        .map_err(|e| Box::new(form_error(core, e)))?;
+async fn session_form(session: &Current, req: Request<Incoming>) -> Result<Form, Refusal> {
+    let form = read_form(req).await?;
     if !token_matches(form.get("csrf"), &session.record.csrf) {
-        return Err(Box::new(pages::error(
-            &core.brand,
-            StatusCode::FORBIDDEN,
-            true,
-        )));
+        return Err(Refusal::Forged);
     }
     Ok(form)
 }
@@ -145,19 +131,12 @@ fn enabled_page(core: &Core, codes: Vec<String>, fresh: &Current) -> Response<Bo
 }
 
 /// The form post of the setup page.
-pub async fn confirm(
-    core: &Core,
-    session: &Current,
-    req: Request<Incoming>,
-) -> StoreResult<Response<Body>> {
-    let form = match session_form(core, session, req).await {
-        Ok(f) => f,
-        Err(res) => return Ok(*res),
-    };
+pub async fn confirm(core: &Core, session: &Current, req: Request<Incoming>) -> Answer {
+    let form = session_form(session, req).await?;
     match enrollment::enable_totp(core, session, form.get("code"), form.get("current_code")).await?
     {
         Enabled::Done { codes, fresh } => Ok(enabled_page(core, codes, &fresh)),
-        Enabled::Current(Change::Locked { retry_after }) => Ok(locked(core, retry_after)),
+        Enabled::Current(Change::Locked { retry_after }) => Err(Refusal::Locked { retry_after }),
         Enabled::Current(Change::Failed { tries_left }) => {
             let error = format!(
                 "Your current code did not work. {}",
@@ -184,15 +163,8 @@ pub async fn confirm(
     }
 }
 
-pub async fn disable(
-    core: &Core,
-    session: &Current,
-    req: Request<Incoming>,
-) -> StoreResult<Response<Body>> {
-    let form = match session_form(core, session, req).await {
-        Ok(f) => f,
-        Err(res) => return Ok(*res),
-    };
+pub async fn disable(core: &Core, session: &Current, req: Request<Incoming>) -> Answer {
+    let form = session_form(session, req).await?;
     match enrollment::turn_off(core, session, form.get("code")).await? {
         Change::Done(fresh) => {
             let mut res = pages::redirect(&format!("{}/settings?done=disabled", core.prefix()));
@@ -207,7 +179,7 @@ pub async fn disable(
             );
             render_status(core, session, None, Some(error), StatusCode::UNAUTHORIZED).await
         }
-        Change::Locked { retry_after } => Ok(locked(core, retry_after)),
+        Change::Locked { retry_after } => Err(Refusal::Locked { retry_after }),
         Change::NotEnabled => Ok(pages::redirect(&format!("{}/settings", core.prefix()))),
         Change::NotAllowed => {
             let error = "Two-step verification is required here.".to_owned();
@@ -216,15 +188,8 @@ pub async fn disable(
     }
 }
 
-pub async fn regenerate_codes(
-    core: &Core,
-    session: &Current,
-    req: Request<Incoming>,
-) -> StoreResult<Response<Body>> {
-    let form = match session_form(core, session, req).await {
-        Ok(f) => f,
-        Err(res) => return Ok(*res),
-    };
+pub async fn regenerate_codes(core: &Core, session: &Current, req: Request<Incoming>) -> Answer {
+    let form = session_form(session, req).await?;
     match enrollment::new_codes(core, session, form.get("code")).await? {
         Change::Done((codes, fresh)) => {
             let continue_href = format!("{}/settings?done=codes", core.prefix());
@@ -238,7 +203,7 @@ pub async fn regenerate_codes(
             let error = format!("That code did not work. {}", tries_words(tries_left));
             render_status(core, session, None, Some(error), StatusCode::UNAUTHORIZED).await
         }
-        Change::Locked { retry_after } => Ok(locked(core, retry_after)),
+        Change::Locked { retry_after } => Err(Refusal::Locked { retry_after }),
         Change::NotEnabled | Change::NotAllowed => {
             Ok(pages::redirect(&format!("{}/settings", core.prefix())))
         }
@@ -246,15 +211,8 @@ pub async fn regenerate_codes(
 }
 
 /// The codes the user just saw, echoed back as a text file (they are never stored in clear).
-pub async fn download_codes(
-    core: &Core,
-    session: &Current,
-    req: Request<Incoming>,
-) -> StoreResult<Response<Body>> {
-    let form = match session_form(core, session, req).await {
-        Ok(f) => f,
-        Err(res) => return Ok(*res),
-    };
+pub async fn download_codes(core: &Core, session: &Current, req: Request<Incoming>) -> Answer {
+    let form = session_form(session, req).await?;
     let codes: Vec<&str> = form
         .get("codes")
         .split_whitespace()
@@ -285,7 +243,7 @@ pub async fn download_codes(
 }
 
 /// After a forced enrollment: hand over the app's login answer that was held back.
-pub async fn continue_to_app(core: &Core, session: &Current) -> StoreResult<Response<Body>> {
+pub async fn continue_to_app(core: &Core, session: &Current) -> Answer {
     Ok(match enrollment::release_held(core, session).await? {
         Release::Answer(held) => {
             let mut res = held.into_response();
@@ -335,7 +293,7 @@ async fn render_email(
     notice: Option<String>,
     error: Option<String>,
     status: StatusCode,
-) -> StoreResult<Response<Body>> {
+) -> Answer {
     let email = &core.config.email;
     let page = EmailSetupPage {
         app_name: &core.brand.app_name,
@@ -354,11 +312,7 @@ async fn render_email(
     Ok(pages::page(status, &page))
 }
 
-pub async fn email_setup(
-    core: &Core,
-    session: &Current,
-    req: &Request<Incoming>,
-) -> StoreResult<Response<Body>> {
+pub async fn email_setup(core: &Core, session: &Current, req: &Request<Incoming>) -> Answer {
     if !enrollment::email_offered(core) {
         return Ok(pages::error(&core.brand, StatusCode::NOT_FOUND, true));
     }
@@ -371,18 +325,11 @@ pub async fn email_setup(
     render_email(core, session, sent_to, None, None, StatusCode::OK).await
 }
 
-pub async fn email_post(
-    core: &Core,
-    session: &Current,
-    req: Request<Incoming>,
-) -> StoreResult<Response<Body>> {
+pub async fn email_post(core: &Core, session: &Current, req: Request<Incoming>) -> Answer {
     if !enrollment::email_offered(core) {
         return Ok(pages::error(&core.brand, StatusCode::NOT_FOUND, true));
     }
-    let form = match session_form(core, session, req).await {
-        Ok(f) => f,
-        Err(res) => return Ok(*res),
-    };
+    let form = session_form(session, req).await?;
     let user = &session.record.user;
     let outstanding = || enrollment::code_out_to(core, user);
     match form.get("action") {
@@ -444,7 +391,9 @@ pub async fn email_post(
             .await?
             {
                 Enabled::Done { codes, fresh } => Ok(enabled_page(core, codes, &fresh)),
-                Enabled::Current(Change::Locked { retry_after }) => Ok(locked(core, retry_after)),
+                Enabled::Current(Change::Locked { retry_after }) => {
+                    Err(Refusal::Locked { retry_after })
+                }
                 Enabled::Current(Change::Failed { tries_left }) => {
                     let error = format!(
                         "Your current code did not work. {}",
@@ -494,15 +443,8 @@ pub async fn email_post(
 }
 
 /// "Send me a code" in settings, for users whose method is email (changes need a current code).
-pub async fn send_change_code(
-    core: &Core,
-    session: &Current,
-    req: Request<Incoming>,
-) -> StoreResult<Response<Body>> {
-    let form = match session_form(core, session, req).await {
-        Ok(f) => f,
-        Err(res) => return Ok(*res),
-    };
+pub async fn send_change_code(core: &Core, session: &Current, req: Request<Incoming>) -> Answer {
+    let form = session_form(session, req).await?;
     let Some(sent) = enrollment::send_change_code(core, &session.record.user).await? else {
         return Ok(pages::redirect(&format!("{}/settings", core.prefix())));
     };

@@ -193,6 +193,34 @@ pub fn wrong_code_words(tries_left: u32) -> String {
     }
 }
 
+/// `{"error": "<code>", "message": "..."}`, the JSON form of every refusal.
+pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    let body = serde_json::json!({ "error": code, "message": message }).to_string();
+    respond(status, "application/json", body.into())
+}
+
+/// The explanation of an error status, for JSON answers.
+pub fn error_message(status: StatusCode, app: &str) -> String {
+    error_words(status, app).1
+}
+
+/// The page after too many wrong codes.
+pub fn locked_page(core: &crate::state::Core, retry_after: u64) -> Response<Body> {
+    page(
+        StatusCode::TOO_MANY_REQUESTS,
+        &NoticePage {
+            app_name: &core.brand.app_name,
+            assets: &core.brand.assets,
+            heading: "Too many wrong codes",
+            message: format!(
+                "To protect your account, sign-in is paused after several wrong codes. {}",
+                retry_words(retry_after)
+            ),
+            link: None,
+        },
+    )
+}
+
 /// The words for an error status: heading, explanation, and when to retry.
 fn error_words(status: StatusCode, app: &str) -> (&'static str, String, Option<&'static str>) {
     match status {
@@ -243,8 +271,7 @@ pub fn error(brand: &Brand, status: StatusCode, wants_html: bool) -> Response<Bo
             .unwrap_or("error")
             .to_ascii_lowercase()
             .replace(' ', "_");
-        let body = serde_json::json!({ "error": code, "message": message }).to_string();
-        return respond(status, "application/json", body.into());
+        return json_error(status, &code, &message);
     }
     let page = ErrorPage {
         app_name: &brand.app_name,
