@@ -147,7 +147,7 @@ impl Router {
                     || app_cookies
                         .values
                         .iter()
-                        .any(|value| !core.vouches_for(&s.record, value))
+                        .any(|value| !core.bindings.vouches_for(&s.record, value))
             }
             None => false,
         };
@@ -165,7 +165,7 @@ impl Router {
             app_cookies
                 .values
                 .iter()
-                .map(|v| core.app_cookie_hash(v))
+                .map(|v| core.bindings.hash(v))
                 .collect()
         } else {
             Vec::new()
@@ -204,7 +204,7 @@ impl Router {
                     // Counted until the app answered: a login on this app session waits.
                     let _in_flight: Vec<_> = app_cookie_bindings
                         .into_iter()
-                        .map(|b| core.enter_app_session(b))
+                        .map(|b| core.bindings.enter(b))
                         .collect();
                     let res = self
                         .forward(req, Some(&current.record.user), &conn, wants_html, tunnel)
@@ -327,7 +327,7 @@ impl Router {
         else {
             return Ok(res);
         };
-        let hash = core.app_cookie_hash(&value);
+        let hash = core.bindings.hash(&value);
         if current.record.app_cookie.as_deref() == Some(&*hash) {
             return Ok(res);
         }
@@ -377,7 +377,7 @@ impl Router {
         };
         let vouched = request_cookies
             .iter()
-            .all(|v| core.vouches_for(&current.record, v));
+            .all(|v| core.bindings.vouches_for(&current.record, v));
         if current.record.must_enroll || !vouched {
             return Ok(res);
         }

@@ -178,7 +178,7 @@ async fn finish(core: &Core, id: &str, old_session: Option<&str>) -> StoreResult
             false,
             None,
             pending.email.clone(),
-            core.app_cookie_of(&answer),
+            core.bindings.of_answer(&answer),
         )
         .await?;
     tracing::info!(target: "audit", event = "challenge_passed", user = pending.user);

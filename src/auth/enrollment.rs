@@ -480,7 +480,7 @@ pub async fn release_held(core: &Core, session: &Current) -> StoreResult<Release
     // The app session handed over now is the one this proxy session vouches for.
     let record = SessionRecord {
         held: None,
-        app_cookie: held.as_ref().and_then(|p| core.app_cookie_of(p)),
+        app_cookie: held.as_ref().and_then(|p| core.bindings.of_answer(p)),
         ..session.record.clone()
     };
     core.sessions.save(&session.id, &record).await?;

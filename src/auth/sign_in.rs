@@ -40,7 +40,7 @@ pub enum AfterPassword {
 
 pub async fn after_password(core: &Core, login: Accepted<'_>) -> StoreResult<AfterPassword> {
     let user = login.user;
-    let binding = core.app_cookie_of(login.answer);
+    let binding = core.bindings.of_answer(login.answer);
     let Some(record) = core.store.two_factor(user).await? else {
         return Ok(match core.config.twofactor.enforcement {
             Enforcement::Optional => {

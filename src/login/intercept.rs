@@ -94,7 +94,7 @@ pub async fn watch_login(
             .values
             .iter()
             .flat_map(|v| cookie::value_readings(v))
-            .flat_map(|v| core.app_cookie_hashes(&v))
+            .flat_map(|v| core.bindings.candidates(&v))
             .collect();
         let mut ended = 0;
         for hash in &hashes {
@@ -111,7 +111,7 @@ pub async fn watch_login(
             tokio::time::sleep(core.sessions.cache_ttl()).await;
         }
         for hash in &hashes {
-            if !core.app_session_quiet(hash, timeout).await {
+            if !core.bindings.quiet(hash, timeout).await {
                 return Err(Refusal::Busy { retry_after: 5 });
             }
         }

@@ -1,6 +1,7 @@
 //! Proxy sessions: opaque 256-bit ids in a cookie, records in the store, idle and absolute
 //! timeouts enforced here against the clock. A new id at every privilege change.
 
+pub mod binding;
 pub mod cookie;
 
 use std::collections::HashMap;
