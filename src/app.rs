@@ -173,7 +173,7 @@ fn service_stack(core: &Arc<Core>) -> anyhow::Result<Stack> {
     let upstream = Upstream::new(
         &config.upstream,
         config.server.trusted_proxies.clone(),
-        Some(core.identity_header.clone()),
+        Some(core.config.app.identity_header.clone()),
         core.metrics.clone(),
     )?;
     let router = Arc::new(Router::new(core.clone(), upstream));

@@ -3,7 +3,7 @@
 //! A request's path through the proxy:
 //!
 //! 1. [`listener`] accepts the connection (TCP, optional rustls TLS), speaks HTTP/1.1 or HTTP/2,
-//!    and records the peer in [`upstream::ConnInfo`]; idle HTTP/1.1 connections park, holding
+//!    and records the peer in [`listener::ConnInfo`]; idle HTTP/1.1 connections park, holding
 //!    only their socket.
 //! 2. [`app`] is the composition root: request ids and sensitive-header marking wrap the router.
 //! 3. [`router`] refuses ambiguous framing (smuggling), serves the proxy's own prefix (`/_2fa`:

@@ -18,12 +18,13 @@ use http::{Request, Response, StatusCode, Uri, header};
 use hyper::body::Incoming;
 
 use crate::body::{Body, BodyRead};
+use crate::listener::ConnInfo;
 use crate::login::gate::{self, Decision, SessionState};
 use crate::login::intercept;
 use crate::metrics::RouteClass;
 use crate::session::cookie;
 use crate::state::Core;
-use crate::upstream::{ConnInfo, Tunnel, TunnelEnd, Upstream};
+use crate::upstream::{Tunnel, TunnelEnd, Upstream, headers};
 use crate::web::Answer;
 use crate::web::pages;
 use crate::web::refusal::{Refusal, Reply};
@@ -267,7 +268,13 @@ impl Router {
         wants_html: bool,
         tunnel: Tunnel,
     ) -> Response<Body> {
-        self.core.prepare_upstream_headers(req.headers_mut(), user);
+        let core = &*self.core;
+        headers::prepare(
+            req.headers_mut(),
+            &core.sessions.names,
+            &core.config.app.identity_header,
+            user,
+        );
         let read = req.extensions_mut().remove::<BodyRead>();
         match self
             .upstream
@@ -315,7 +322,7 @@ impl Router {
         // The app's word on the user is for the proxy only, on every answer.
         let named = app
             .user_header
-            .as_deref()
+            .as_ref()
             .and_then(|h| res.headers_mut().remove(h));
         // Browsers keep the last Set-Cookie of a name.
         let Some(value) = res

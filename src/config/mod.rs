@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use http::Uri;
+use http::{HeaderName, Uri};
 use ipnet::IpNet;
 use toml::{Table, Value};
 
@@ -111,12 +111,12 @@ pub struct AppConfig {
     /// How long a client may take to send a watched login's body.
     pub login_body_timeout: Duration,
     pub success_cookie: String,
-    pub user_header: Option<String>,
+    pub user_header: Option<HeaderName>,
     pub login_page: String,
     pub next_param: String,
     pub logout_paths: Vec<String>,
     pub public_paths: Vec<String>,
-    pub identity_header: String,
+    pub identity_header: HeaderName,
     /// Where the settings page links back to (the app's own account page).
     pub account_settings_url: String,
 }
@@ -605,21 +605,11 @@ fn read_app(r: &mut Reader) -> AppConfig {
         }
     }
     let identity_header = r.string("app.identity_header", "X-Twofa-User");
-    if http::HeaderName::try_from(identity_header.as_str()).is_err() {
-        r.problem(
-            "app.identity_header",
-            format!("{identity_header:?} is not a valid header name"),
-        );
-    }
-    let user_header = r.opt_string("app.user_header");
-    if let Some(h) = &user_header
-        && http::HeaderName::try_from(h.as_str()).is_err()
-    {
-        r.problem(
-            "app.user_header",
-            format!("{h:?} is not a valid header name"),
-        );
-    }
+    let identity_header = header_name(r, "app.identity_header", identity_header)
+        .unwrap_or(HeaderName::from_static("x-twofa-user"));
+    let user_header = r
+        .opt_string("app.user_header")
+        .and_then(|h| header_name(r, "app.user_header", h));
     AppConfig {
         name,
         login_paths,
@@ -682,6 +672,17 @@ fn read_twofactor(r: &mut Reader) -> TwoFactorConfig {
         lockout_duration: r.duration("twofactor.lockout_duration", Duration::from_secs(900)),
         recovery_codes: r.uint("twofactor.recovery_codes", 10, 0..=50) as u32,
         max_pending_logins: r.uint("twofactor.max_pending_logins", 5, 1..=100) as u32,
+    }
+}
+
+/// A header name from config, or a problem reported under `key`.
+fn header_name(r: &mut Reader, key: &str, text: String) -> Option<HeaderName> {
+    match HeaderName::try_from(text.as_str()) {
+        Ok(name) => Some(name),
+        Err(_) => {
+            r.problem(key, format!("{text:?} is not a valid header name"));
+            None
+        }
     }
 }
 

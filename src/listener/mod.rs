@@ -31,7 +31,14 @@ use tower::util::Oneshot;
 use crate::body::{Body, BodyRead};
 use crate::config::{ServerConfig, TlsFiles};
 use crate::metrics::Metrics;
-use crate::upstream::{ConnInfo, connection_names};
+use crate::upstream::connection_names;
+
+/// What the listener knows about the connection a request came in on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
 
 mod h1;
 

@@ -9,6 +9,7 @@ use hyper::body::Incoming;
 use crate::auth::sign_in::{self, Accepted, AfterPassword};
 use crate::body::Body;
 use crate::config::AddressSource;
+use crate::listener::ConnInfo;
 use crate::login::credentials;
 use crate::login::held::{HELD_LIMIT, HeldAnswer};
 use crate::login::media::{self, Charset, LoginMedia};
@@ -16,7 +17,7 @@ use crate::login::success::{self, Verdict};
 use crate::mail::address::EmailAddress;
 use crate::session::cookie;
 use crate::state::Core;
-use crate::upstream::{ConnInfo, Upstream};
+use crate::upstream::{Upstream, headers};
 use crate::web::Answer;
 use crate::web::forms::read_body;
 use crate::web::pages;
@@ -116,8 +117,18 @@ pub async fn watch_login(
             }
         }
     }
-    let client = core.client_addr(&parts.headers, conn.peer.ip()).to_string();
-    core.prepare_upstream_headers(&mut parts.headers, None);
+    let client = headers::client_addr(
+        &core.config.server.trusted_proxies,
+        &parts.headers,
+        conn.peer.ip(),
+    )
+    .to_string();
+    headers::prepare(
+        &mut parts.headers,
+        &core.sessions.names,
+        &core.config.app.identity_header,
+        None,
+    );
     let request_path = parts.uri.path().to_owned();
 
     let res = match upstream
@@ -165,7 +176,7 @@ pub async fn watch_login(
     // The app's own word on who logged in wins over what was typed; it never reaches the browser.
     let named = app
         .user_header
-        .as_deref()
+        .as_ref()
         .and_then(|h| head.headers.remove(h));
     let raw_user = match app.user_header {
         // Configured: the app's word or nothing (a missing header must not fall back to the body).

@@ -38,7 +38,7 @@ pub enum Verdict {
 pub struct SuccessRules {
     pub statuses: Vec<u16>,
     pub cookie: String,
-    pub user_header: Option<String>,
+    pub user_header: Option<http::HeaderName>,
     /// Path prefixes a successful login redirects to (empty: any but a login page).
     pub locations: Vec<String>,
 }
@@ -63,7 +63,7 @@ pub fn judge(
     }
     // The app names the user only on success: its word settles it, wherever it redirects.
     if let Some(name) = &rules.user_header {
-        return if headers.contains_key(name.as_str()) {
+        return if headers.contains_key(name) {
             Verdict::Accepted
         } else {
             Verdict::NotAccepted
@@ -250,7 +250,7 @@ mod tests {
             );
         }
         let named = SuccessRules {
-            user_header: Some("x-user".into()),
+            user_header: Some(http::HeaderName::from_static("x-user")),
             ..rules()
         };
         let (status, mut headers) = answer(302, Some("/"), cookie);

@@ -9,7 +9,7 @@
 //! the protocol asked for.
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,17 +25,13 @@ use crate::body::{Body, BoxError};
 use crate::config::{UpstreamConfig, UpstreamScheme};
 use crate::metrics::{Metrics, UpstreamFailure};
 
+pub mod headers;
 mod pool;
 
 pub use pool::Lease;
-use pool::{Pool, SendError};
 
-/// What the listener knows about the connection a request came in on.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnInfo {
-    pub peer: SocketAddr,
-    pub tls: bool,
-}
+use crate::listener::ConnInfo;
+use pool::{Pool, SendError};
 
 /// Why a request could not be forwarded; the router maps it to a status ([`Self::status`]).
 #[derive(Debug, thiserror::Error)]
