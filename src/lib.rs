@@ -7,11 +7,17 @@
 //!    only their socket.
 //! 2. [`app`] is the composition root: request ids and sensitive-header marking wrap the router.
 //! 3. [`router`] refuses ambiguous framing (smuggling), serves the proxy's own prefix (`/_2fa`:
-//!    pages from [`pages`]) and hands everything else on.
-//! 4. [`upstream`] forwards it: hop-by-hop headers out, X-Forwarded-* in, the worker's own
+//!    [`web`], one route table for the pages and the JSON API), watches the app's login
+//!    ([`login`]) and hands everything else on; every refusal is written by
+//!    [`web::refusal`].
+//! 4. [`auth`] holds the 2FA rules (sign-in after the password, challenge, verification,
+//!    lockout, enrollment, notices, the admin reset) with no HTTP in their signatures; [`web`]
+//!    and [`login`] translate requests into calls and outcomes into responses.
+//! 5. [`upstream`] forwards it: hop-by-hop headers out, X-Forwarded-* in, the worker's own
 //!    connections to the app, 502/504, WebSocket tunnels; the answer streams back untouched.
 //!
-//! Around it: [`config`] (TOML + env), [`admin`] (health, readiness, metrics on their own
+//! Around it: [`session`] (sessions, cookies, the binding to the app session), [`store`]
+//! (memory or Redis), [`secrets`], [`mail`], [`config`] (TOML + env), [`admin`] (health, readiness, metrics on their own
 //! listener), [`metrics`], [`telemetry`], and [`demo`] (the stand-in app for `twofa-proxy demo`).
 
 pub mod admin;

@@ -3,7 +3,7 @@
 //!
 //! Every phase of a connection is bounded: the TLS handshake and the first request by
 //! `header_read_timeout`, the time between requests by `keepalive_timeout` (plain HTTP/1.1 in
-//! [`h1`], TLS and h2c connections by [`serve_auto`]'s idle deadline). A request in flight is not
+//! `h1`, TLS and h2c connections by `serve_auto`'s idle deadline). A request in flight is not
 //! cut short by either; the upstream's `response_timeout` bounds the wait for its answer.
 
 use std::convert::Infallible;
