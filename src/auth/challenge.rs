@@ -131,7 +131,12 @@ pub async fn attempt(
         tracing::info!(target: "audit", event = "challenge_abandoned", user, attempts);
         return Ok(Attempt::Exhausted);
     }
-    let method = if recovery { "recovery" } else { "totp" };
+    // Labelled by what was typed: a recovery code, or the user's factor.
+    let method = if recovery {
+        "recovery"
+    } else {
+        record.method.as_str()
+    };
     let outcome = if recovery {
         verify::verify_recovery(core, user, code).await?
     } else {
@@ -385,6 +390,15 @@ mod tests {
             try_code(&f, &id, &newest, false).await,
             Attempt::Passed { .. }
         ));
+        // Counted as an email challenge, not as an authenticator's.
+        let passed = |method| {
+            f.core
+                .metrics
+                .challenges
+                .get_or_create(&vec![("method", method), ("outcome", "passed")])
+                .get()
+        };
+        assert_eq!((passed("email"), passed("totp")), (1, 0));
     }
 
     #[tokio::test]
