@@ -120,10 +120,11 @@ async fn lock(core: &Core, user: &str) -> StoreResult<Outcome> {
     })
 }
 
-/// Lifts the lock and the consecutive count (the administrator's reset): past 100 failures in
-/// a row nothing else clears them.
+/// Lifts the lock and clears the counts (the administrator's reset): past 100 failures in a
+/// row nothing else clears them, and the window's count would lock again at the next slip.
 pub async fn forgive(core: &Core, user: &str) -> StoreResult<()> {
     core.store.unlock_account(user).await?;
+    core.store.clear_failures(user, bucket(core)).await?;
     core.store.clear_failures(user, CONSECUTIVE).await
 }
 
