@@ -306,11 +306,16 @@ impl ProxyProcess {
         status_field(self.child.id(), "VmRSS:")
     }
 
-    /// Sends a signal by name (`TERM`, `INT`) with kill(1).
+    /// Sends a signal by name (`TERM`, `INT`) with the shell's own `kill`, so these tests need no
+    /// procps (Debian's kill(1); minimal installs and slim images have sh but not procps).
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.pid().to_string())
+        let status = Command::new("sh")
+            .args([
+                "-c",
+                r#"kill -s "$0" "$1""#,
+                signal,
+                &self.pid().to_string(),
+            ])
             .status()
             .unwrap();
         assert!(status.success());
