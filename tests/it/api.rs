@@ -7,6 +7,7 @@ use crate::support::agent::Agent;
 use crate::support::site::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn the_whole_flow_over_json() {
     let site = site(Backend::Memory, &[]).await;
     let mut spa = Agent::new(site.proxy.addr);

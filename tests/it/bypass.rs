@@ -85,6 +85,7 @@ fn challenged(res: &Answer) -> bool {
 /// redirect to its form and a session cookie; that starts nothing at the proxy: no pending
 /// login, no challenge, no lockout count, no session, no enrollment.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn failed_logins_start_nothing() {
     let site = lenient_site(&[]).await;
     let secret = site.enroll_totp("alice", "wonderland").await;
@@ -172,6 +173,7 @@ async fn a_failed_login_cannot_enroll_anyone() {
 /// apps do): `ａｌｉｃｅ` is alice to it. By default such names are refused before the app sees
 /// them; in Unicode mode they key alice's account and are challenged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn names_the_app_folds_never_skip_the_code() {
     for unicode in [false, true] {
         let mode = if unicode { "true" } else { "false" };
@@ -298,6 +300,7 @@ async fn every_spelling_of_the_app_cookie_must_match_the_binding() {
 /// Class 6: a session issued through a forced enrollment vouches only for the app session of
 /// its own login, also before the held-back answer was handed over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn sessions_never_vouch_for_a_cookie_they_did_not_see() {
     let site = lenient_site(&[("TWOFA_TWOFACTOR__ENFORCEMENT", "required")]).await;
     let mut carol = site.agent();
@@ -317,6 +320,7 @@ async fn sessions_never_vouch_for_a_cookie_they_did_not_see() {
 /// Class 7: logins the watcher did not see. Every method on a login path is watched, in every
 /// spelling of the path, and method overrides are refused there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn logins_on_any_method_are_watched() {
     let site = lenient_site(&[]).await;
     site.enroll_totp("alice", "wonderland").await;
@@ -377,6 +381,7 @@ async fn logins_on_any_method_are_watched() {
 
 /// Class 9: pending logins per account are capped (each holds the app's answer).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn pending_logins_per_account_are_capped() {
     let site = lenient_site(&[("TWOFA_TWOFACTOR__MAX_PENDING_LOGINS", "3")]).await;
     site.enroll_totp("alice", "wonderland").await;

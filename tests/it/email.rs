@@ -68,6 +68,7 @@ async fn enroll_by_email(site: &Site, sink: &SmtpSink, agent: &mut Agent, addres
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn enroll_by_email_then_sign_in_with_a_mailed_code() {
     let sink = SmtpSink::start();
     let site = email_site(&sink, &[]).await;
@@ -122,6 +123,7 @@ async fn enroll_by_email_then_sign_in_with_a_mailed_code() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn codes_expire_resends_wait_and_replace_old_codes() {
     let sink = SmtpSink::start();
     let site = email_site(&sink, &[("TWOFA_EMAIL__MAX_SENDS_PER_HOUR", "3")]).await;
@@ -203,6 +205,7 @@ async fn codes_expire_resends_wait_and_replace_old_codes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn an_expired_code_is_refused() {
     let sink = SmtpSink::start();
     let site = email_site(&sink, &[("TWOFA_EMAIL__CODE_TTL", "2m")]).await;
@@ -226,6 +229,7 @@ async fn an_expired_code_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn wrong_emailed_codes_lock_the_account() {
     let sink = SmtpSink::start();
     let site = email_site(&sink, &[]).await;
@@ -252,6 +256,7 @@ async fn wrong_emailed_codes_lock_the_account() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn a_mail_server_outage_is_explained_and_a_retry_works() {
     let mut sink = SmtpSink::start();
     let site = email_site(&sink, &[]).await;
@@ -292,6 +297,7 @@ async fn a_mail_server_outage_is_explained_and_a_retry_works() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn starttls_to_a_relay_with_a_self_signed_certificate() {
     let dir = TempDir::new("smtp-tls");
     let (cert, key) = self_signed(&dir.0);
@@ -331,6 +337,7 @@ async fn starttls_to_a_relay_with_a_self_signed_certificate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn the_email_method_over_json() {
     let sink = SmtpSink::start();
     let site = email_site(&sink, &[]).await;
@@ -389,6 +396,7 @@ async fn the_email_method_over_json() {
 /// Switching methods needs a current code of the active method: TOTP to email with an app code,
 /// then back to TOTP with a code emailed for the change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn switching_methods_needs_the_current_factor() {
     let sink = SmtpSink::start();
     let site = email_site(&sink, &[]).await;
@@ -539,6 +547,7 @@ async fn operators_can_turn_the_email_method_off() {
 
 /// Implicit TLS (`tls = "tls"`, the port-465 style) with SMTP AUTH; a wrong password sends nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn implicit_tls_with_smtp_auth() {
     let dir = TempDir::new("smtp-auth");
     let (cert, key) = self_signed(&dir.0);
@@ -589,6 +598,7 @@ async fn implicit_tls_with_smtp_auth() {
 
 /// `address_source = "username"`: nothing to type; the code goes to the account name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn the_username_can_be_the_address() {
     let sink = SmtpSink::start();
     let site = email_site(&sink, &[("TWOFA_EMAIL__ADDRESS_SOURCE", "username")]).await;
@@ -628,6 +638,7 @@ fn code_to(sink: &SmtpSink, count: usize, to: &str) -> String {
 /// who knows the password: a sign-in that someone held back before the move, with a code mailed
 /// to the old address, no longer finishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn a_sign_in_held_back_before_the_address_moved_takes_no_code_from_the_old_one() {
     let sink = SmtpSink::start();
     let port = sink.port.to_string();

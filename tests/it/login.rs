@@ -140,11 +140,13 @@ async fn enable_then_log_in(backend: Backend) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn enable_totp_then_log_in_with_a_code_memory() {
     enable_then_log_in(Backend::Memory).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn enable_totp_then_log_in_with_a_code_redis() {
     enable_then_log_in(Backend::Redis).await;
 }
@@ -209,16 +211,19 @@ async fn lockout(backend: Backend) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn wrong_codes_lock_the_account_until_it_expires_memory() {
     lockout(Backend::Memory).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn wrong_codes_lock_the_account_until_it_expires_redis() {
     lockout(Backend::Redis).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn recovery_codes_work_once_and_2fa_can_be_disabled() {
     let site = site(Backend::Memory, &[]).await;
     let (secret, codes, mut agent, csrf) = enrolled_at_challenge(&site, "carol", "singer").await;
@@ -279,6 +284,7 @@ async fn recovery_codes_work_once_and_2fa_can_be_disabled() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn required_policy_forces_enrollment_then_hands_over_the_login() {
     let site = site(
         Backend::Memory,
@@ -393,6 +399,7 @@ async fn the_gate_sets_identity_and_strips_forgeries() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn json_logins_get_a_json_challenge() {
     let site = site(Backend::Memory, &[]).await;
     enrolled_at_challenge(&site, "alice", "wonderland").await;
@@ -433,6 +440,7 @@ async fn idle_sessions_time_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn redis_outage_fails_closed_then_recovers() {
     let mut site = site(Backend::Redis, &[("TWOFA_SESSION__CACHE_TTL", "1s")]).await;
     let mut agent = Agent::new(site.proxy.addr);
@@ -465,6 +473,7 @@ async fn redis_outage_fails_closed_then_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn two_replicas_on_one_redis_behave_as_one() {
     let a = site(Backend::Redis, &[]).await;
     let redis = a.redis.as_ref().unwrap();
@@ -512,6 +521,7 @@ async fn two_replicas_on_one_redis_behave_as_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn a_logout_on_one_replica_reaches_the_other_within_the_cache_ttl() {
     let overrides = [("TWOFA_SESSION__CACHE_TTL", "1s")];
     let a = site(Backend::Redis, &overrides).await;
@@ -566,6 +576,7 @@ async fn absolute_timeout_ends_even_a_busy_session() {
 /// With case-sensitive names a typed `ALICE` is another account; the app's own word on who logged
 /// in (`user_header`) keeps that from being a way around alice's 2FA, and never reaches the browser.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn the_apps_user_header_names_the_account() {
     let site = site(
         Backend::Memory,
@@ -590,6 +601,7 @@ async fn the_apps_user_header_names_the_account() {
 /// Bodies that some app could read as one account and the proxy as another never let a login
 /// through unchallenged (the proxy would challenge the wrong user).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn ambiguous_login_bodies_cannot_pick_the_challenged_user() {
     let site = site(Backend::Memory, &[]).await;
     enrolled_at_challenge(&site, "alice", "wonderland").await;
@@ -635,6 +647,7 @@ async fn ambiguous_login_bodies_cannot_pick_the_challenged_user() {
 /// cookie (from a login the proxy never saw) next to it is refused. (That every spelling of a
 /// login path is watched is in the gate's unit tests.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn a_session_cannot_carry_another_logins_app_cookie() {
     let site = site(Backend::Memory, &[]).await;
     enrolled_at_challenge(&site, "alice", "wonderland").await;
@@ -678,6 +691,7 @@ async fn a_session_cannot_carry_another_logins_app_cookie() {
 /// Moving to a new authenticator app: the old app's code and the new app's first code, in the
 /// same 30 s window, as a person would type them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn moving_to_a_new_authenticator_app() {
     let site = site(Backend::Memory, &[]).await;
     let mut agent = Agent::new(site.proxy.addr);
@@ -737,6 +751,7 @@ async fn moving_to_a_new_authenticator_app() {
 
 /// Guesses sent in parallel from many sign-ins cannot get more checks than the lockout allows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn parallel_guesses_stop_at_the_threshold() {
     // Six sign-ins held back at once: above the default cap of five.
     let site = site(

@@ -94,6 +94,7 @@ insecure_http_cookies = true
 /// `nobody` (no 2FA: a session under `optional`, an enrollment under `required`) while the app
 /// signs in alice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn a_json_body_labelled_as_a_form_names_another_account() {
     let mut leaks = Vec::new();
     for enforcement in ["optional", "required"] {

@@ -327,6 +327,7 @@ async fn memory_store_expires_by_the_clock() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn redis_store_keeps_the_contract() {
     let server = RedisServer::start();
     let store = RedisStore::connect(&server.url(), "test:").await.unwrap();
@@ -334,6 +335,7 @@ async fn redis_store_keeps_the_contract() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn redis_store_expires_by_ttl() {
     let server = RedisServer::start();
     let store = RedisStore::connect(&server.url(), "test:").await.unwrap();
@@ -352,6 +354,7 @@ async fn redis_store_expires_by_ttl() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn redis_store_reports_an_outage_and_recovers() {
     let mut server = RedisServer::start();
     let store = RedisStore::connect(&server.url(), "test:").await.unwrap();

@@ -45,6 +45,7 @@ fn line(parts: &[&[u8]]) -> Vec<u8> {
 /// it.) The proxy's `trim_ws` only trims ASCII blanks, so it sees no app cookie next to mallory's
 /// proxy session, checks no binding, and forwards alice's app session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn unicode_blank_cookie_names_reach_werkzeug() {
     let (site, m, ma, a) = alice_and_mallory().await;
     let (m, ma, a) = (m.as_bytes(), ma.as_bytes(), a.as_bytes());
@@ -84,6 +85,7 @@ async fn unicode_blank_cookie_names_reach_werkzeug() {
 /// the app's answer through UNCHANGED, with alice's fresh, authenticated app session cookie.
 /// Combined with a cookie spelling the binding check misses (above), mallory is alice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn next_to_login_page_hands_out_the_app_session() {
     let overrides = [
         ("TWOFA_APP__LOGIN_PATHS", "/login,/login-next"),

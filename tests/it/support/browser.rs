@@ -19,7 +19,7 @@ use http_body_util::Empty;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use super::TempDir;
+use super::{TempDir, missing_tool};
 
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 pub const CHROMIUM: &str = "/usr/bin/chromium";
@@ -40,12 +40,13 @@ impl Browser {
     /// Starts chromedriver and opens a session, or fails the test saying what is missing.
     pub async fn start() -> Self {
         for (path, package) in [(CHROMEDRIVER, "chromium-driver"), (CHROMIUM, "chromium")] {
-            assert!(
-                Path::new(path).exists(),
-                "browser tests need {path}, which is missing: install the Debian packages \
-                 `chromium chromium-driver` (apt-get install -y chromium chromium-driver; \
-                 .ci/run does this) — {package} provides it"
-            );
+            if !Path::new(path).exists() {
+                missing_tool(
+                    package,
+                    "apt-get install chromium chromium-driver",
+                    format_args!("no {path}"),
+                );
+            }
         }
 
         let port = free_port();

@@ -20,7 +20,7 @@ use twofa_proxy::config::Config;
 
 use super::agent::Agent;
 use super::site::{Now, oathtool};
-use super::{Answer, full, init, send};
+use super::{Answer, full, init, missing_tool, send};
 
 /// The Flask app's accounts (kept in a dict in the script).
 pub const ALICE: (&str, &str) = ("alice", "wonderland");
@@ -86,7 +86,7 @@ impl RealApp {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start python3 {script}: {e}"));
+            .unwrap_or_else(|e| missing_tool("python3", "apt-get install python3", e));
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -98,8 +98,10 @@ impl RealApp {
         if line.trim() != "ready" {
             let _ = child.kill();
             let _ = child.wait();
-            panic!(
-                "the Python app server did not start (python3 -m pip install flask hypercorn): {line:?}"
+            missing_tool(
+                "flask and hypercorn",
+                "python3 -m pip install flask hypercorn",
+                format_args!("{script} did not start: {line:?}, its error above"),
             );
         }
         Self {

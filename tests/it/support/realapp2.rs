@@ -20,7 +20,7 @@ use twofa_proxy::config::Config;
 use super::agent::{Agent, input_value};
 use super::realapp::{set_cookie_values, whoami};
 use super::site::{Now, oathtool};
-use super::{Answer, TempDir, init};
+use super::{Answer, TempDir, init, missing_tool};
 
 /// The accounts both apps know.
 pub const ALICE: (&str, &str) = ("alice", "wonderland");
@@ -150,12 +150,16 @@ impl AppServer {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start python3 {script}: {e}"));
+            .unwrap_or_else(|e| missing_tool("python3", "apt-get install python3", e));
         let line = first_line(&mut child, Duration::from_secs(20));
         if line.trim() != "ready" {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("the Django app did not start (python3 -m pip install django): {line:?}");
+            missing_tool(
+                "django",
+                "python3 -m pip install django",
+                format_args!("{script} did not start: {line:?}, its error above"),
+            );
         }
         Self {
             kind: Kind::Django,
@@ -171,10 +175,16 @@ impl AppServer {
     /// answer (Jasper compiles each at its first request, so they are all asked once here).
     pub fn tomcat() -> Self {
         let bootstrap = format!("{CATALINA_HOME}/bin/bootstrap.jar");
-        assert!(
-            Path::new(&bootstrap).exists(),
-            "no Tomcat at {CATALINA_HOME} (apt-get install tomcat10-common default-jre-headless)"
-        );
+        if !Path::new(&bootstrap).exists() {
+            missing_tool(
+                "Tomcat 10",
+                "apt-get install tomcat10-common",
+                format_args!("no {bootstrap}"),
+            );
+        }
+        if let Err(e) = Command::new("java").arg("-version").output() {
+            missing_tool("java", "apt-get install default-jre-headless", e);
+        }
         let port = free_port();
         let base = TempDir::new("tomcat");
         let support = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/support/tomcat");

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::missing_tool;
+
 pub struct RedisServer {
     child: Option<Child>,
     pub addr: SocketAddr,
@@ -35,9 +37,7 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start redis-server (apt-get install redis-server): {e}")
-            });
+            .unwrap_or_else(|e| missing_tool("redis-server", "apt-get install redis-server", e));
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(addr).is_err() {

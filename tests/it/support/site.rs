@@ -13,7 +13,7 @@ use twofa_proxy::config::Config;
 
 use super::agent::Agent;
 use super::redis::RedisServer;
-use super::{Answer, TempDir, demo_upstream, init};
+use super::{Answer, TempDir, demo_upstream, init, missing_tool};
 
 /// The demo's login wiring, with small limits so lockouts are quick to reach.
 pub const LOGIN_TOML: &str = r#"
@@ -115,13 +115,13 @@ pub fn decode_qr(html: &str) -> String {
         .arg(&png)
         .arg(dir.path("qr.svg"))
         .status()
-        .expect("rsvg-convert missing (apt-get install librsvg2-bin)");
+        .unwrap_or_else(|e| missing_tool("rsvg-convert", "apt-get install librsvg2-bin", e));
     assert!(ok.success());
     let out = Command::new("zbarimg")
         .args(["--raw", "-q"])
         .arg(&png)
         .output()
-        .expect("zbarimg missing (apt-get install zbar-tools)");
+        .unwrap_or_else(|e| missing_tool("zbarimg", "apt-get install zbar-tools", e));
     assert!(out.status.success(), "zbarimg could not read the QR code");
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
@@ -140,7 +140,7 @@ pub fn oathtool(secret_b32: &str, time: u64) -> String {
     let out = Command::new("oathtool")
         .args(["--totp", "-b", secret_b32, "-N", &format!("@{time}")])
         .output()
-        .expect("oathtool missing (apt-get install oathtool)");
+        .unwrap_or_else(|e| missing_tool("oathtool", "apt-get install oathtool", e));
     assert!(
         out.status.success(),
         "{}",

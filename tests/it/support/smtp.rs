@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::TempDir;
+use super::{TempDir, missing_tool};
 
 pub struct SmtpSink {
     child: Option<Child>,
@@ -70,18 +70,20 @@ impl SmtpSink {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start the SMTP sink (python3 -m pip install aiosmtpd): {e}")
-            });
+            .unwrap_or_else(|e| missing_tool("python3", "apt-get install python3", e));
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        assert_eq!(
-            line.trim(),
-            "ready",
-            "SMTP sink did not start (is aiosmtpd installed?)"
-        );
+        if line.trim() != "ready" {
+            let _ = child.kill();
+            let _ = child.wait();
+            missing_tool(
+                "aiosmtpd",
+                "python3 -m pip install aiosmtpd",
+                format_args!("the SMTP sink did not start: {line:?}, its error above"),
+            );
+        }
         self.child = Some(child);
     }
 
