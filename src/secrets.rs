@@ -6,7 +6,7 @@
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::{digest, hmac};
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use subtle::ConstantTimeEq as _;
 
 use crate::config::SecretsConfig;
@@ -74,19 +74,14 @@ pub struct Sealer {
 impl Sealer {
     /// The configured key, or (memory store, nothing outlives the process) a random one.
     pub fn from_config(config: &SecretsConfig) -> anyhow::Result<Self> {
-        let decode = |s: &crate::config::Secret| -> anyhow::Result<Vec<u8>> {
-            STANDARD
-                .decode(s.expose().trim())
-                .map_err(|_| anyhow::anyhow!("secrets: a key is not valid base64"))
-        };
         let current = match &config.encryption_key {
-            Some(k) => Key::new(&decode(k)?)?,
+            Some(k) => Key::new(k.expose())?,
             None => Key::new(&random_bytes::<32>())?,
         };
         let previous = config
             .previous_keys
             .iter()
-            .map(|k| Key::new(&decode(k)?))
+            .map(|k| Key::new(k.expose()))
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self { current, previous })
     }
@@ -236,9 +231,9 @@ mod tests {
 
     #[test]
     fn previous_keys_still_open_old_blobs() {
-        let old_key = STANDARD.encode([1u8; 32]);
-        let new_key = STANDARD.encode([2u8; 32]);
-        let secret = |k: &str| crate::config::Secret::new(k.to_owned());
+        let old_key = [1u8; 32];
+        let new_key = [2u8; 32];
+        let secret = |k: &[u8; 32]| crate::config::KeyBytes::new(*k);
         let old = Sealer::from_config(&SecretsConfig {
             encryption_key: Some(secret(&old_key)),
             previous_keys: vec![],
@@ -264,8 +259,8 @@ mod tests {
 
     #[test]
     fn hashes_from_before_a_rotation_still_match() {
-        let secret = |k: &str| crate::config::Secret::new(k.to_owned());
-        let old_key = STANDARD.encode([1u8; 32]);
+        let secret = |k: &[u8; 32]| crate::config::KeyBytes::new(*k);
+        let old_key = [1u8; 32];
         let old = Sealer::from_config(&SecretsConfig {
             encryption_key: Some(secret(&old_key)),
             previous_keys: vec![],
@@ -273,7 +268,7 @@ mod tests {
         })
         .unwrap();
         let rotated = Sealer::from_config(&SecretsConfig {
-            encryption_key: Some(secret(&STANDARD.encode([2u8; 32]))),
+            encryption_key: Some(secret(&[2u8; 32])),
             previous_keys: vec![secret(&old_key)],
             admin_token: None,
         })

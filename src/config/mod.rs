@@ -18,7 +18,7 @@ use toml::{Table, Value};
 use reader::Reader;
 
 use crate::auth::SecondFactor;
-pub use reader::{Problem, Secret, parse_duration};
+pub use reader::{KeyBytes, Problem, Secret, parse_duration};
 
 /// Every problem found while loading; `Display` prints one per line.
 #[derive(Debug)]
@@ -224,8 +224,8 @@ pub struct StoreConfig {
 
 #[derive(Debug, Clone)]
 pub struct SecretsConfig {
-    pub encryption_key: Option<Secret>,
-    pub previous_keys: Vec<Secret>,
+    pub encryption_key: Option<KeyBytes>,
+    pub previous_keys: Vec<KeyBytes>,
     pub admin_token: Option<Secret>,
 }
 
@@ -801,20 +801,17 @@ fn read_store(r: &mut Reader) -> StoreConfig {
 }
 
 fn read_secrets(r: &mut Reader) -> SecretsConfig {
-    let encryption_key = r.secret("secrets.encryption_key");
-    if let Some(key) = &encryption_key {
-        check_key(r, "secrets.encryption_key", key);
-    }
-    let previous_keys: Vec<Secret> = r
+    let configured = r.secret("secrets.encryption_key");
+    let encryption_key = configured
+        .as_ref()
+        .and_then(|key| decode_key(r, "secrets.encryption_key", key));
+    let previous_keys: Vec<KeyBytes> = r
         .strings("secrets.previous_keys", &[])
         .into_iter()
-        .map(Secret::new)
+        .filter_map(|key| decode_key(r, "secrets.previous_keys", &Secret::new(key)))
         .collect();
-    for key in &previous_keys {
-        check_key(r, "secrets.previous_keys", key);
-    }
     let backend_is_redis = matches!(r.opt_string("store.backend").as_deref(), Some("redis"));
-    if backend_is_redis && encryption_key.is_none() {
+    if backend_is_redis && configured.is_none() {
         r.problem(
             "secrets.encryption_key",
             "the redis store keeps secrets outside this process: set encryption_key or encryption_key_file",
@@ -842,15 +839,20 @@ fn read_secrets(r: &mut Reader) -> SecretsConfig {
 /// The admin token resets anyone's 2FA: it must not be guessable.
 const MIN_ADMIN_TOKEN: usize = 32;
 
-fn check_key(r: &mut Reader, key: &str, secret: &Secret) {
+/// The key a base64 value stands for, or a problem reported under `key`.
+fn decode_key(r: &mut Reader, key: &str, secret: &Secret) -> Option<KeyBytes> {
     use base64::Engine as _;
-    match base64::engine::general_purpose::STANDARD.decode(secret.expose().trim()) {
-        Ok(bytes) if bytes.len() == 32 => {}
+    let decoded = base64::engine::general_purpose::STANDARD.decode(secret.expose().trim());
+    match decoded.ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+        Some(bytes) => Some(KeyBytes::new(bytes)),
         // Never echo the value: it is a secret even when malformed.
-        _ => r.problem(
-            key,
-            "expected the base64 of 32 random bytes (e.g. `openssl rand -base64 32`)",
-        ),
+        None => {
+            r.problem(
+                key,
+                "expected the base64 of 32 random bytes (e.g. `openssl rand -base64 32`)",
+            );
+            None
+        }
     }
 }
 

@@ -336,6 +336,28 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// An encryption key, decoded from its base64 by the config reader: 32 bytes that, like a
+/// [`Secret`], never reach a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyBytes([u8; 32]);
+
+impl KeyBytes {
+    pub fn new(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The one deliberate way to read the key.
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for KeyBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyBytes(<redacted>)")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
