@@ -17,8 +17,10 @@
 //!    connections to the app, 502/504, WebSocket tunnels; the answer streams back untouched.
 //!
 //! Around it: [`session`] (sessions, cookies, the binding to the app session), [`store`]
-//! (memory or Redis), [`secrets`], [`mail`], [`config`] (TOML + env), [`admin`] (health, readiness, metrics on their own
-//! listener), [`metrics`], [`telemetry`], and [`demo`] (the stand-in app for `twofa-proxy demo`).
+//! (memory or Redis), [`secrets`], [`mail`], [`words`] (every sentence a user reads, per
+//! language, and the choice of language), [`config`] (TOML + env), [`admin`] (health,
+//! readiness, metrics on their own listener), [`metrics`], [`telemetry`], and [`demo`] (the
+//! stand-in app for `twofa-proxy demo`).
 
 pub mod admin;
 pub mod app;
@@ -40,3 +42,4 @@ pub mod store;
 pub mod telemetry;
 pub mod upstream;
 pub mod web;
+pub mod words;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use http::{Request, Response, StatusCode, Uri, header};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
 use hyper::body::Incoming;
 
 use crate::body::{Body, BodyRead};
@@ -26,8 +26,9 @@ use crate::session::cookie;
 use crate::state::Core;
 use crate::upstream::{Tunnel, TunnelEnd, Upstream, headers};
 use crate::web::Answer;
-use crate::web::pages;
+use crate::web::pages::{self, Frame};
 use crate::web::refusal::{Refusal, Reply};
+use crate::words::{LanguageSetting, Words};
 
 pub struct Router {
     core: Arc<Core>,
@@ -61,12 +62,13 @@ impl Router {
         conn: Option<ConnInfo>,
     ) -> (RouteClass, Response<Body>) {
         let core = &*self.core;
-        let wants_html = pages::wants_html(req.headers());
+        let reply_to = ReplyTo::of(core, req.headers());
+        let wants_html = reply_to.html;
         if !one_host(&req) {
             tracing::debug!("refused a request naming two hosts");
             return (
                 RouteClass::Rejected,
-                pages::error(&core.brand, StatusCode::BAD_REQUEST, wants_html),
+                reply_to.error(core, StatusCode::BAD_REQUEST),
             );
         }
         let path = match gate::normalize_path(req.uri().path()) {
@@ -75,7 +77,7 @@ impl Router {
                 tracing::debug!(reason = ?e, "refused an ambiguous path");
                 return (
                     RouteClass::Rejected,
-                    pages::error(&core.brand, StatusCode::BAD_REQUEST, wants_html),
+                    reply_to.error(core, StatusCode::BAD_REQUEST),
                 );
             }
         };
@@ -89,7 +91,7 @@ impl Router {
             tracing::debug!("refused a session id in the URL");
             return (
                 RouteClass::Rejected,
-                pages::error(&core.brand, StatusCode::BAD_REQUEST, wants_html),
+                reply_to.error(core, StatusCode::BAD_REQUEST),
             );
         }
         if core.rules.is_own(&path) {
@@ -105,7 +107,7 @@ impl Router {
             tracing::error!("request without connection info");
             return (
                 RouteClass::Rejected,
-                pages::error(&core.brand, StatusCode::INTERNAL_SERVER_ERROR, false),
+                reply_to.error(core, StatusCode::INTERNAL_SERVER_ERROR),
             );
         };
         if path != req.uri().path() {
@@ -120,7 +122,7 @@ impl Router {
                 Err(_) => {
                     return (
                         RouteClass::Rejected,
-                        pages::error(&core.brand, StatusCode::BAD_REQUEST, wants_html),
+                        reply_to.error(core, StatusCode::BAD_REQUEST),
                     );
                 }
             }
@@ -133,7 +135,7 @@ impl Router {
         let session = if needs_session {
             match core.sessions.load(req.headers()).await {
                 Ok(s) => s,
-                Err(e) => return (RouteClass::Upstream, self.refuse(e.into(), wants_html)),
+                Err(e) => return (RouteClass::Upstream, self.refuse(e.into(), &reply_to)),
             }
         } else {
             None
@@ -174,7 +176,7 @@ impl Router {
         let decision = gate::decide(rules, &method, &path, wants_html, has_app_cookie, state);
 
         let res = match decision {
-            Decision::Own => Ok(pages::error(&core.brand, StatusCode::NOT_FOUND, wants_html)),
+            Decision::Own => Ok(reply_to.error(core, StatusCode::NOT_FOUND)),
             Decision::WatchLogin => {
                 Box::pin(intercept::watch_login(core, &self.upstream, req, &conn)).await
             }
@@ -189,7 +191,7 @@ impl Router {
                 };
                 // A public tunnel carries no identity; it lives until either side closes it.
                 let res = self
-                    .forward(req, None, &conn, wants_html, Tunnel::UntilClosed)
+                    .forward(req, None, &conn, &reply_to, Tunnel::UntilClosed)
                     .await;
                 Box::pin(self.follow_on_public(session_id, &request_cookies, res)).await
             }
@@ -208,17 +210,13 @@ impl Router {
                         .map(|b| core.bindings.enter(b))
                         .collect();
                     let res = self
-                        .forward(req, Some(&current.record.user), &conn, wants_html, tunnel)
+                        .forward(req, Some(&current.record.user), &conn, &reply_to, tunnel)
                         .await;
                     self.follow_app_session(current, res).await
                 }
-                None => Ok(pages::error(
-                    &core.brand,
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    wants_html,
-                )),
+                None => Ok(reply_to.error(core, StatusCode::INTERNAL_SERVER_ERROR)),
             },
-            Decision::Logout => Box::pin(self.logout(req, &conn, wants_html)).await,
+            Decision::Logout => Box::pin(self.logout(req, &conn, &reply_to)).await,
             Decision::Enroll => Ok(pages::redirect(&format!("{}/settings", core.prefix()))),
             Decision::SignIn { expire_app_cookie } => {
                 // Where to come back to: only ever a same-origin path (the login page passes
@@ -244,7 +242,7 @@ impl Router {
             Decision::Unauthorized { expire_app_cookie } => {
                 let mut res = pages::json(
                     StatusCode::UNAUTHORIZED,
-                    &serde_json::json!({ "error": "unauthenticated", "message": "Sign in first." }),
+                    &serde_json::json!({ "error": "unauthenticated", "message": reply_to.words(core).api_sign_in_first }),
                 );
                 if expire_app_cookie {
                     let name = &core.config.app.success_cookie;
@@ -256,7 +254,7 @@ impl Router {
         };
         match res {
             Ok(res) => (RouteClass::Upstream, res),
-            Err(refusal) => (RouteClass::Upstream, self.refuse(refusal, wants_html)),
+            Err(refusal) => (RouteClass::Upstream, self.refuse(refusal, &reply_to)),
         }
     }
 
@@ -265,7 +263,7 @@ impl Router {
         mut req: Request<Incoming>,
         user: Option<&str>,
         conn: &ConnInfo,
-        wants_html: bool,
+        reply_to: &ReplyTo,
         tunnel: Tunnel,
     ) -> Response<Body> {
         let core = &*self.core;
@@ -282,7 +280,7 @@ impl Router {
             .await
         {
             Ok(res) => res,
-            Err(e) => self.refuse(e.into(), wants_html),
+            Err(e) => self.refuse(e.into(), reply_to),
         }
     }
 
@@ -392,7 +390,7 @@ impl Router {
     }
 
     /// Logout paths end the proxy session too, then go to the app as usual.
-    async fn logout(&self, req: Request<Incoming>, conn: &ConnInfo, wants_html: bool) -> Answer {
+    async fn logout(&self, req: Request<Incoming>, conn: &ConnInfo, reply_to: &ReplyTo) -> Answer {
         let core = &*self.core;
         let id = cookie::find(req.headers(), core.sessions.names.session).map(str::to_owned);
         if let Some(id) = &id {
@@ -401,9 +399,7 @@ impl Router {
             }
             core.sessions.end(id).await?;
         }
-        let mut res = self
-            .forward(req, None, conn, wants_html, Tunnel::Never)
-            .await;
+        let mut res = self.forward(req, None, conn, reply_to, Tunnel::Never).await;
         if id.is_some() {
             res.headers_mut()
                 .append(header::SET_COOKIE, core.sessions.clear_cookie());
@@ -412,9 +408,47 @@ impl Router {
     }
 
     /// Fail closed: a refusal (the store unreachable included) forwards nothing.
-    fn refuse(&self, refusal: Refusal, wants_html: bool) -> Response<Body> {
-        let reply = if wants_html { Reply::Html } else { Reply::Json };
-        refusal.respond(&self.core, reply)
+    fn refuse(&self, refusal: Refusal, reply_to: &ReplyTo) -> Response<Body> {
+        refusal.respond(&self.core, reply_to.reply(&self.core))
+    }
+}
+
+/// How a refusal on this request is written: a page or JSON, in the words its `Accept-Language`
+/// asks for. The header is kept as it came (a reference count, not a copy) and read only when
+/// a refusal is written, so forwarding never parses it.
+struct ReplyTo {
+    html: bool,
+    languages: Option<HeaderValue>,
+}
+
+impl ReplyTo {
+    fn of(core: &Core, headers: &http::HeaderMap) -> Self {
+        let languages = match core.config.ui.language {
+            LanguageSetting::Auto => headers.get(header::ACCEPT_LANGUAGE).cloned(),
+            LanguageSetting::Pinned(_) => None,
+        };
+        ReplyTo {
+            html: pages::wants_html(headers),
+            languages,
+        }
+    }
+
+    fn words(&self, core: &Core) -> &'static Words {
+        core.config.ui.language.for_values(&self.languages).words()
+    }
+
+    fn reply(&self, core: &Core) -> Reply {
+        let w = self.words(core);
+        if self.html {
+            Reply::Html(w)
+        } else {
+            Reply::Json(w)
+        }
+    }
+
+    /// The branded error page (or JSON error) for `status`.
+    fn error(&self, core: &Core, status: StatusCode) -> Response<Body> {
+        pages::error(&Frame::new(core, self.words(core), ""), status, self.html)
     }
 }
 

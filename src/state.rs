@@ -15,6 +15,7 @@ use crate::session::Sessions;
 use crate::session::binding::AppBindings;
 use crate::store::AnyStore;
 use crate::web::pages::Brand;
+use crate::words::Words;
 
 pub struct Core {
     pub config: Config,
@@ -80,6 +81,11 @@ impl Core {
     pub async fn store_session_user(&self, id: &str) -> crate::store::StoreResult<Option<String>> {
         use crate::store::Store as _;
         Ok(self.store.session(id).await?.map(|s| s.user))
+    }
+
+    /// The words for a request: `[ui] language`, then its `Accept-Language`.
+    pub fn words(&self, headers: &http::HeaderMap) -> &'static Words {
+        self.config.ui.language.for_request(headers).words()
     }
 
     pub fn prefix(&self) -> &str {

@@ -11,6 +11,7 @@ use crate::mail::address::mask;
 use crate::session::Current;
 use crate::state::Core;
 use crate::store::{PendingLogin, Store, StoreResult};
+use crate::words::Language;
 
 /// The held-back login behind a pending cookie's value, while it lives.
 pub async fn pending(core: &Core, id: &str) -> StoreResult<Option<PendingLogin>> {
@@ -65,8 +66,14 @@ pub async fn prompt(core: &Core, id: &str, pending: &PendingLogin) -> StoreResul
     Ok(prompt)
 }
 
-/// Sends a fresh code for a pending login whose user has the email factor (`None` otherwise).
-pub async fn resend(core: &Core, id: &str, pending: &PendingLogin) -> StoreResult<Option<Sent>> {
+/// Sends a fresh code for a pending login whose user has the email factor (`None` otherwise),
+/// in the language of the request that asked.
+pub async fn resend(
+    core: &Core,
+    id: &str,
+    pending: &PendingLogin,
+    language: Language,
+) -> StoreResult<Option<Sent>> {
     let Some(record) = core.store.two_factor(&pending.user).await? else {
         return Ok(None);
     };
@@ -84,6 +91,7 @@ pub async fn resend(core: &Core, id: &str, pending: &PendingLogin) -> StoreResul
                 pending: id,
                 client: pending.client.as_deref(),
             },
+            language,
         )
         .await?,
     ))
@@ -204,7 +212,7 @@ pub async fn cancel(core: &Core, id: &str, pending: &PendingLogin) -> StoreResul
 mod tests {
     use super::*;
     use crate::auth::enrollment::{self, Enabled};
-    use crate::auth::testing::Fixture;
+    use crate::auth::testing::{EN, Fixture};
 
     async fn try_code(f: &Fixture, id: &str, code: &str, recovery: bool) -> Attempt {
         let pending = pending(&f.core, id).await.unwrap().expect("pending login");
@@ -331,13 +339,13 @@ mod tests {
     /// Enrolls the email factor for `user` at `address`.
     async fn enroll_email(f: &Fixture, user: &str, address: &str) {
         let session = f.session(user).await;
-        let sent = enrollment::send_enrollment_code(&f.core, &session, address)
+        let sent = enrollment::send_enrollment_code(&f.core, &session, address, EN)
             .await
             .unwrap();
         assert!(matches!(sent, Ok(Sent::Sent { .. })));
         let code = f.last_code();
         assert!(matches!(
-            enrollment::enable_email(&f.core, &session, &code, "")
+            enrollment::enable_email(&f.core, &session, &code, "", EN)
                 .await
                 .unwrap(),
             Enabled::Done { .. }
@@ -354,7 +362,7 @@ mod tests {
         let id = f.held_login("ann").await;
         let p = pending(&f.core, &id).await.unwrap().unwrap();
         assert_eq!(
-            resend(&f.core, &id, &p).await.unwrap(),
+            resend(&f.core, &id, &p, EN).await.unwrap(),
             Some(Sent::Sent {
                 to: mask("ann@example.com")
             })
@@ -362,7 +370,7 @@ mod tests {
         let first = f.last_code();
         f.clock.advance(10);
         assert_eq!(
-            resend(&f.core, &id, &p).await.unwrap(),
+            resend(&f.core, &id, &p, EN).await.unwrap(),
             Some(Sent::TooSoon { wait: 20 })
         );
         let shown = prompt(&f.core, &id, &p).await.unwrap();
@@ -370,12 +378,12 @@ mod tests {
         assert_eq!(shown.email.as_ref().map(|e| e.resend_wait), Some(20));
         f.clock.advance(20);
         assert!(matches!(
-            resend(&f.core, &id, &p).await.unwrap(),
+            resend(&f.core, &id, &p, EN).await.unwrap(),
             Some(Sent::Sent { .. })
         ));
         f.clock.advance(30);
         assert_eq!(
-            resend(&f.core, &id, &p).await.unwrap(),
+            resend(&f.core, &id, &p, EN).await.unwrap(),
             Some(Sent::HourlyCap)
         );
         // The newest code works; the one it replaced does not.
@@ -407,7 +415,7 @@ mod tests {
         f.enroll_totp("ann").await;
         let id = f.held_login("ann").await;
         let p = pending(&f.core, &id).await.unwrap().unwrap();
-        assert_eq!(resend(&f.core, &id, &p).await.unwrap(), None);
+        assert_eq!(resend(&f.core, &id, &p, EN).await.unwrap(), None);
         let shown = prompt(&f.core, &id, &p).await.unwrap();
         assert_eq!(shown.factor, Some(SecondFactor::Totp));
         assert_eq!(shown.email, None);

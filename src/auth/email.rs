@@ -11,6 +11,7 @@ use crate::secrets::random_below;
 use crate::secrets::token_matches;
 use crate::state::Core;
 use crate::store::{EmailCode, Store, StoreResult};
+use crate::words::Language;
 
 /// Where a code is kept: bound to what it was issued for.
 pub fn login_key(pending_id: &str) -> String {
@@ -115,7 +116,7 @@ async fn spend(core: &Core, user: &str, budget: Budget<'_>) -> StoreResult<bool>
     Ok(true)
 }
 
-/// Issues a fresh code for `key` and mails it to `address`.
+/// Issues a fresh code for `key` and mails it to `address`, in `language`.
 pub async fn send_code(
     core: &Core,
     key: &str,
@@ -123,6 +124,7 @@ pub async fn send_code(
     address: &str,
     kind: MailKind,
     budget: Budget<'_>,
+    language: Language,
 ) -> StoreResult<Sent> {
     let email = &core.config.email;
     let now = core.clock.now();
@@ -138,7 +140,8 @@ pub async fn send_code(
     }
     let code = new_code(email.code_digits);
     let minutes = email.code_ttl.as_secs().div_ceil(60);
-    let mail = code_mail(&core.brand.app_name, address, user, &code, minutes, kind);
+    let w = language.words();
+    let mail = code_mail(w, &core.brand.app_name, address, user, &code, minutes, kind);
     if let Err(e) = core.mailer.send(&mail).await {
         core.metrics.email(kind.as_str(), "failed");
         tracing::warn!(user, kind = kind.as_str(), error = %e, "could not send a code email");

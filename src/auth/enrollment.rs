@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::auth::email::{self, Sent};
+use crate::auth::notices::Recipient;
 use crate::auth::verify::{self, Outcome};
 use crate::auth::{SecondFactor, notices, recovery, totp};
 use crate::config::{AddressSource, Enforcement};
@@ -14,6 +15,7 @@ use crate::mail::{MailKind, Notice};
 use crate::session::Current;
 use crate::state::Core;
 use crate::store::{Enrollment, SessionRecord, Store, StoreResult, TwoFactorRecord};
+use crate::words::Language;
 
 /// How long a started enrollment (its new key) waits for the first code.
 const ENROLLMENT_TTL: Duration = Duration::from_secs(15 * 60);
@@ -100,12 +102,14 @@ async fn current_factor(
     )
 }
 
-/// Turns TOTP on (or moves it to a new key) once the first code from the new key matches.
+/// Turns TOTP on (or moves it to a new key) once the first code from the new key matches;
+/// `language` is the request's, remembered for later mails.
 pub async fn enable_totp(
     core: &Core,
     session: &Current,
     code: &str,
     current_code: &str,
+    language: Language,
 ) -> StoreResult<Enabled> {
     let user = &session.record.user;
     // The new key and its first code are checked before the current factor is spent, so an
@@ -124,7 +128,7 @@ pub async fn enable_totp(
     let Some(new_step) = new_step else {
         return Ok(Enabled::WrongCode);
     };
-    let previous_address = notices::known_address(core, user).await?;
+    let previous_address = notices::recipient(core, user).await?.map(|r| r.address);
     let changing = match may_enable(core, user, current_code).await? {
         Ok(changing) => changing,
         Err(refused) => return Ok(refused),
@@ -144,6 +148,7 @@ pub async fn enable_totp(
         totp_secret: Some(core.sealer.seal("totp", user, &secret)),
         email: None,
         enabled_at: now,
+        language: Some(language),
     };
     finish_enable(core, session, record, changing, previous_address).await
 }
@@ -186,14 +191,15 @@ async fn finish_enable(
     tracing::info!(target: "audit", event, user, method);
     core.metrics
         .enrollment(if changing { "changed" } else { "enabled" }, method);
-    let address = match previous_address {
-        Some(a) => Some(a),
-        None => notices::known_address(core, user).await?,
+    let language = core.config.ui.language.for_user(record.language);
+    let to = match previous_address {
+        Some(address) => Some(Recipient { address, language }),
+        None => notices::recipient(core, user).await?,
     };
     notices::notify(
         core,
         user,
-        address,
+        to,
         if changing {
             Notice::Changed
         } else {
@@ -213,9 +219,9 @@ pub async fn turn_off(core: &Core, session: &Current, code: &str) -> StoreResult
         Change::Done(record) => record,
         refused => return Ok(refused.refusal()),
     };
-    let address = notices::known_address(core, user).await?;
+    let to = notices::recipient(core, user).await?;
     core.store.remove_two_factor(user).await?;
-    notices::notify(core, user, address, Notice::Disabled);
+    notices::notify(core, user, to, Notice::Disabled);
     let fresh = privilege_changed(core, session).await?;
     tracing::info!(target: "audit", event = "second_factor_disabled", user);
     let method = record.method.as_str();
@@ -302,11 +308,12 @@ pub enum AddressProblem {
     Unknown,
 }
 
-/// Sends an enrollment code to the typed address (`input`) or the known one.
+/// Sends an enrollment code to the typed address (`input`) or the known one, in `language`.
 pub async fn send_enrollment_code(
     core: &Core,
     session: &Current,
     typed: &str,
+    language: Language,
 ) -> StoreResult<Result<Sent, AddressProblem>> {
     let user = &session.record.user;
     let address = match core.config.email.address_source {
@@ -333,17 +340,20 @@ pub async fn send_enrollment_code(
         address.as_str(),
         MailKind::EnrollmentCode,
         email::Budget::Settings,
+        language,
     )
     .await?;
     Ok(Ok(sent))
 }
 
-/// Turns the email method on once the code sent to the address comes back.
+/// Turns the email method on once the code sent to the address comes back; `language` is the
+/// request's, remembered for later mails.
 pub async fn enable_email(
     core: &Core,
     session: &Current,
     code: &str,
     current_code: &str,
+    language: Language,
 ) -> StoreResult<Enabled> {
     let user = &session.record.user;
     // Wrong codes are counted per issued code: past the limit the code is gone and a new one
@@ -365,7 +375,7 @@ pub async fn enable_email(
     let Some(matched) = email::matches_code(core, &key, code).await? else {
         return Ok(Enabled::WrongCode);
     };
-    let previous_address = notices::known_address(core, user).await?;
+    let previous_address = notices::recipient(core, user).await?.map(|r| r.address);
     let changing = match may_enable(core, user, current_code).await? {
         Ok(changing) => changing,
         Err(refused) => return Ok(refused),
@@ -378,6 +388,7 @@ pub async fn enable_email(
         totp_secret: None,
         email: Some(address.clone()),
         enabled_at: core.clock.now(),
+        language: Some(language),
     };
     // Notices about the new method go to the address just proven.
     finish_enable(
@@ -399,9 +410,13 @@ pub async fn code_out_to(core: &Core, user: &str) -> StoreResult<Option<String>>
         .map(|c| mask(&c.address)))
 }
 
-/// Sends a code for a change to a user whose factor is email (changes need a current code);
-/// `None` when their factor is not email.
-pub async fn send_change_code(core: &Core, user: &str) -> StoreResult<Option<Sent>> {
+/// Sends a code for a change to a user whose factor is email (changes need a current code),
+/// in `language`; `None` when their factor is not email.
+pub async fn send_change_code(
+    core: &Core,
+    user: &str,
+    language: Language,
+) -> StoreResult<Option<Sent>> {
     let record = core.store.two_factor(user).await?;
     let Some(address) = record
         .filter(|r| r.method == SecondFactor::Email)
@@ -417,6 +432,7 @@ pub async fn send_change_code(core: &Core, user: &str) -> StoreResult<Option<Sen
             &address,
             MailKind::ChangeCode,
             email::Budget::Settings,
+            language,
         )
         .await?,
     ))
@@ -490,7 +506,7 @@ pub async fn release_held(core: &Core, session: &Current) -> StoreResult<Release
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::testing::Fixture;
+    use crate::auth::testing::{EN, Fixture};
 
     fn first_code(f: &Fixture, secret: &[u8]) -> String {
         totp::code_at(secret, f.clock_now())
@@ -505,8 +521,8 @@ mod tests {
         assert_eq!(enrollment_secret(&f.core, "ann").await.unwrap(), secret);
         let code = first_code(&f, &secret);
         let (a, b) = tokio::join!(
-            enable_totp(&f.core, &session, &code, ""),
-            enable_totp(&f.core, &session, &code, ""),
+            enable_totp(&f.core, &session, &code, "", EN),
+            enable_totp(&f.core, &session, &code, "", EN),
         );
         let done = [a.unwrap(), b.unwrap()]
             .into_iter()
@@ -533,7 +549,7 @@ mod tests {
         let session = f.session("ann").await;
         let secret = enrollment_secret(&f.core, "ann").await.unwrap();
         let Enabled::Done { codes, fresh } =
-            enable_totp(&f.core, &session, &first_code(&f, &secret), "")
+            enable_totp(&f.core, &session, &first_code(&f, &secret), "", EN)
                 .await
                 .unwrap()
         else {
@@ -554,14 +570,16 @@ mod tests {
         let secret = enrollment_secret(&f.core, "ann").await.unwrap();
         assert!(
             matches!(
-                enable_totp(&f.core, &session, "000000", "").await.unwrap(),
+                enable_totp(&f.core, &session, "000000", "", EN)
+                    .await
+                    .unwrap(),
                 Enabled::WrongCode
             ) || first_code(&f, &secret) == "000000"
         );
         f.clock.advance(ENROLLMENT_TTL.as_secs() + 1);
         let code = first_code(&f, &secret);
         assert!(matches!(
-            enable_totp(&f.core, &session, &code, "").await.unwrap(),
+            enable_totp(&f.core, &session, &code, "", EN).await.unwrap(),
             Enabled::Expired
         ));
         assert!(f.core.store.two_factor("ann").await.unwrap().is_none());
@@ -575,14 +593,16 @@ mod tests {
         let (old_secret, old_codes) = f.enroll_totp("ann").await;
         f.clock.advance(30);
         let session = f.session("ann").await;
-        let sent = send_enrollment_code(&f.core, &session, "ann@example.com")
+        let sent = send_enrollment_code(&f.core, &session, "ann@example.com", EN)
             .await
             .unwrap();
         assert!(matches!(sent, Ok(Sent::Sent { .. })));
         let emailed = f.last_code();
         // Without, or with a wrong, current code: refused, and the emailed code is not spent.
         assert!(matches!(
-            enable_email(&f.core, &session, &emailed, "").await.unwrap(),
+            enable_email(&f.core, &session, &emailed, "", EN)
+                .await
+                .unwrap(),
             Enabled::Current(Change::Failed { .. })
         ));
         let wrong = if totp::code_at(&old_secret, f.clock_now()) == "123456" {
@@ -591,7 +611,7 @@ mod tests {
             "123456"
         };
         assert!(matches!(
-            enable_email(&f.core, &session, &emailed, wrong)
+            enable_email(&f.core, &session, &emailed, wrong, EN)
                 .await
                 .unwrap(),
             Enabled::Current(Change::Failed { .. })
@@ -607,7 +627,7 @@ mod tests {
             SecondFactor::Totp
         );
         let current = totp::code_at(&old_secret, f.clock_now());
-        let Enabled::Done { codes, .. } = enable_email(&f.core, &session, &emailed, &current)
+        let Enabled::Done { codes, .. } = enable_email(&f.core, &session, &emailed, &current, EN)
             .await
             .unwrap()
         else {
@@ -704,7 +724,7 @@ mod tests {
         ));
         let secret = enrollment_secret(&f.core, "ann").await.unwrap();
         let Enabled::Done { fresh, .. } =
-            enable_totp(&f.core, &session, &first_code(&f, &secret), "")
+            enable_totp(&f.core, &session, &first_code(&f, &secret), "", EN)
                 .await
                 .unwrap()
         else {

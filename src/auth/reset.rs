@@ -17,10 +17,10 @@ pub struct Reset {
 /// Resets `user` (a canonical account name); audited, and the user is told where an address is
 /// known.
 pub async fn reset(core: &Core, user: &str) -> StoreResult<Reset> {
-    let address = notices::known_address(core, user).await?;
+    let to = notices::recipient(core, user).await?;
     let had_2fa = core.store.remove_two_factor(user).await?;
     if had_2fa {
-        notices::notify(core, user, address, Notice::ResetByAdmin);
+        notices::notify(core, user, to, Notice::ResetByAdmin);
     }
     core.store.delete_enrollment(user).await?;
     lockout::forgive(core, user).await?;

@@ -12,6 +12,7 @@ use crate::secrets::random_token;
 use crate::session::Current;
 use crate::state::Core;
 use crate::store::{PendingLogin, Store, StoreResult};
+use crate::words::Language;
 
 /// A login the app accepted, as the login watcher read it.
 pub struct Accepted<'a> {
@@ -24,6 +25,8 @@ pub struct Accepted<'a> {
     pub email: Option<String>,
     /// Where the login came from: its code emails count against its own budget.
     pub client: &'a str,
+    /// The login request's language, for the code email it may send.
+    pub language: Language,
 }
 
 /// What the browser is told after the password.
@@ -103,6 +106,7 @@ pub async fn after_password(core: &Core, login: Accepted<'_>) -> StoreResult<Aft
                 pending: &id,
                 client: Some(login.client),
             },
+            login.language,
         )
         .await?;
     }

@@ -14,6 +14,10 @@ use crate::session::Current;
 use crate::state::Core;
 use crate::store::memory::MemoryStore;
 use crate::store::{AnyStore, PendingLogin, Store};
+use crate::words::Language;
+
+/// The language the rules' tests send their mails in.
+pub const EN: Language = Language::English;
 
 /// A start well inside one 30 s TOTP step, so a test's codes do not straddle two.
 const START: u64 = 1_800_000_000;
@@ -63,7 +67,7 @@ impl Fixture {
             .await
             .unwrap();
         let code = totp::code_at(&secret, self.clock_now());
-        match enrollment::enable_totp(&self.core, &session, &code, "")
+        match enrollment::enable_totp(&self.core, &session, &code, "", EN)
             .await
             .unwrap()
         {

@@ -18,6 +18,7 @@ use toml::{Table, Value};
 use reader::Reader;
 
 use crate::auth::SecondFactor;
+use crate::words::{Language, LanguageSetting};
 pub use reader::{KeyBytes, Problem, Secret, parse_duration};
 
 /// Every problem found while loading; `Display` prints one per line.
@@ -46,6 +47,7 @@ pub struct Config {
     pub session: SessionConfig,
     pub store: StoreConfig,
     pub secrets: SecretsConfig,
+    pub ui: UiConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -140,6 +142,12 @@ pub struct TwoFactorConfig {
     pub recovery_codes: u32,
     /// Sign-ins of one account held back at once (within one `challenge_ttl` window).
     pub max_pending_logins: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct UiConfig {
+    /// The language of pages, JSON messages and emails.
+    pub language: LanguageSetting,
 }
 
 #[derive(Debug, Clone)]
@@ -403,6 +411,17 @@ fn read(r: &mut Reader) -> Config {
         session: read_session(r),
         store: read_store(r),
         secrets: read_secrets(r),
+        ui: UiConfig {
+            language: r.choice(
+                "ui.language",
+                LanguageSetting::Auto,
+                &[
+                    ("auto", LanguageSetting::Auto),
+                    ("en", LanguageSetting::Pinned(Language::English)),
+                    ("de", LanguageSetting::Pinned(Language::German)),
+                ],
+            ),
+        },
         app,
     }
 }

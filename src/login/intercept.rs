@@ -123,6 +123,7 @@ pub async fn watch_login(
         conn.peer.ip(),
     )
     .to_string();
+    let language = core.config.ui.language.for_request(&parts.headers);
     headers::prepare(
         &mut parts.headers,
         &core.sessions.names,
@@ -226,6 +227,7 @@ pub async fn watch_login(
         json,
         email: header_email,
         client: &client,
+        language,
     };
     let names = &core.sessions.names;
     Ok(match sign_in::after_password(core, accepted).await? {

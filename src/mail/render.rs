@@ -1,7 +1,10 @@
-//! The emails the proxy sends, in plain text and HTML, branded with the app name. All their
-//! words live here.
+//! The emails the proxy sends, in plain text and HTML, branded with the app name, in the
+//! words of [`crate::words`].
 
 use askama::Template;
+
+pub use crate::words::Notice;
+use crate::words::{CodeMailWords, CodePurpose, NoticeWords, Words};
 
 /// A rendered email, ready for any transport.
 #[derive(Debug, Clone)]
@@ -37,23 +40,23 @@ impl MailKind {
 #[derive(Template)]
 #[template(path = "mail/code.html")]
 struct CodeHtml<'a> {
+    lang: &'a str,
     app_name: &'a str,
     code: &'a str,
-    purpose: &'a str,
-    minutes: u64,
-    warning: &'a str,
+    words: &'a CodeMailWords,
 }
 
 #[derive(Template)]
 #[template(path = "mail/notice.html")]
 struct NoticeHtml<'a> {
+    lang: &'a str,
     app_name: &'a str,
-    heading: &'a str,
-    lines: &'a [String],
+    words: &'a NoticeWords,
 }
 
-/// A one-time code, for signing in or for confirming the address at enrollment.
+/// A one-time code, for signing in or for confirming the address or a change.
 pub fn code_mail(
+    w: &Words,
     app_name: &str,
     to: &str,
     user: &str,
@@ -61,104 +64,46 @@ pub fn code_mail(
     minutes: u64,
     kind: MailKind,
 ) -> Mail {
-    let (subject, purpose, warning) = match kind {
-        MailKind::EnrollmentCode => (
-            format!("Confirm your email for {app_name}"),
-            format!("confirm this address for two-step verification on {app_name} ({user})"),
-            "If you did not ask for this, you can ignore this email: nothing changes without the code.",
-        ),
-        MailKind::ChangeCode => (
-            format!("Confirm a change on {app_name}"),
-            format!("confirm a change to two-step verification on {app_name} ({user})"),
-            "If you did not ask for this, someone may be signed in as you. Change your password now.",
-        ),
-        _ => (
-            format!("Your {app_name} sign-in code"),
-            format!("sign in to {app_name} as {user}"),
-            "If you did not try to sign in, someone may know your password. Change it now; without this code they cannot get in.",
-        ),
+    let purpose = match kind {
+        MailKind::EnrollmentCode => CodePurpose::ConfirmAddress,
+        MailKind::ChangeCode => CodePurpose::ConfirmChange,
+        _ => CodePurpose::SignIn,
     };
+    let words = (w.code_mail)(purpose, app_name, user, minutes);
     let text = format!(
-        "Your code is {code}\r\n\r\nUse it to {purpose}. It expires in {minutes} minutes and works once.\r\n\r\n{warning}\r\n"
+        "{} {code}\r\n\r\n{}\r\n\r\n{}\r\n",
+        words.your_code, words.use_it, words.warning
     );
     let html = CodeHtml {
+        lang: w.lang,
         app_name,
         code,
-        purpose: &purpose,
-        minutes,
-        warning,
+        words: &words,
     }
     .render()
     .unwrap_or_else(|_| text.clone());
     Mail {
         to: to.to_owned(),
-        subject,
+        subject: words.subject,
         text,
         html,
         kind,
     }
 }
 
-/// The security events a user is told about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Notice {
-    Enabled,
-    Changed,
-    Disabled,
-    ResetByAdmin,
-    RecoveryCodeUsed,
-    Locked,
-}
-
-pub fn notice_mail(app_name: &str, to: &str, user: &str, notice: Notice) -> Mail {
-    let (subject, heading, what) = match notice {
-        Notice::Enabled => (
-            "Two-step verification is on",
-            "Two-step verification is on",
-            "was turned on",
-        ),
-        Notice::Changed => (
-            "Your two-step verification changed",
-            "Two-step verification changed",
-            "now uses a different method",
-        ),
-        Notice::Disabled => (
-            "Two-step verification is off",
-            "Two-step verification is off",
-            "was turned off",
-        ),
-        Notice::ResetByAdmin => (
-            "Your two-step verification was reset",
-            "Two-step verification was reset",
-            "was reset by an administrator",
-        ),
-        Notice::RecoveryCodeUsed => (
-            "A recovery code was used",
-            "A recovery code was used",
-            "was passed with one of your recovery codes",
-        ),
-        Notice::Locked => (
-            "Sign-in paused after wrong codes",
-            "Sign-in paused",
-            "paused sign-in after several wrong codes",
-        ),
-    };
-    let lines = vec![
-        format!("Two-step verification for {app_name} ({user}) {what}."),
-        "If this was you, there is nothing to do.".to_owned(),
-        "If it was not you, change your password now and tell your administrator.".to_owned(),
-    ];
-    let text = lines.join("\r\n\r\n") + "\r\n";
+pub fn notice_mail(w: &Words, app_name: &str, to: &str, user: &str, notice: Notice) -> Mail {
+    let words = (w.notice_mail)(notice, app_name, user);
+    let text = words.lines.join("\r\n\r\n") + "\r\n";
     let html = NoticeHtml {
+        lang: w.lang,
         app_name,
-        heading,
-        lines: &lines,
+        words: &words,
     }
     .render()
     .unwrap_or_else(|_| text.clone());
     Mail {
         to: to.to_owned(),
-        subject: format!("{app_name}: {subject}"),
+        subject: words.subject,
         text,
         html,
         kind: MailKind::Notice,
@@ -168,10 +113,12 @@ pub fn notice_mail(app_name: &str, to: &str, user: &str, notice: Notice) -> Mail
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::words::Language;
 
     #[test]
     fn code_mails_say_what_when_and_what_if_not() {
         let m = code_mail(
+            Language::English.words(),
             "Acme <Books>",
             "a@example.com",
             "alice",
@@ -184,12 +131,14 @@ mod tests {
         assert!(m.text.contains("expires in 10 minutes"));
         assert!(m.text.contains("did not try to sign in"));
         assert!(m.html.contains("123456"));
+        assert!(m.html.contains("<html lang=\"en\">"));
         assert!(
             m.html.contains("Acme &#60;Books&#62;") || m.html.contains("Acme &lt;Books&gt;"),
             "{}",
             m.html
         );
         let e = code_mail(
+            Language::English.words(),
             "Acme",
             "a@example.com",
             "alice",
@@ -202,9 +151,62 @@ mod tests {
 
     #[test]
     fn notices() {
-        let m = notice_mail("Acme", "a@example.com", "alice", Notice::Disabled);
-        assert!(m.subject.contains("off"));
-        assert!(m.text.contains("was turned off"));
+        let m = notice_mail(
+            Language::English.words(),
+            "Acme",
+            "a@example.com",
+            "alice",
+            Notice::Disabled,
+        );
+        assert_eq!(m.subject, "Acme: Two Factor Authentication is disabled");
+        assert!(m.text.contains("was disabled"));
         assert!(m.html.contains("change your password"));
+    }
+
+    /// Every mail in every language: the code and the names are there, and no sentence of one
+    /// language shows up in another (a sentence written outside the catalogue would).
+    #[test]
+    fn every_mail_is_written_in_its_language() {
+        let kinds = [
+            MailKind::LoginCode,
+            MailKind::EnrollmentCode,
+            MailKind::ChangeCode,
+        ];
+        let notices = [
+            Notice::Enabled,
+            Notice::Changed,
+            Notice::Disabled,
+            Notice::ResetByAdmin,
+            Notice::RecoveryCodeUsed,
+            Notice::Locked,
+        ];
+        let render = |l: Language| -> Vec<Mail> {
+            let w = l.words();
+            let codes = kinds
+                .iter()
+                .map(|&k| code_mail(w, "Acme", "a@example.com", "ann", "482913", 10, k));
+            let notes = notices
+                .iter()
+                .map(|&n| notice_mail(w, "Acme", "a@example.com", "ann", n));
+            codes.chain(notes).collect()
+        };
+        let english = render(Language::English);
+        for other in Language::ALL.into_iter().skip(1) {
+            for (en, mail) in english.iter().zip(render(other)) {
+                assert!(mail.html.contains(&format!("lang=\"{}\"", other.tag())));
+                assert!(mail.subject.contains("Acme"), "{}", mail.subject);
+                if mail.kind != MailKind::Notice {
+                    assert!(mail.text.contains("482913") && mail.html.contains("482913"));
+                }
+                assert_ne!(en.subject, mail.subject);
+                for line in en.text.split("\r\n").filter(|l| l.len() > 3) {
+                    assert!(
+                        !mail.text.contains(line),
+                        "{other:?} mail {:?} has the English {line:?}",
+                        mail.kind
+                    );
+                }
+            }
+        }
     }
 }

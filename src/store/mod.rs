@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::SecondFactor;
+use crate::words::Language;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -81,6 +82,10 @@ pub struct TwoFactorRecord {
     pub totp_secret: Option<String>,
     pub email: Option<String>,
     pub enabled_at: u64,
+    /// The language the user enabled 2FA in: what mails sent without a request (notices, an
+    /// admin reset) are written in, under `[ui] language = "auto"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<Language>,
 }
 
 /// A TOTP enrollment started but not yet confirmed with a first code.

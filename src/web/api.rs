@@ -13,19 +13,20 @@ use crate::auth::totp;
 use crate::body::Body;
 use crate::session::{Current, cookie};
 use crate::state::Core;
-use crate::store::PendingLogin;
+use crate::web::challenge::View;
 use crate::web::forms::read_json;
 use crate::web::pages;
 use crate::web::{Answer, refusal::Refusal};
+use crate::words::Words;
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     pages::json(status, &json!({ "error": code, "message": message }))
 }
 
-fn wrong(tries_left: u32) -> Response<Body> {
+fn wrong(w: &Words, tries_left: u32) -> Response<Body> {
     pages::json(
         StatusCode::UNAUTHORIZED,
-        &json!({ "error": "invalid_code", "message": "That code did not work.", "tries_left": tries_left }),
+        &json!({ "error": "invalid_code", "message": w.api_wrong_code, "tries_left": tries_left }),
     )
 }
 
@@ -39,12 +40,8 @@ fn field<'a>(body: &'a serde_json::Map<String, Value>, name: &str) -> Option<&'a
     }
 }
 
-fn one_code_only() -> Response<Body> {
-    error(
-        StatusCode::BAD_REQUEST,
-        "bad_request",
-        "Codes are strings, one per request.",
-    )
+fn one_code_only(w: &Words) -> Response<Body> {
+    error(StatusCode::BAD_REQUEST, "bad_request", w.api_one_code)
 }
 
 fn with_session_cookie(mut res: Response<Body>, core: &Core, fresh: &Current) -> Response<Body> {
@@ -65,21 +62,21 @@ pub enum Action {
 }
 
 /// 401 for API calls without a session.
-pub fn sign_in_first() -> Response<Body> {
+pub fn sign_in_first(w: &Words) -> Response<Body> {
     error(
         StatusCode::UNAUTHORIZED,
         "unauthenticated",
-        "Sign in first.",
+        w.api_sign_in_first,
     )
 }
 
 /// 401 for challenge calls whose sign-in is gone; the pending cookie is cleared.
-pub fn challenge_expired(core: &Core) -> Response<Body> {
+pub fn challenge_expired(core: &Core, w: &Words) -> Response<Body> {
     let names = &core.sessions.names;
     let mut res = error(
         StatusCode::UNAUTHORIZED,
         "challenge_expired",
-        "Sign in again.",
+        w.api_sign_in_again,
     );
     res.headers_mut()
         .append(header::SET_COOKIE, names.clear(names.pending));
@@ -88,6 +85,7 @@ pub fn challenge_expired(core: &Core) -> Response<Body> {
 
 pub async fn session_action(
     core: &Core,
+    w: &'static Words,
     req: Request<Incoming>,
     session: &Current,
     action: Action,
@@ -98,12 +96,12 @@ pub async fn session_action(
         return Ok(error(
             StatusCode::NOT_FOUND,
             "method_unavailable",
-            "Email codes are not offered here.",
+            w.api_email_unavailable,
         ));
     }
     let (_, body) = read_json(req).await?;
     let Some(code) = field(&body, "code") else {
-        return Ok(one_code_only());
+        return Ok(one_code_only(w));
     };
     match action {
         Action::TotpSetup => {
@@ -117,40 +115,40 @@ pub async fn session_action(
         }
         Action::TotpConfirm => {
             let Some(current) = field(&body, "current_code") else {
-                return Ok(one_code_only());
+                return Ok(one_code_only(w));
             };
             enabled_answer(
                 core,
-                enrollment::enable_totp(core, session, code, current).await?,
+                w,
+                enrollment::enable_totp(core, session, code, current, w.language).await?,
             )
         }
         Action::EmailSetup => {
             let Some(address) = field(&body, "address") else {
-                return Ok(one_code_only());
+                return Ok(one_code_only(w));
             };
             Ok(
-                match enrollment::send_enrollment_code(core, session, address).await? {
-                    Ok(sent) => sent_answer(sent),
+                match enrollment::send_enrollment_code(core, session, address, w.language).await? {
+                    Ok(sent) => sent_answer(w, sent),
                     Err(enrollment::AddressProblem::Invalid) => error(
                         StatusCode::BAD_REQUEST,
                         "invalid_address",
-                        "Send {\"address\": \"name@example.com\"}.",
+                        w.api_address_invalid,
                     ),
-                    Err(enrollment::AddressProblem::Unknown) => error(
-                        StatusCode::CONFLICT,
-                        "no_address",
-                        "No email address is known for this account.",
-                    ),
+                    Err(enrollment::AddressProblem::Unknown) => {
+                        error(StatusCode::CONFLICT, "no_address", w.api_address_unknown)
+                    }
                 },
             )
         }
         Action::EmailConfirm => {
             let Some(current) = field(&body, "current_code") else {
-                return Ok(one_code_only());
+                return Ok(one_code_only(w));
             };
             enabled_answer(
                 core,
-                enrollment::enable_email(core, session, code, current).await?,
+                w,
+                enrollment::enable_email(core, session, code, current, w.language).await?,
             )
         }
         Action::Disable => Ok(match enrollment::turn_off(core, session, code).await? {
@@ -159,18 +157,10 @@ pub async fn session_action(
                 core,
                 &fresh,
             ),
-            Change::Failed { tries_left } => wrong(tries_left),
+            Change::Failed { tries_left } => wrong(w, tries_left),
             Change::Locked { retry_after } => return Err(Refusal::Locked { retry_after }),
-            Change::NotEnabled => error(
-                StatusCode::CONFLICT,
-                "not_enabled",
-                "Two-step verification is off.",
-            ),
-            Change::NotAllowed => error(
-                StatusCode::FORBIDDEN,
-                "required",
-                "Two-step verification is required here.",
-            ),
+            Change::NotEnabled => error(StatusCode::CONFLICT, "not_enabled", w.api_not_enabled),
+            Change::NotAllowed => error(StatusCode::FORBIDDEN, "required", w.required_here),
         }),
         Action::NewCodes => Ok(match enrollment::new_codes(core, session, code).await? {
             Change::Done((codes, fresh)) => with_session_cookie(
@@ -178,19 +168,17 @@ pub async fn session_action(
                 core,
                 &fresh,
             ),
-            Change::Failed { tries_left } => wrong(tries_left),
+            Change::Failed { tries_left } => wrong(w, tries_left),
             Change::Locked { retry_after } => return Err(Refusal::Locked { retry_after }),
-            Change::NotEnabled | Change::NotAllowed => error(
-                StatusCode::CONFLICT,
-                "not_enabled",
-                "Two-step verification is off.",
-            ),
+            Change::NotEnabled | Change::NotAllowed => {
+                error(StatusCode::CONFLICT, "not_enabled", w.api_not_enabled)
+            }
         }),
     }
 }
 
 /// The answer to a confirmed enrollment (either method).
-fn enabled_answer(core: &Core, outcome: Enabled) -> Answer {
+fn enabled_answer(core: &Core, w: &Words, outcome: Enabled) -> Answer {
     Ok(match outcome {
         Enabled::Done { codes, fresh } => {
             let mut answer = json!({ "enabled": true, "recovery_codes": codes });
@@ -199,28 +187,28 @@ fn enabled_answer(core: &Core, outcome: Enabled) -> Answer {
             }
             with_session_cookie(pages::json(StatusCode::OK, &answer), core, &fresh)
         }
-        Enabled::Current(Change::Failed { tries_left }) => wrong(tries_left),
+        Enabled::Current(Change::Failed { tries_left }) => wrong(w, tries_left),
         Enabled::Current(Change::Locked { retry_after }) => {
             return Err(Refusal::Locked { retry_after });
         }
-        Enabled::Current(_) => error(StatusCode::CONFLICT, "conflict", "Try again."),
+        Enabled::Current(_) => error(StatusCode::CONFLICT, "conflict", w.api_try_again),
         Enabled::Expired => error(
             StatusCode::CONFLICT,
             "enrollment_expired",
-            "The setup expired; start it again.",
+            w.api_setup_expired,
         ),
-        Enabled::WrongCode => wrong(0),
+        Enabled::WrongCode => wrong(w, 0),
     })
 }
 
 /// What happened to a code email, as JSON.
-fn sent_answer(sent: Sent) -> Response<Body> {
+fn sent_answer(w: &Words, sent: Sent) -> Response<Body> {
     match sent {
         Sent::Sent { to } => pages::json(StatusCode::OK, &json!({ "sent_to": to })),
         Sent::TooSoon { wait } => {
             let mut res = pages::json(
                 StatusCode::TOO_MANY_REQUESTS,
-                &json!({ "error": "too_soon", "message": format!("Ask again in {wait} seconds."), "retry_after": wait }),
+                &json!({ "error": "too_soon", "message": (w.api_ask_again_in)(wait), "retry_after": wait }),
             );
             if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
                 res.headers_mut().insert(header::RETRY_AFTER, v);
@@ -230,32 +218,25 @@ fn sent_answer(sent: Sent) -> Response<Body> {
         Sent::HourlyCap => error(
             StatusCode::TOO_MANY_REQUESTS,
             "send_limit",
-            "Too many codes this hour.",
+            w.api_many_codes,
         ),
-        Sent::Failed => error(
-            StatusCode::BAD_GATEWAY,
-            "send_failed",
-            "The code could not be sent; try again.",
-        ),
+        Sent::Failed => error(StatusCode::BAD_GATEWAY, "send_failed", w.api_send_failed),
     }
 }
 
-pub async fn resend(
-    core: &Core,
-    req: Request<Incoming>,
-    id: &str,
-    pending: &PendingLogin,
-) -> Answer {
+pub async fn resend(v: View<'_>, req: Request<Incoming>) -> Answer {
     // Same-origin JSON only: that is what keeps another site from sending codes.
     read_json(req).await?;
-    Ok(match rules::resend(core, id, pending).await? {
-        Some(sent) => sent_answer(sent),
-        None => error(
-            StatusCode::BAD_REQUEST,
-            "not_applicable",
-            "This sign-in uses an authenticator app; there is nothing to resend.",
-        ),
-    })
+    Ok(
+        match rules::resend(v.core, v.id, v.pending, v.w.language).await? {
+            Some(sent) => sent_answer(v.w, sent),
+            None => error(
+                StatusCode::BAD_REQUEST,
+                "not_applicable",
+                v.w.nothing_to_send,
+            ),
+        },
+    )
 }
 
 pub async fn status(core: &Core, session: &Current) -> Answer {
@@ -275,16 +256,16 @@ pub async fn status(core: &Core, session: &Current) -> Answer {
     ))
 }
 
-pub async fn challenge(
-    core: &Core,
-    req: Request<Incoming>,
-    id: &str,
-    pending: &PendingLogin,
-    recovery: bool,
-) -> Answer {
+pub async fn challenge(v: View<'_>, req: Request<Incoming>, recovery: bool) -> Answer {
+    let View {
+        core,
+        w,
+        id,
+        pending,
+    } = v;
     let (parts, body) = read_json(req).await?;
     let Some(code) = field(&body, "code") else {
-        return Ok(one_code_only());
+        return Ok(one_code_only(w));
     };
     let names = &core.sessions.names;
     // The pending cookie is SameSite=Lax and HttpOnly, and this endpoint only takes JSON from the
@@ -303,14 +284,14 @@ pub async fn challenge(
                 h.append(header::SET_COOKIE, names.clear(names.pending));
                 res
             }
-            Attempt::Failed { tries_left } => wrong(tries_left),
+            Attempt::Failed { tries_left } => wrong(w, tries_left),
             Attempt::Locked { retry_after } => return Err(Refusal::Locked { retry_after }),
             Attempt::Exhausted => error(
                 StatusCode::UNAUTHORIZED,
                 "too_many_attempts",
-                "Sign in again.",
+                w.api_sign_in_again,
             ),
-            Attempt::Expired => challenge_expired(core),
+            Attempt::Expired => challenge_expired(core, w),
         },
     )
 }

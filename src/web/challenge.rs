@@ -13,8 +13,9 @@ use crate::state::Core;
 use crate::store::{PendingLogin, StoreResult};
 use crate::web::Answer;
 use crate::web::forms::{Form, read_form, token_matches};
-use crate::web::pages::{self, ChallengePage};
+use crate::web::pages::{self, Asked, ChallengePage, Frame};
 use crate::web::refusal::Refusal;
+use crate::words::Words;
 
 /// The held-back login behind the request's pending cookie, with the cookie's value.
 pub async fn pending(
@@ -26,15 +27,14 @@ pub async fn pending(
 }
 
 /// The page for a sign-in that is gone (expired, used, cancelled).
-pub fn expired(core: &Core) -> Response<Body> {
+pub fn expired(core: &Core, w: &'static Words) -> Response<Body> {
     let minutes = core.config.twofactor.challenge_ttl.as_secs().div_ceil(60);
     let mut res = notice(
         core,
+        w,
         StatusCode::UNAUTHORIZED,
-        "Please sign in again",
-        format!(
-            "For your security, this sign-in step has ended (they last {minutes} minutes and work once)."
-        ),
+        w.sign_in_again_heading,
+        (w.sign_in_ended)(minutes),
     );
     let names = &core.sessions.names;
     res.headers_mut()
@@ -42,61 +42,79 @@ pub fn expired(core: &Core) -> Response<Body> {
     res
 }
 
-pub fn notice(core: &Core, status: StatusCode, heading: &str, message: String) -> Response<Body> {
+/// A page that ends the sign-in, with a way back to the app's login.
+pub fn notice(
+    core: &Core,
+    w: &'static Words,
+    status: StatusCode,
+    heading: &str,
+    message: String,
+) -> Response<Body> {
     pages::page(
         status,
         &pages::NoticePage {
-            app_name: &core.brand.app_name,
-            assets: &core.brand.assets,
+            frame: Frame::new(core, w, ""),
             heading,
             message,
-            link: Some((core.config.app.login_page.clone(), "Go to sign in")),
+            link: Some((core.config.app.login_page.clone(), w.go_to_sign_in)),
         },
     )
+}
+
+/// What every challenge handler works with: the shared state, the request's words, and the
+/// held-back login behind the pending cookie (with the cookie's value).
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    pub core: &'a Core,
+    pub w: &'static Words,
+    pub id: &'a str,
+    pub pending: &'a PendingLogin,
 }
 
 /// Renders the challenge for the user's method. For email it says where the code went, or
 /// that it could not be sent, and when a new one may be asked for.
 async fn render(
-    core: &Core,
-    id: &str,
+    v: View<'_>,
     recovery: bool,
-    pending: &PendingLogin,
     error: Option<String>,
     notice: Option<String>,
     status: StatusCode,
 ) -> Answer {
+    let View {
+        core,
+        w,
+        id,
+        pending,
+    } = v;
     let prompt = rules::prompt(core, id, pending).await?;
+    let (app, user) = (core.brand.app_name.as_str(), pending.user.as_str());
     let mut error = error;
-    if let Some(e) = &prompt.email
-        && !e.code_out
-        && error.is_none()
-        && !recovery
-    {
-        error = Some(format!(
-            "We could not send a code to {}. Try sending it again.",
-            e.to
-        ));
-    }
+    let (asked, lead) = match &prompt.email {
+        _ if recovery => (Asked::Recovery, (w.challenge_recovery)(app, user)),
+        Some(e) => {
+            if !e.code_out && error.is_none() {
+                error = Some((w.code_not_sent)(&e.to));
+            }
+            let minutes = core.config.email.code_ttl.as_secs().div_ceil(60);
+            let lead = (w.challenge_email)(prompt.digits, &e.to, app, user, minutes);
+            (Asked::Email, lead)
+        }
+        None => (Asked::App, (w.challenge_app)(app, user)),
+    };
     let page = ChallengePage {
-        app_name: &core.brand.app_name,
-        assets: &core.brand.assets,
-        prefix: core.prefix(),
-        user: &pending.user,
-        csrf: &pending.csrf,
+        frame: Frame::new(core, w, &pending.csrf),
+        asked,
+        lead,
         error,
         notice,
-        recovery,
+        by_email: prompt.email.is_some(),
         resend_wait: prompt.email.as_ref().map_or(0, |e| e.resend_wait),
-        email: prompt.email.map(|e| e.to),
-        digits: prompt.digits,
-        minutes: core.config.email.code_ttl.as_secs().div_ceil(60),
     };
     Ok(pages::page(status, &page))
 }
 
-pub async fn show(core: &Core, id: &str, pending: &PendingLogin, recovery: bool) -> Answer {
-    render(core, id, recovery, pending, None, None, StatusCode::OK).await
+pub async fn show(v: View<'_>, recovery: bool) -> Answer {
+    render(v, recovery, None, None, StatusCode::OK).await
 }
 
 /// A challenge form: same-origin, bounded, with the sign-in's CSRF token.
@@ -109,50 +127,26 @@ async fn pending_form(req: Request<Incoming>, pending: &PendingLogin) -> Result<
 }
 
 /// "Send a new code" on an email challenge.
-pub async fn resend(
-    core: &Core,
-    req: Request<Incoming>,
-    id: &str,
-    pending: &PendingLogin,
-) -> Answer {
-    pending_form(req, pending).await?;
-    let (notice, error) = match rules::resend(core, id, pending).await? {
-        Some(Sent::Sent { to }) => (
-            Some(format!(
-                "We sent a new code to {to}. Earlier codes no longer work."
-            )),
-            None,
-        ),
-        Some(Sent::TooSoon { wait }) => (
-            None,
-            Some(format!("You can ask for a new code in {wait} seconds.")),
-        ),
-        Some(Sent::HourlyCap) => (
-            None,
-            Some(
-                "You have asked for many codes. Try again in an hour, or use a recovery code."
-                    .to_owned(),
-            ),
-        ),
-        Some(Sent::Failed) => (
-            None,
-            Some("We could not send the code. Try again in a moment.".to_owned()),
-        ),
-        None => (
-            None,
-            Some("This sign-in uses an authenticator app; there is nothing to send.".to_owned()),
-        ),
+pub async fn resend(v: View<'_>, req: Request<Incoming>) -> Answer {
+    let w = v.w;
+    pending_form(req, v.pending).await?;
+    let (notice, error) = match rules::resend(v.core, v.id, v.pending, w.language).await? {
+        Some(Sent::Sent { to }) => (Some((w.new_code_sent)(&to)), None),
+        Some(Sent::TooSoon { wait }) => (None, Some((w.wait_for_new_code)(wait))),
+        Some(Sent::HourlyCap) => (None, Some(w.many_codes_use_recovery.to_owned())),
+        Some(Sent::Failed) => (None, Some(w.send_failed.to_owned())),
+        None => (None, Some(w.nothing_to_send.to_owned())),
     };
-    render(core, id, false, pending, error, notice, StatusCode::OK).await
+    render(v, false, error, notice, StatusCode::OK).await
 }
 
-pub async fn submit(
-    core: &Core,
-    req: Request<Incoming>,
-    id: &str,
-    pending: &PendingLogin,
-    recovery: bool,
-) -> Answer {
+pub async fn submit(v: View<'_>, req: Request<Incoming>, recovery: bool) -> Answer {
+    let View {
+        core,
+        w,
+        id,
+        pending,
+    } = v;
     let form = pending_form(req, pending).await?;
     let old_session = cookie::find(&form.parts.headers, core.sessions.names.session);
     match rules::attempt(core, id, pending, form.get("code"), recovery, old_session).await? {
@@ -170,30 +164,21 @@ pub async fn submit(
         }
         Attempt::Failed { tries_left } => {
             let error = if tries_left == 0 {
-                "That code did not work, and this sign-in has no tries left. Please sign in again."
-                    .to_owned()
+                w.no_tries_left.to_owned()
             } else {
-                pages::wrong_code_words(tries_left)
+                (w.wrong_code)(tries_left)
             };
-            render(
-                core,
-                id,
-                recovery,
-                pending,
-                Some(error),
-                None,
-                StatusCode::UNAUTHORIZED,
-            )
-            .await
+            render(v, recovery, Some(error), None, StatusCode::UNAUTHORIZED).await
         }
         Attempt::Locked { retry_after } => Err(Refusal::Locked { retry_after }),
         Attempt::Exhausted => Ok(notice(
             core,
+            w,
             StatusCode::UNAUTHORIZED,
-            "Too many tries",
-            "This sign-in had too many wrong codes. Please sign in again.".to_owned(),
+            w.too_many_tries_heading,
+            w.too_many_tries.to_owned(),
         )),
-        Attempt::Expired => Ok(expired(core)),
+        Attempt::Expired => Ok(expired(core, w)),
     }
 }
 

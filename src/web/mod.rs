@@ -17,6 +17,8 @@ use crate::body::Body;
 use crate::session::Current;
 use crate::state::Core;
 use crate::store::PendingLogin;
+use crate::words::Words;
+use pages::Frame;
 use refusal::{Refusal, Reply};
 
 /// What a handler answers: a response, or a refusal [`refusal`] writes.
@@ -44,6 +46,8 @@ enum Pending {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Session {
     Status,
+    /// The choice of method ("Next"): on to the setup of the one chosen.
+    Choose,
     TotpSetup,
     TotpConfirm,
     EmailSetup,
@@ -109,6 +113,7 @@ const ROUTES: &[Route] = &[
     ),
     route(Method::POST, "/challenge/resend", P(Pending::Resend)),
     route(Method::GET, "/settings", S(Session::Status)),
+    route(Method::GET, "/settings/enable", S(Session::Choose)),
     route(Method::GET, "/settings/totp", S(Session::TotpSetup)),
     route(Method::POST, "/settings/totp", S(Session::TotpConfirm)),
     route(Method::GET, "/settings/email", S(Session::EmailSetup)),
@@ -180,25 +185,26 @@ const API: &str = "/api/v1";
 pub async fn handle(core: &Core, req: Request<Incoming>, path: &str) -> Response<Body> {
     let rest = &path[core.prefix().len()..];
     let api = rest.starts_with(API);
+    let w = core.words(req.headers());
     // Pages are for browsers; the API always answers JSON.
-    let reply = if api { Reply::Json } else { Reply::Html };
+    let reply = if api { Reply::Json(w) } else { Reply::Html(w) };
     let Some(route) = ROUTES
         .iter()
         .find(|r| r.path == rest && r.method == req.method())
     else {
-        return not_found(core, &req, api);
+        return not_found(core, w, &req, api);
     };
     let answer = match route.handler {
-        Guarded::Open(open) => open_route(core, req, open).await,
+        Guarded::Open(open) => open_route(core, w, req, open).await,
         Guarded::Pending(action) => match challenge::pending(core, req.headers()).await {
-            Ok(Some((id, p))) => pending_route(core, req, action, id, p).await,
-            Ok(None) if api => Ok(api::challenge_expired(core)),
-            Ok(None) => Ok(challenge::expired(core)),
+            Ok(Some((id, p))) => pending_route(core, w, req, action, id, p).await,
+            Ok(None) if api => Ok(api::challenge_expired(core, w)),
+            Ok(None) => Ok(challenge::expired(core, w)),
             Err(e) => Err(e.into()),
         },
         Guarded::Session(action) => match core.sessions.load(req.headers()).await {
-            Ok(Some(session)) => session_route(core, req, action, session).await,
-            Ok(None) if api => Ok(api::sign_in_first()),
+            Ok(Some(session)) => session_route(core, w, req, action, session).await,
+            Ok(None) if api => Ok(api::sign_in_first(w)),
             Ok(None) => Ok(settings::sign_in_first(core)),
             Err(e) => Err(e.into()),
         },
@@ -206,18 +212,18 @@ pub async fn handle(core: &Core, req: Request<Incoming>, path: &str) -> Response
     answer.unwrap_or_else(|refusal| refusal.respond(core, reply))
 }
 
-fn not_found(core: &Core, req: &Request<Incoming>, api: bool) -> Response<Body> {
+fn not_found(core: &Core, w: &'static Words, req: &Request<Incoming>, api: bool) -> Response<Body> {
     if api {
-        return pages::json_error(StatusCode::NOT_FOUND, "not_found", "No such API endpoint.");
+        return pages::json_error(StatusCode::NOT_FOUND, "not_found", w.api_not_found);
     }
     pages::error(
-        &core.brand,
+        &Frame::new(core, w, ""),
         StatusCode::NOT_FOUND,
         pages::wants_html(req.headers()),
     )
 }
 
-async fn open_route(core: &Core, req: Request<Incoming>, open: Open) -> Answer {
+async fn open_route(core: &Core, w: &'static Words, req: Request<Incoming>, open: Open) -> Answer {
     match open {
         Open::Stylesheet => Ok(pages::stylesheet()),
         Open::Cancel => challenge::cancel(core, req).await,
@@ -226,53 +232,65 @@ async fn open_route(core: &Core, req: Request<Incoming>, open: Open) -> Answer {
             Some(outbox) => pages::page(
                 StatusCode::OK,
                 &pages::OutboxPage {
-                    app_name: &core.brand.app_name,
-                    assets: &core.brand.assets,
+                    frame: Frame::new(core, w, ""),
                     mails: outbox.mails(),
                 },
             ),
-            None => not_found(core, &req, false),
+            None => not_found(core, w, &req, false),
         }),
     }
 }
 
 async fn pending_route(
     core: &Core,
+    w: &'static Words,
     req: Request<Incoming>,
     action: Pending,
     id: String,
     pending: PendingLogin,
 ) -> Answer {
+    let v = challenge::View {
+        core,
+        w,
+        id: &id,
+        pending: &pending,
+    };
     match action {
-        Pending::Show { recovery } => challenge::show(core, &id, &pending, recovery).await,
-        Pending::Submit { recovery } => challenge::submit(core, req, &id, &pending, recovery).await,
-        Pending::Resend => challenge::resend(core, req, &id, &pending).await,
-        Pending::ApiAttempt { recovery } => {
-            api::challenge(core, req, &id, &pending, recovery).await
-        }
-        Pending::ApiResend => api::resend(core, req, &id, &pending).await,
+        Pending::Show { recovery } => challenge::show(v, recovery).await,
+        Pending::Submit { recovery } => challenge::submit(v, req, recovery).await,
+        Pending::Resend => challenge::resend(v, req).await,
+        Pending::ApiAttempt { recovery } => api::challenge(v, req, recovery).await,
+        Pending::ApiResend => api::resend(v, req).await,
     }
 }
 
 async fn session_route(
     core: &Core,
+    w: &'static Words,
     req: Request<Incoming>,
     action: Session,
     session: Current,
 ) -> Answer {
     let s = &session;
+    // The settings pages, in the request's words.
+    let v = settings::View {
+        core,
+        w,
+        session: s,
+    };
     match action {
-        Session::Status => settings::status(core, s, &req).await,
-        Session::TotpSetup => settings::setup(core, s).await,
-        Session::TotpConfirm => settings::confirm(core, s, req).await,
-        Session::EmailSetup => settings::email_setup(core, s, &req).await,
-        Session::EmailPost => settings::email_post(core, s, req).await,
-        Session::SendCode => settings::send_change_code(core, s, req).await,
-        Session::Disable => settings::disable(core, s, req).await,
-        Session::NewCodes => settings::regenerate_codes(core, s, req).await,
-        Session::DownloadCodes => settings::download_codes(core, s, req).await,
-        Session::Continue => settings::continue_to_app(core, s).await,
+        Session::Status => settings::status(v, &req).await,
+        Session::Choose => Ok(settings::choose(v, &req)),
+        Session::TotpSetup => settings::setup(v).await,
+        Session::TotpConfirm => settings::confirm(v, req).await,
+        Session::EmailSetup => settings::email_setup(v, &req).await,
+        Session::EmailPost => settings::email_post(v, req).await,
+        Session::SendCode => settings::send_change_code(v, req).await,
+        Session::Disable => settings::disable(v, req).await,
+        Session::NewCodes => settings::regenerate_codes(v, req).await,
+        Session::DownloadCodes => settings::download_codes(v, req).await,
+        Session::Continue => settings::continue_to_app(v).await,
         Session::ApiStatus => api::status(core, s).await,
-        Session::Api(a) => api::session_action(core, req, s, a).await,
+        Session::Api(a) => api::session_action(core, w, req, s, a).await,
     }
 }

@@ -10,7 +10,8 @@ use crate::state::Core;
 use crate::store::StoreError;
 use crate::upstream::UpstreamError;
 use crate::web::forms::FormError;
-use crate::web::pages;
+use crate::web::pages::{self, Frame};
+use crate::words::Words;
 
 /// Seconds a client should wait after the store failed: long enough for a failover.
 const STORE_RETRY: u64 = 10;
@@ -56,20 +57,22 @@ impl From<UpstreamError> for Refusal {
     }
 }
 
-/// How the answer is written: a branded page, or `{"error": "<code>", "message": "..."}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How the answer is written — a branded page, or `{"error": "<code>", "message": "..."}` —
+/// and in which words.
+#[derive(Clone, Copy)]
 pub enum Reply {
-    Html,
-    Json,
+    Html(&'static Words),
+    Json(&'static Words),
 }
 
 impl Reply {
-    /// HTML for clients that accept it (browsers), JSON for the rest.
-    pub fn for_client(headers: &http::HeaderMap) -> Self {
+    /// HTML for clients that accept it (browsers), JSON for the rest, in the request's words.
+    pub fn for_client(core: &Core, headers: &http::HeaderMap) -> Self {
+        let w = core.words(headers);
         if pages::wants_html(headers) {
-            Reply::Html
+            Reply::Html(w)
         } else {
-            Reply::Json
+            Reply::Json(w)
         }
     }
 }
@@ -158,11 +161,11 @@ impl Refusal {
         self.log();
         let status = self.status();
         let mut res = match (&self, reply) {
-            (Refusal::Locked { retry_after }, Reply::Html) => {
-                pages::locked_page(core, *retry_after)
+            (Refusal::Locked { retry_after }, Reply::Html(w)) => {
+                pages::locked_page(&Frame::new(core, w, ""), *retry_after)
             }
-            (_, Reply::Html) => pages::error(&core.brand, status, true),
-            (_, Reply::Json) => pages::json_error(status, &self.code(), &self.message(core)),
+            (_, Reply::Html(w)) => pages::error(&Frame::new(core, w, ""), status, true),
+            (_, Reply::Json(w)) => pages::json_error(status, &self.code(), &self.message(core, w)),
         };
         let h = res.headers_mut();
         if let Some(seconds) = self.retry_after() {
@@ -174,18 +177,16 @@ impl Refusal {
         res
     }
 
-    fn message(&self, core: &Core) -> String {
+    fn message(&self, core: &Core, w: &Words) -> String {
         match self {
-            Refusal::Body(FormError::TooLarge) => "The request body is too large.".to_owned(),
-            Refusal::Body(FormError::CrossOrigin) => "Cross-site requests are refused.".to_owned(),
+            Refusal::Body(FormError::TooLarge) => w.body_too_large.to_owned(),
+            Refusal::Body(FormError::CrossOrigin) => w.body_cross_site.to_owned(),
             Refusal::Body(FormError::Malformed | FormError::Repeated) => {
-                "The request body could not be read as sent.".to_owned()
+                w.body_unreadable.to_owned()
             }
-            Refusal::Body(FormError::TimedOut) => {
-                "The request body did not arrive in time.".to_owned()
-            }
-            Refusal::Locked { retry_after } => pages::retry_words(*retry_after),
-            _ => pages::error_message(self.status(), &core.brand.app_name),
+            Refusal::Body(FormError::TimedOut) => w.body_late.to_owned(),
+            Refusal::Locked { retry_after } => (w.try_again_in)(*retry_after),
+            _ => pages::error_message(self.status(), w, &core.brand.app_name),
         }
     }
 }

@@ -103,11 +103,16 @@ async fn enable_totp_and_log_in_with_it_in_a_browser() {
     browser.wait_for_text("h1", "Account Settings").await;
     browser.click("#two-factor a.button").await;
     browser.wait_for_path("/_2fa/settings").await;
-    browser.wait_for_text("h1", "Two-step verification").await;
+    browser
+        .wait_for_text("h1", "Two Factor Authentication")
+        .await;
     assert!(browser.text("main").await.contains("Recommended"));
     browser.shot("2fa-settings-off").await;
 
-    browser.click("a.choice").await;
+    // The seed's choice: the authenticator app is picked already; "Next" goes on to it.
+    browser
+        .click("form[action='/_2fa/settings/enable'] button[type='submit']")
+        .await;
     browser.wait_for_path("/_2fa/settings/totp").await;
     browser.wait_for("figure.qr svg").await;
     browser.shot("2fa-totp-setup").await;
@@ -137,7 +142,7 @@ async fn enable_totp_and_log_in_with_it_in_a_browser() {
     browser.shot("2fa-recovery-codes").await;
     browser.click("#saved").await;
     browser
-        .wait_for_text("main", "On — authenticator app")
+        .wait_for_text("main", "Enabled — authenticator app")
         .await;
     browser.shot("2fa-settings-on").await;
 
@@ -196,7 +201,10 @@ async fn enable_email_codes_and_log_in_with_one_in_a_browser() {
     browser.click_link("Account Settings").await;
     browser.click("#two-factor a.button").await;
     browser.wait_for_path("/_2fa/settings").await;
-    browser.click("a.choice[href$='/settings/email']").await;
+    browser.click("input[name='method'][value='email']").await;
+    browser
+        .click("form[action='/_2fa/settings/enable'] button[type='submit']")
+        .await;
     browser.wait_for_path("/_2fa/settings/email").await;
     browser.shot("2fa-email-address").await;
     browser.fill("#address", "carol@example.com").await;

@@ -62,7 +62,10 @@ async fn enroll_by_email(site: &Site, sink: &SmtpSink, agent: &mut Agent, addres
     assert!(res.text().contains("Save your recovery codes"));
     // The notice that 2FA is on (sent in the background).
     let notice = sink.wait_for(before + 2);
-    assert!(notice.contains("Two-step verification is on"), "{notice}");
+    assert!(
+        notice.contains("Two Factor Authentication is enabled"),
+        "{notice}"
+    );
     let _ = site;
     before + 2
 }
@@ -446,7 +449,7 @@ async fn switching_methods_needs_the_current_factor() {
     );
     let changed = sink.wait_for(2);
     assert!(
-        changed.contains("Your two-step verification changed"),
+        changed.contains("Your Two Factor Authentication changed"),
         "{changed}"
     );
 
@@ -529,7 +532,9 @@ async fn operators_can_turn_the_email_method_off() {
     password_login(&mut agent, "alice", "wonderland").await;
     let settings = agent.get("/_2fa/settings").await.text();
     assert!(
-        settings.contains("Authenticator app") && !settings.contains("settings/email"),
+        settings.contains("Setup using Authentication App")
+            && !settings.contains("value=\"email\"")
+            && !settings.contains("settings/email"),
         "{settings}"
     );
     assert_eq!(

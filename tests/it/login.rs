@@ -13,7 +13,19 @@ use crate::support::*;
 async fn enroll(site: &Site, agent: &mut Agent) -> (String, Vec<String>) {
     let settings = agent.get("/_2fa/settings").await;
     assert_eq!(settings.status, 200, "{}", settings.text());
-    assert!(settings.text().contains("Authenticator app"));
+    let page = settings.text();
+    for seed in [
+        "Enable Two-Factor Authentication",
+        "Method 1 (Recommended): Setup using Authentication App",
+        "Method 2: Setup using Email",
+        ">Next<",
+    ] {
+        assert!(page.contains(seed), "{seed:?} missing:\n{page}");
+    }
+    // "Next" with the app chosen leads to its setup.
+    let next = agent.get("/_2fa/settings/enable?method=totp").await;
+    assert_eq!(next.status, 303);
+    assert_eq!(next.header("location"), Some("/_2fa/settings/totp"));
     let setup = agent.get("/_2fa/settings/totp").await;
     assert_eq!(setup.status, 200);
     assert_eq!(setup.header("cache-control"), Some("no-store"));
@@ -275,7 +287,7 @@ async fn recovery_codes_work_once_and_2fa_can_be_disabled() {
             .follow(&res)
             .await
             .text()
-            .contains("Two-step verification is off.")
+            .contains("Two Factor Authentication is disabled.")
     );
     // The other browser's sessions ended; the password alone works again.
     let mut after = Agent::new(site.proxy.addr);
@@ -302,8 +314,8 @@ async fn required_policy_forces_enrollment_then_hands_over_the_login() {
     let res = agent.get("/").await;
     assert_eq!(res.header("location"), Some("/_2fa/settings"));
     let settings = agent.get("/_2fa/settings").await.text();
-    assert!(settings.contains("requires two-step verification"));
-    assert!(!settings.contains("Turn off"));
+    assert!(settings.contains("requires Two Factor Authentication"));
+    assert!(!settings.contains("settings/disable"));
     let (_, _) = enroll(&site, &mut agent).await;
     let res = agent.get("/_2fa/settings/continue").await;
     assert_eq!(res.status, StatusCode::SEE_OTHER);

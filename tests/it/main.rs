@@ -21,6 +21,7 @@ mod connections;
 mod deadlines;
 mod email;
 mod forwarding;
+mod language;
 mod lifecycle;
 mod login;
 mod login_variants;

@@ -158,6 +158,7 @@ async fn contract<S: Store>(store: Arc<S>, tag: &str) {
         totp_secret: Some("sealed".into()),
         email: None,
         enabled_at: 5,
+        language: Some(twofa_proxy::words::Language::German),
     };
     store.save_two_factor(&alice, &record).await.unwrap();
     assert_eq!(

@@ -11,6 +11,8 @@ use super::{Answer, full, send};
 pub struct Agent {
     pub base: String,
     pub cookies: BTreeMap<String, String>,
+    /// Sent as `Accept-Language` when set.
+    pub accept_language: Option<&'static str>,
 }
 
 impl Agent {
@@ -18,6 +20,7 @@ impl Agent {
         Self {
             base: format!("http://{addr}"),
             cookies: BTreeMap::new(),
+            accept_language: None,
         }
     }
 
@@ -59,6 +62,9 @@ impl Agent {
             .header(header::ACCEPT, "text/html,application/xhtml+xml,*/*;q=0.8");
         if let Some(c) = self.cookie_header() {
             req = req.header(header::COOKIE, c);
+        }
+        if let Some(l) = self.accept_language {
+            req = req.header(header::ACCEPT_LANGUAGE, l);
         }
         if let Some(ct) = content_type {
             req = req.header(header::CONTENT_TYPE, ct);
