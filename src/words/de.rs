@@ -2,7 +2,9 @@
 //! catalogue. The seed's steps keep their order and their place on each page, so the app's guide
 //! still maps onto them.
 
-use super::{CodeMailWords, CodePurpose, Notice, NoticeWords, Trouble, TroubleWords, Words};
+use super::{
+    CodeMailWords, CodePurpose, Notice, NoticeWords, Trouble, TroubleWords, Words, count, then,
+};
 
 fn tries_left(tries: u32) -> String {
     match tries {
@@ -12,38 +14,25 @@ fn tries_left(tries: u32) -> String {
     }
 }
 
-/// One sentence, then another that may be empty.
-fn then(first: &str, second: String) -> String {
-    if second.is_empty() {
-        first.to_owned()
-    } else {
-        format!("{first} {second}")
-    }
-}
-
 fn minutes(n: u64) -> String {
-    if n == 1 {
-        "1 Minute".to_owned()
+    count(n, "Minute", "Minuten")
+}
+
+/// "in einer Minute", "in 3 Minuten": after "in", one is written out (both words are feminine).
+fn within(n: u64, one: &str, other: &str) -> String {
+    if n <= 1 {
+        format!("in einer {one}")
     } else {
-        format!("{n} Minuten")
+        format!("in {n} {other}")
     }
 }
 
-/// "in 3 Minuten" takes the dative plural: "in 3 Minuten", "in einer Minute".
 fn in_minutes(n: u64) -> String {
-    if n <= 1 {
-        "in einer Minute".to_owned()
-    } else {
-        format!("in {n} Minuten")
-    }
+    within(n, "Minute", "Minuten")
 }
 
 fn in_seconds(n: u64) -> String {
-    if n == 1 {
-        "in einer Sekunde".to_owned()
-    } else {
-        format!("in {n} Sekunden")
-    }
+    within(n, "Sekunde", "Sekunden")
 }
 
 fn try_again_in(secs: u64) -> String {

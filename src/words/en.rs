@@ -2,7 +2,9 @@
 //! Two-Factor Authentication", "Method 1 (Recommended): Setup using Authentication App",
 //! "Method 2: Setup using Email", Next, Verify), as the app's guide spells them.
 
-use super::{CodeMailWords, CodePurpose, Notice, NoticeWords, Trouble, TroubleWords, Words};
+use super::{
+    CodeMailWords, CodePurpose, Notice, NoticeWords, Trouble, TroubleWords, Words, count, then,
+};
 
 fn tries_left(tries: u32) -> String {
     match tries {
@@ -12,29 +14,12 @@ fn tries_left(tries: u32) -> String {
     }
 }
 
-/// One sentence, then another that may be empty.
-fn then(first: &str, second: String) -> String {
-    if second.is_empty() {
-        first.to_owned()
-    } else {
-        format!("{first} {second}")
-    }
-}
-
 fn minutes(n: u64) -> String {
-    if n == 1 {
-        "1 minute".to_owned()
-    } else {
-        format!("{n} minutes")
-    }
+    count(n, "minute", "minutes")
 }
 
 fn seconds(n: u64) -> String {
-    if n == 1 {
-        "1 second".to_owned()
-    } else {
-        format!("{n} seconds")
-    }
+    count(n, "second", "seconds")
 }
 
 fn try_again_in(secs: u64) -> String {

@@ -150,6 +150,20 @@ fn parse_q(value: &str) -> Option<u16> {
     }
 }
 
+/// "1 minute", "3 minutes": the count and the word's singular or plural.
+fn count(n: u64, one: &str, other: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { other })
+}
+
+/// One sentence, then another that may be empty.
+fn then(first: &str, second: String) -> String {
+    if second.is_empty() {
+        first.to_owned()
+    } else {
+        format!("{first} {second}")
+    }
+}
+
 /// Which emailed code a mail carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CodePurpose {

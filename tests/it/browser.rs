@@ -225,7 +225,7 @@ async fn enable_email_codes_and_log_in_with_one_in_a_browser() {
         .await;
     browser.click("#saved").await;
     browser
-        .wait_for_text("main", "On — email to c•••@example.com")
+        .wait_for_text("main", "Enabled — email to c•••@example.com")
         .await;
     browser.shot("2fa-settings-email-on").await;
 
@@ -236,7 +236,7 @@ async fn enable_email_codes_and_log_in_with_one_in_a_browser() {
     browser.wait_for_path("/_2fa/challenge").await;
     browser.wait_for_text("h1", "Check your email").await;
     browser.shot("2fa-email-challenge").await;
-    // Mail 2 is the "two-step verification is on" notice; 3 is the sign-in code.
+    // Mail 2 is the "Two Factor Authentication is enabled" notice; 3 is the sign-in code.
     let code = code_in(&sink.wait_for(3));
     browser.fill("#code", &code).await;
     browser

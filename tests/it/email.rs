@@ -80,7 +80,7 @@ async fn enroll_by_email_then_sign_in_with_a_mailed_code() {
     let mut count = enroll_by_email(&site, &sink, &mut agent, "alice@example.com").await;
     let settings = agent.get("/_2fa/settings").await.text();
     assert!(
-        settings.contains("On — email to a•••@example.com"),
+        settings.contains("Enabled — email to a•••@example.com"),
         "{settings}"
     );
 

@@ -101,7 +101,7 @@ async fn a_failed_password_for_an_email_user_sends_no_code() {
         .post_json("/_2fa/api/v1/email/confirm", json!({ "code": code }))
         .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.text());
-    // The "two-step verification is on" notice, sent in the background.
+    // The "Two Factor Authentication is enabled" notice, sent in the background.
     sink.wait_for(2);
 
     let mut attacker = site.agent();

@@ -230,7 +230,16 @@ async fn realapps2_tomcat_session_ids_in_the_url_never_reach_tomcat() {
     );
     // The access log shows the requests above: the check at the end can see one.
     let id_in_url = |line: &&str| access_line(line).0.contains(";jsessionid=");
-    let log = logins.site.app.access_log_since(0).await;
+    // Tomcat writes a line once the answer is sent, so a line can land after a later request's
+    // (the mark's): read until every request is there, for a bounded time.
+    let mut log = logins.site.app.access_log_since(0).await;
+    for _ in 0..50 {
+        if log.lines().filter(id_in_url).count() >= paths.len() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        log = logins.site.app.access_log_since(0).await;
+    }
     assert_eq!(log.lines().filter(id_in_url).count(), paths.len(), "{log}");
     let logged = log.len();
     let mut wrong = Vec::new();
