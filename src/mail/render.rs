@@ -80,15 +80,8 @@ pub fn code_mail(
         code,
         words: &words,
     }
-    .render()
-    .unwrap_or_else(|_| text.clone());
-    Mail {
-        to: to.to_owned(),
-        subject: words.subject,
-        text,
-        html,
-        kind,
-    }
+    .render();
+    finish(to, words.subject, text, html, kind)
 }
 
 pub fn notice_mail(w: &Words, app_name: &str, to: &str, user: &str, notice: Notice) -> Mail {
@@ -99,14 +92,25 @@ pub fn notice_mail(w: &Words, app_name: &str, to: &str, user: &str, notice: Noti
         app_name,
         words: &words,
     }
-    .render()
-    .unwrap_or_else(|_| text.clone());
+    .render();
+    finish(to, words.subject, text, html, MailKind::Notice)
+}
+
+/// The mail, its HTML part falling back to the text (templates are compiled in; rendering
+/// fails only on a formatter error).
+fn finish(
+    to: &str,
+    subject: String,
+    text: String,
+    html: askama::Result<String>,
+    kind: MailKind,
+) -> Mail {
     Mail {
         to: to.to_owned(),
-        subject: words.subject,
+        html: html.unwrap_or_else(|_| text.clone()),
+        subject,
         text,
-        html,
-        kind: MailKind::Notice,
+        kind,
     }
 }
 
