@@ -95,10 +95,12 @@ fn start_proxy(
     let addr = free_addr();
     let admin = free_addr();
     let config = dir.join(format!("{name}.toml"));
+    // Records in a file, as in production.
+    let records = dir.join(format!("{name}-records.db"));
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"{addr}\"\nadmin_listen = \"{admin}\"\n[upstream]\nurl = \"http://{upstream}\"\n{extra}"
+            "[server]\nlisten = \"{addr}\"\nadmin_listen = \"{admin}\"\n[upstream]\nurl = \"http://{upstream}\"\n[records]\npath = {records:?}\n{extra}"
         ),
     )
     .unwrap();
@@ -484,9 +486,10 @@ fn startup(upstream: SocketAddr, dir: &std::path::Path) -> (f64, u64) {
     let addr = free_addr();
     let admin = free_addr();
     let config = dir.join("startup.toml");
+    let records = dir.join("startup-records.db");
     std::fs::write(
         &config,
-        format!("[server]\nlisten = \"{addr}\"\nadmin_listen = \"{admin}\"\n[upstream]\nurl = \"http://{upstream}\"\n"),
+        format!("[server]\nlisten = \"{addr}\"\nadmin_listen = \"{admin}\"\n[upstream]\nurl = \"http://{upstream}\"\n[records]\npath = {records:?}\n"),
     )
     .unwrap();
     let started = Instant::now();

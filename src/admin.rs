@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::body::Body;
 use crate::metrics::{self, Metrics};
+use crate::records::Records;
 use crate::state::Core;
 use crate::store::{AnyStore, Store};
 
@@ -69,10 +70,12 @@ async fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
         "/readyz" if !state.ready.load(Ordering::Acquire) => {
             text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
         }
-        // Without the store every protected request is refused, so the proxy is not ready.
-        "/readyz" => match state.store.ping().await {
-            Ok(()) => text(StatusCode::OK, "ready\n"),
-            Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n"),
+        // Without the store or the records every protected request is refused, so the proxy
+        // is not ready.
+        "/readyz" => match (state.store.ping().await, state.core.records.ping().await) {
+            (Ok(()), Ok(())) => text(StatusCode::OK, "ready\n"),
+            (Err(_), _) => text(StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n"),
+            (_, Err(_)) => text(StatusCode::SERVICE_UNAVAILABLE, "records unavailable\n"),
         },
         "/metrics" => {
             let mut res = Response::new(Body::from(state.metrics.encode()));

@@ -21,6 +21,7 @@ use crate::clock::{self, SharedClock};
 use crate::config::{Config, StoreBackend};
 use crate::listener::{Listener, Workers};
 use crate::metrics::Metrics;
+use crate::records::AnyRecords;
 use crate::router::{Router, RouterService};
 use crate::secrets::Sealer;
 use crate::state::Core;
@@ -94,6 +95,11 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> anyhow::Res
     if matches!(*store, AnyStore::Memory(_)) {
         tokio::spawn(sweep_memory_store(Arc::downgrade(&store)));
     }
+    let records = Arc::new(
+        AnyRecords::open(&config.records)
+            .await
+            .map_err(|e| anyhow::anyhow!("records.path: {e}"))?,
+    );
     let sealer = Sealer::from_config(&config.secrets)?;
     let listener = Listener::bind(&config.server).await?;
     let addr = listener.local_addr()?;
@@ -112,6 +118,7 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> anyhow::Res
     let core = Arc::new(Core::new(
         config,
         store.clone(),
+        records,
         sealer,
         clock,
         metrics.clone(),

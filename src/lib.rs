@@ -17,7 +17,7 @@
 //!    connections to the app, 502/504, WebSocket tunnels; the answer streams back untouched.
 //!
 //! Around it: [`session`] (sessions, cookies, the binding to the app session), [`store`]
-//! (memory or Redis), [`secrets`], [`mail`], [`words`] (every sentence a user reads, per
+//! (what may be lost: memory or Redis), [`records`] (who has 2FA: SQLite), [`secrets`], [`mail`], [`words`] (every sentence a user reads, per
 //! language, and the choice of language), [`config`] (TOML + env), [`admin`] (health,
 //! readiness, metrics on their own listener), [`metrics`], [`telemetry`], and [`demo`] (the
 //! stand-in app for `twofa-proxy demo`).
@@ -34,6 +34,7 @@ pub mod loadtest;
 pub mod login;
 pub mod mail;
 pub mod metrics;
+pub mod records;
 pub mod router;
 pub mod secrets;
 pub mod session;

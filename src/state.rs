@@ -10,6 +10,7 @@ use crate::login::gate::PathRules;
 use crate::login::success::SuccessRules;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
+use crate::records::AnyRecords;
 use crate::secrets::Sealer;
 use crate::session::Sessions;
 use crate::session::binding::AppBindings;
@@ -20,6 +21,8 @@ use crate::words::Words;
 pub struct Core {
     pub config: Config,
     pub store: Arc<AnyStore>,
+    /// The durable 2FA records.
+    pub records: Arc<AnyRecords>,
     pub sealer: Arc<Sealer>,
     pub clock: SharedClock,
     pub sessions: Sessions,
@@ -37,6 +40,7 @@ impl Core {
     pub fn new(
         config: Config,
         store: Arc<AnyStore>,
+        records: Arc<AnyRecords>,
         sealer: Sealer,
         clock: SharedClock,
         metrics: Arc<Metrics>,
@@ -65,6 +69,7 @@ impl Core {
         Ok(Self {
             config,
             store,
+            records,
             sealer,
             clock,
             sessions,

@@ -8,6 +8,7 @@ use crate::auth::{SecondFactor, totp};
 use crate::login::held::HeldAnswer;
 use crate::mail::MailKind;
 use crate::mail::address::mask;
+use crate::records::Records;
 use crate::session::Current;
 use crate::state::Core;
 use crate::store::{PendingLogin, Store, StoreResult};
@@ -43,7 +44,7 @@ pub struct EmailPrompt {
 
 /// What the challenge for pending login `id` asks for.
 pub async fn prompt(core: &Core, id: &str, pending: &PendingLogin) -> StoreResult<Prompt> {
-    let record = core.store.two_factor(&pending.user).await?;
+    let record = core.records.two_factor(&pending.user).await?;
     let factor = record.as_ref().map(|r| r.method);
     let mut prompt = Prompt {
         factor,
@@ -74,7 +75,7 @@ pub async fn resend(
     pending: &PendingLogin,
     language: Language,
 ) -> StoreResult<Option<Sent>> {
-    let Some(record) = core.store.two_factor(&pending.user).await? else {
+    let Some(record) = core.records.two_factor(&pending.user).await? else {
         return Ok(None);
     };
     let (SecondFactor::Email, Some(address)) = (record.method, record.email.as_deref()) else {
@@ -128,7 +129,7 @@ pub async fn attempt(
     old_session: Option<&str>,
 ) -> StoreResult<Attempt> {
     let user = pending.user.as_str();
-    let Some(record) = core.store.two_factor(user).await? else {
+    let Some(record) = core.records.two_factor(user).await? else {
         core.store.take_login(id).await?;
         return Ok(Attempt::Expired);
     };
@@ -299,7 +300,7 @@ mod tests {
     async fn a_recovery_code_works_once() {
         let f = Fixture::new(&[]);
         let (_, codes) = f.enroll_totp("ann").await;
-        let left = f.core.store.recovery_codes_left("ann").await.unwrap();
+        let left = f.core.records.recovery_codes_left("ann").await.unwrap();
         assert_eq!(left as usize, codes.len());
         let first = f.held_login("ann").await;
         assert!(matches!(
@@ -307,7 +308,7 @@ mod tests {
             Attempt::Passed { .. }
         ));
         assert_eq!(
-            f.core.store.recovery_codes_left("ann").await.unwrap(),
+            f.core.records.recovery_codes_left("ann").await.unwrap(),
             left - 1
         );
         let second = f.held_login("ann").await;

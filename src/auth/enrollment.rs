@@ -12,6 +12,7 @@ use crate::config::{AddressSource, Enforcement};
 use crate::login::held::HeldAnswer;
 use crate::mail::address::{EmailAddress, mask};
 use crate::mail::{MailKind, Notice};
+use crate::records::Records;
 use crate::session::Current;
 use crate::state::Core;
 use crate::store::{Enrollment, SessionRecord, Store, StoreResult, TwoFactorRecord};
@@ -90,7 +91,7 @@ async fn current_factor(
     user: &str,
     code: &str,
 ) -> StoreResult<Change<TwoFactorRecord>> {
-    let Some(record) = core.store.two_factor(user).await? else {
+    let Some(record) = core.records.two_factor(user).await? else {
         return Ok(Change::NotEnabled);
     };
     Ok(
@@ -179,7 +180,7 @@ async fn finish_enable(
 ) -> StoreResult<Enabled> {
     let user = &session.record.user;
     let method = record.method.as_str();
-    core.store.save_two_factor(user, &record).await?;
+    core.records.save_two_factor(user, &record).await?;
     core.store.delete_enrollment(user).await?;
     let codes = new_recovery_codes(core, user).await?;
     let fresh = privilege_changed(core, session).await?;
@@ -220,7 +221,7 @@ pub async fn turn_off(core: &Core, session: &Current, code: &str) -> StoreResult
         refused => return Ok(refused.refusal()),
     };
     let to = notices::recipient(core, user).await?;
-    core.store.remove_two_factor(user).await?;
+    core.records.remove_two_factor(user).await?;
     notices::notify(core, user, to, Notice::Disabled);
     let fresh = privilege_changed(core, session).await?;
     tracing::info!(target: "audit", event = "second_factor_disabled", user);
@@ -254,7 +255,7 @@ async fn new_recovery_codes(core: &Core, user: &str) -> StoreResult<Vec<String>>
         .filter_map(|c| recovery::normalize(c))
         .map(|c| core.sealer.hash_code("recovery", &c))
         .collect();
-    core.store.set_recovery_codes(user, &hashes).await?;
+    core.records.set_recovery_codes(user, &hashes).await?;
     Ok(codes)
 }
 
@@ -417,7 +418,7 @@ pub async fn send_change_code(
     user: &str,
     language: Language,
 ) -> StoreResult<Option<Sent>> {
-    let record = core.store.two_factor(user).await?;
+    let record = core.records.two_factor(user).await?;
     let Some(address) = record
         .filter(|r| r.method == SecondFactor::Email)
         .and_then(|r| r.email)
@@ -456,9 +457,9 @@ impl Status {
 }
 
 pub async fn status(core: &Core, user: &str) -> StoreResult<Status> {
-    let record = core.store.two_factor(user).await?;
+    let record = core.records.two_factor(user).await?;
     let recovery_left = if record.is_some() {
-        core.store.recovery_codes_left(user).await?
+        core.records.recovery_codes_left(user).await?
     } else {
         0
     };
@@ -529,7 +530,7 @@ mod tests {
             .filter(|e| matches!(e, Enabled::Done { .. }))
             .count();
         assert_eq!(done, 1);
-        let record = f.core.store.two_factor("ann").await.unwrap().unwrap();
+        let record = f.core.records.two_factor("ann").await.unwrap().unwrap();
         assert_eq!(record.method, SecondFactor::Totp);
         // The enrollment's first code cannot also sign in: its step is claimed.
         let id = f.held_login("ann").await;
@@ -582,7 +583,7 @@ mod tests {
             enable_totp(&f.core, &session, &code, "", EN).await.unwrap(),
             Enabled::Expired
         ));
-        assert!(f.core.store.two_factor("ann").await.unwrap().is_none());
+        assert!(f.core.records.two_factor("ann").await.unwrap().is_none());
         // A new key is started for the next setup page.
         assert_ne!(enrollment_secret(&f.core, "ann").await.unwrap(), secret);
     }
@@ -618,7 +619,7 @@ mod tests {
         ));
         assert_eq!(
             f.core
-                .store
+                .records
                 .two_factor("ann")
                 .await
                 .unwrap()
@@ -633,7 +634,7 @@ mod tests {
         else {
             panic!("the change failed");
         };
-        let record = f.core.store.two_factor("ann").await.unwrap().unwrap();
+        let record = f.core.records.two_factor("ann").await.unwrap().unwrap();
         assert_eq!(record.method, SecondFactor::Email);
         assert_eq!(record.email.as_deref(), Some("ann@example.com"));
         assert_eq!(record.totp_secret, None);
@@ -682,7 +683,7 @@ mod tests {
             turn_off(&f.core, &session, &codes[0]).await.unwrap(),
             Change::Done(_)
         ));
-        assert!(f.core.store.two_factor("ann").await.unwrap().is_none());
+        assert!(f.core.records.two_factor("ann").await.unwrap().is_none());
         assert!(matches!(
             turn_off(&f.core, &f.session("ann").await, "x")
                 .await
@@ -700,7 +701,7 @@ mod tests {
                 .unwrap(),
             Change::NotAllowed
         ));
-        assert!(g.core.store.two_factor("ann").await.unwrap().is_some());
+        assert!(g.core.records.two_factor("ann").await.unwrap().is_some());
     }
 
     #[tokio::test]

@@ -5,8 +5,9 @@ use crate::auth::SecondFactor;
 use crate::config::AddressSource;
 use crate::mail::address::EmailAddress;
 use crate::mail::render::{Notice, notice_mail};
+use crate::records::Records;
 use crate::state::Core;
-use crate::store::{Store, StoreResult, TwoFactorRecord};
+use crate::store::{StoreResult, TwoFactorRecord};
 use crate::words::Language;
 
 /// Where a user's notices go, and in which language.
@@ -20,7 +21,7 @@ pub struct Recipient {
 /// when it is the address (`address_source = "username"`); in the language the user enabled
 /// 2FA in (`[ui] language` decides when pinned or when none is known).
 pub async fn recipient(core: &Core, user: &str) -> StoreResult<Option<Recipient>> {
-    let record = core.store.two_factor(user).await?;
+    let record = core.records.two_factor(user).await?;
     let language = core
         .config
         .ui

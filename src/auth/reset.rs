@@ -3,6 +3,7 @@
 
 use crate::auth::{lockout, notices};
 use crate::mail::Notice;
+use crate::records::Records;
 use crate::state::Core;
 use crate::store::{Store, StoreResult};
 
@@ -18,7 +19,7 @@ pub struct Reset {
 /// known.
 pub async fn reset(core: &Core, user: &str) -> StoreResult<Reset> {
     let to = notices::recipient(core, user).await?;
-    let had_2fa = core.store.remove_two_factor(user).await?;
+    let had_2fa = core.records.remove_two_factor(user).await?;
     if had_2fa {
         notices::notify(core, user, to, Notice::ResetByAdmin);
     }
@@ -68,8 +69,8 @@ mod tests {
                 sessions_ended: 2
             }
         );
-        assert!(f.core.store.two_factor(user).await.unwrap().is_none());
-        assert_eq!(f.core.store.recovery_codes_left(user).await.unwrap(), 0);
+        assert!(f.core.records.two_factor(user).await.unwrap().is_none());
+        assert_eq!(f.core.records.recovery_codes_left(user).await.unwrap(), 0);
         assert_eq!(lockout::locked_for(&f.core, user).await.unwrap(), None);
         assert_eq!(
             crate::auth::verify::verify_recovery(&f.core, user, "not-a-code")

@@ -8,6 +8,7 @@ use crate::auth::email;
 use crate::config::Enforcement;
 use crate::login::held::HeldAnswer;
 use crate::mail::MailKind;
+use crate::records::Records;
 use crate::secrets::random_token;
 use crate::session::Current;
 use crate::state::Core;
@@ -44,7 +45,7 @@ pub enum AfterPassword {
 pub async fn after_password(core: &Core, login: Accepted<'_>) -> StoreResult<AfterPassword> {
     let user = login.user;
     let binding = core.bindings.of_answer(login.answer);
-    let Some(record) = core.store.two_factor(user).await? else {
+    let Some(record) = core.records.two_factor(user).await? else {
         return Ok(match core.config.twofactor.enforcement {
             Enforcement::Optional => {
                 let session = core

@@ -9,6 +9,8 @@ use crate::config::Config;
 use crate::login::held::HeldAnswer;
 use crate::mail::Mail;
 use crate::metrics::Metrics;
+use crate::records::AnyRecords;
+use crate::records::sqlite::SqliteRecords;
 use crate::secrets::Sealer;
 use crate::session::Current;
 use crate::state::Core;
@@ -41,9 +43,12 @@ impl Fixture {
         let config = Config::from_toml("", env).unwrap_or_else(|e| panic!("test config: {e}"));
         let clock = ManualClock::new(START);
         let store = Arc::new(AnyStore::Memory(Box::new(MemoryStore::new(clock.clone()))));
+        let records = SqliteRecords::open_here(std::path::Path::new(":memory:"))
+            .unwrap_or_else(|e| panic!("test records: {e}"));
         let core = Core::new(
             config,
             store,
+            Arc::new(AnyRecords::Sqlite(records)),
             Sealer::random(),
             clock.clone(),
             Arc::new(Metrics::new()),

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::auth::SecondFactor;
 use crate::auth::{email, lockout, notices, recovery, totp};
 use crate::mail::Notice;
+use crate::records::Records;
 use crate::state::Core;
 use crate::store::{Store, StoreResult, TwoFactorRecord};
 
@@ -95,13 +96,13 @@ async fn use_recovery_code(core: &Core, user: &str, code: &str) -> StoreResult<b
     // Codes hashed under a previous key (before a rotation) still work.
     let mut used = false;
     for hash in core.sealer.hash_candidates("recovery", &normalized) {
-        if core.store.use_recovery_code(user, &hash).await? {
+        if core.records.use_recovery_code(user, &hash).await? {
             used = true;
             break;
         }
     }
     if used {
-        let left = core.store.recovery_codes_left(user).await.unwrap_or(0);
+        let left = core.records.recovery_codes_left(user).await.unwrap_or(0);
         tracing::info!(target: "audit", event = "recovery_code_used", user, codes_left = left);
         notices::notify_known(core, user, Notice::RecoveryCodeUsed).await?;
     }

@@ -46,6 +46,7 @@ pub struct Config {
     pub email: EmailConfig,
     pub session: SessionConfig,
     pub store: StoreConfig,
+    pub records: RecordsConfig,
     pub secrets: SecretsConfig,
     pub ui: UiConfig,
 }
@@ -230,6 +231,21 @@ pub struct StoreConfig {
     pub key_prefix: String,
 }
 
+/// `[records]`: where the durable 2FA records live (see [`crate::records`]).
+#[derive(Debug, Clone)]
+pub struct RecordsConfig {
+    /// The SQLite database file, created at the first start; `:memory:` keeps records in memory
+    /// only (the demo and tests).
+    pub path: PathBuf,
+}
+
+impl RecordsConfig {
+    /// The records vanish when the process ends.
+    pub fn in_memory(&self) -> bool {
+        self.path.as_os_str() == ":memory:"
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct SecretsConfig {
     pub encryption_key: Option<KeyBytes>,
@@ -269,6 +285,25 @@ impl Config {
                      that resets anyone's 2FA. Keep it on a private network or 127.0.0.1",
                     self.server.admin_listen
                 ),
+            });
+        }
+        // Only the demo may use the `log` transport, and it keeps everything in memory.
+        if self.records.in_memory() && self.email.transport != MailTransport::Log {
+            out.push(Problem {
+                key: "records.path".into(),
+                message: "\":memory:\" keeps 2FA records only until the process ends: after a \
+                          restart every user signs in with the password alone. Use a file on a \
+                          persistent volume"
+                    .into(),
+            });
+        }
+        if self.store.backend == StoreBackend::Redis {
+            out.push(Problem {
+                key: "records.path".into(),
+                message: "the Redis store is shared by replicas, but SQLite records are one \
+                          replica's own: run one replica only (PostgreSQL records for several \
+                          are not supported yet)"
+                    .into(),
             });
         }
         if app.username_case_sensitive {
@@ -410,6 +445,11 @@ fn read(r: &mut Reader) -> Config {
         email: read_email(r, &app),
         session: read_session(r),
         store: read_store(r),
+        records: RecordsConfig {
+            path: r
+                .path("records.path")
+                .unwrap_or_else(|| PathBuf::from("/var/lib/twofa-proxy/records.db")),
+        },
         secrets: read_secrets(r),
         ui: UiConfig {
             language: r.choice(

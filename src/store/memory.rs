@@ -5,9 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::{
-    EmailCode, Enrollment, PendingLogin, SessionRecord, Store, StoreResult, TwoFactorRecord,
-};
+use super::{EmailCode, Enrollment, PendingLogin, SessionRecord, Store, StoreResult};
 use crate::clock::SharedClock;
 
 /// A value and the unix second after which it is gone.
@@ -24,8 +22,6 @@ struct Maps {
     app_sessions: HashMap<String, HashSet<String>>,
     pending: HashMap<String, Expiring<PendingLogin>>,
     attempts: HashMap<String, Expiring<u32>>,
-    two_factor: HashMap<String, TwoFactorRecord>,
-    recovery: HashMap<String, HashSet<String>>,
     enrollments: HashMap<String, Expiring<Enrollment>>,
     totp_steps: HashMap<String, Expiring<u64>>,
     email_codes: HashMap<String, Expiring<EmailCode>>,
@@ -250,42 +246,6 @@ impl Store for MemoryStore {
         let mut m = self.lock();
         let n = bump(&mut m.attempts, id.to_owned(), now, expires);
         Ok(n)
-    }
-
-    async fn two_factor(&self, user: &str) -> StoreResult<Option<TwoFactorRecord>> {
-        Ok(self.lock().two_factor.get(user).cloned())
-    }
-
-    async fn save_two_factor(&self, user: &str, record: &TwoFactorRecord) -> StoreResult<()> {
-        self.lock()
-            .two_factor
-            .insert(user.to_owned(), record.clone());
-        Ok(())
-    }
-
-    async fn remove_two_factor(&self, user: &str) -> StoreResult<bool> {
-        let mut m = self.lock();
-        m.recovery.remove(user);
-        Ok(m.two_factor.remove(user).is_some())
-    }
-
-    async fn set_recovery_codes(&self, user: &str, hashes: &[String]) -> StoreResult<()> {
-        self.lock()
-            .recovery
-            .insert(user.to_owned(), hashes.iter().cloned().collect());
-        Ok(())
-    }
-
-    async fn use_recovery_code(&self, user: &str, hash: &str) -> StoreResult<bool> {
-        Ok(self
-            .lock()
-            .recovery
-            .get_mut(user)
-            .is_some_and(|set| set.remove(hash)))
-    }
-
-    async fn recovery_codes_left(&self, user: &str) -> StoreResult<u32> {
-        Ok(self.lock().recovery.get(user).map_or(0, |s| s.len() as u32))
     }
 
     async fn put_enrollment(

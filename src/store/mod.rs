@@ -170,32 +170,6 @@ pub trait Store: Send + Sync + 'static {
         ttl: Duration,
     ) -> impl Future<Output = StoreResult<u32>> + Send;
 
-    fn two_factor(
-        &self,
-        user: &str,
-    ) -> impl Future<Output = StoreResult<Option<TwoFactorRecord>>> + Send;
-    fn save_two_factor(
-        &self,
-        user: &str,
-        record: &TwoFactorRecord,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
-    /// Removes the 2FA record and its recovery codes; true if there was one.
-    fn remove_two_factor(&self, user: &str) -> impl Future<Output = StoreResult<bool>> + Send;
-
-    /// Replaces the user's recovery codes (their keyed hashes).
-    fn set_recovery_codes(
-        &self,
-        user: &str,
-        hashes: &[String],
-    ) -> impl Future<Output = StoreResult<()>> + Send;
-    /// Uses up one recovery code: true for exactly one of any concurrent callers.
-    fn use_recovery_code(
-        &self,
-        user: &str,
-        hash: &str,
-    ) -> impl Future<Output = StoreResult<bool>> + Send;
-    fn recovery_codes_left(&self, user: &str) -> impl Future<Output = StoreResult<u32>> + Send;
-
     fn put_enrollment(
         &self,
         user: &str,
@@ -310,12 +284,6 @@ delegate! {
     fn pending_login(&self, id: &str) -> StoreResult<Option<PendingLogin>>;
     fn take_login(&self, id: &str) -> StoreResult<Option<PendingLogin>>;
     fn count_attempt(&self, id: &str, ttl: Duration) -> StoreResult<u32>;
-    fn two_factor(&self, user: &str) -> StoreResult<Option<TwoFactorRecord>>;
-    fn save_two_factor(&self, user: &str, record: &TwoFactorRecord) -> StoreResult<()>;
-    fn remove_two_factor(&self, user: &str) -> StoreResult<bool>;
-    fn set_recovery_codes(&self, user: &str, hashes: &[String]) -> StoreResult<()>;
-    fn use_recovery_code(&self, user: &str, hash: &str) -> StoreResult<bool>;
-    fn recovery_codes_left(&self, user: &str) -> StoreResult<u32>;
     fn put_enrollment(&self, user: &str, enrollment: &Enrollment, ttl: Duration) -> StoreResult<()>;
     fn enrollment(&self, user: &str) -> StoreResult<Option<Enrollment>>;
     fn delete_enrollment(&self, user: &str) -> StoreResult<()>;

@@ -4,9 +4,9 @@
 //!
 //! Keys (`P` is the prefix, `H(x)` the unpadded base64url SHA-256 of a bearer id):
 //! `Ps:H(id)` session, `Pus:user` set of the user's `H(id)`s, `Pp:H(id)` pending login,
-//! `Ppa:H(id)` its attempt count, `Pu:user` 2FA record (no TTL), `Prc:user` set of
-//! recovery-code hashes, `Pe:user` enrollment, `Pt:user` last TOTP step,
-//! `Pf:user:bucket` failure count, `Pl:user` lock end.
+//! `Ppa:H(id)` its attempt count, `Pe:user` enrollment, `Pt:user` last TOTP step,
+//! `Pf:user:bucket` failure count, `Pl:user` lock end. (Proxies before the records moved to
+//! [`crate::records`] kept `Pu:user` 2FA records and `Prc:user` recovery-code sets here.)
 //!
 //! Session and pending-login ids are hashed before they become key names: key names show up in
 //! `MONITOR`, `SLOWLOG`, keyspace notifications and dumps, and the raw id is the credential.
@@ -23,10 +23,7 @@ use redis::{IntoConnectionInfo, RedisError, Script};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{
-    EmailCode, Enrollment, PendingLogin, SessionRecord, Store, StoreError, StoreResult,
-    TwoFactorRecord,
-};
+use super::{EmailCode, Enrollment, PendingLogin, SessionRecord, Store, StoreError, StoreResult};
 
 /// Connect and response timeout: a dead server fails a request in about this long instead of
 /// holding it.
@@ -398,66 +395,7 @@ impl Store for RedisStore {
             .await
     }
 
-    async fn two_factor(&self, user: &str) -> StoreResult<Option<TwoFactorRecord>> {
-        let raw = self.get(&self.key("u", user), "read 2FA record").await?;
-        decode("2FA record", raw)
-    }
-
-    async fn save_two_factor(&self, user: &str, record: &TwoFactorRecord) -> StoreResult<()> {
-        let json = encode("2FA record", record)?;
-        redis::cmd("SET")
-            .arg(self.key("u", user))
-            .arg(json)
-            .exec_async(&mut self.conn())
-            .await
-            .map_err(|e| failure("save 2FA record", &e))
-    }
-
-    async fn remove_two_factor(&self, user: &str) -> StoreResult<bool> {
-        let (record, _): (i64, i64) = redis::pipe()
-            .atomic()
-            .cmd("DEL")
-            .arg(self.key("u", user))
-            .cmd("DEL")
-            .arg(self.key("rc", user))
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| failure("remove 2FA record", &e))?;
-        Ok(record > 0)
-    }
-
     // One MULTI, so no moment where old and new codes are both usable, or neither.
-    async fn set_recovery_codes(&self, user: &str, hashes: &[String]) -> StoreResult<()> {
-        let key = self.key("rc", user);
-        let mut pipe = redis::pipe();
-        pipe.atomic().cmd("DEL").arg(&key).ignore();
-        if !hashes.is_empty() {
-            pipe.cmd("SADD").arg(&key).arg(hashes).ignore();
-        }
-        pipe.exec_async(&mut self.conn())
-            .await
-            .map_err(|e| failure("set recovery codes", &e))
-    }
-
-    async fn use_recovery_code(&self, user: &str, hash: &str) -> StoreResult<bool> {
-        let removed: i64 = redis::cmd("SREM")
-            .arg(self.key("rc", user))
-            .arg(hash)
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| failure("use recovery code", &e))?;
-        Ok(removed == 1)
-    }
-
-    async fn recovery_codes_left(&self, user: &str) -> StoreResult<u32> {
-        let n: u64 = redis::cmd("SCARD")
-            .arg(self.key("rc", user))
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| failure("count recovery codes", &e))?;
-        Ok(u32::try_from(n).unwrap_or(u32::MAX))
-    }
-
     async fn put_enrollment(
         &self,
         user: &str,

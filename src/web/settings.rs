@@ -11,9 +11,9 @@ use crate::auth::enrollment::{self, AddressProblem, Change, Enabled, Release};
 use crate::auth::{recovery, totp};
 use crate::body::Body;
 use crate::config::AddressSource;
+use crate::records::Records;
 use crate::session::Current;
 use crate::state::Core;
-use crate::store::Store;
 use crate::web::Answer;
 use crate::web::forms::{Form, read_form, token_matches};
 use crate::web::pages::{
@@ -129,7 +129,7 @@ async fn render_setup(v: View<'_>, error: Option<String>, status: StatusCode) ->
     let secret = enrollment::enrollment_secret(core, user).await?;
     let issuer = &core.config.totp.issuer;
     let uri = totp::otpauth_uri(&secret, issuer, user);
-    let current = core.store.two_factor(user).await?;
+    let current = core.records.two_factor(user).await?;
     Ok(pages::page(
         status,
         &TotpSetupPage {
@@ -325,7 +325,7 @@ async fn render_email(
         ask_address: email.address_source == AddressSource::Input,
         known: enrollment::fixed_address(core, v.session).map(|a| a.masked()),
         sent_to,
-        needs_current: core.store.two_factor(v.user()).await?.is_some(),
+        needs_current: core.records.two_factor(v.user()).await?.is_some(),
         digits: email.code_digits,
         minutes: email.code_ttl.as_secs().div_ceil(60),
         notice,

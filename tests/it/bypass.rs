@@ -31,6 +31,9 @@ public_paths = ["/static/"]
 max_attempts_per_challenge = 4
 lockout_threshold = 3
 lockout_duration = "2m"
+[records]
+path = ":memory:"
+
 [session]
 insecure_http_cookies = true
 "#;

@@ -487,9 +487,13 @@ async fn redis_outage_fails_closed_then_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn two_replicas_on_one_redis_behave_as_one() {
-    let a = site(Backend::Redis, &[]).await;
+    // One records file for both, as two processes on one host can share it (SQLite locks it).
+    let dir = TempDir::new("replicas");
+    let records = dir.path("records.db");
+    let shared = [("TWOFA_RECORDS__PATH", records.to_str().unwrap())];
+    let a = site(Backend::Redis, &shared).await;
     let redis = a.redis.as_ref().unwrap();
-    let b_config = login_config(a.upstream, Some(redis), &[]);
+    let b_config = login_config(a.upstream, Some(redis), &shared);
     let b = twofa_proxy::app::start_with_clock(b_config, a.clock.clone())
         .await
         .unwrap();

@@ -85,6 +85,9 @@ login_paths = ["/api/login"]
 success_status = [200]
 success_cookie = "session"
 public_paths = ["/static/"]
+[records]
+path = ":memory:"
+
 [session]
 insecure_http_cookies = true
 "#;

@@ -26,6 +26,7 @@ mod lifecycle;
 mod login;
 mod login_variants;
 mod malformed;
+mod records;
 mod rewrites;
 mod store;
 mod streaming;

@@ -1,16 +1,14 @@
 //! The store contract, run against every backend: what the login flow relies on, including
-//! the atomic operations (single-use pending logins and recovery codes, one TOTP step once).
+//! the atomic operations (single-use pending logins and email codes, one TOTP step once). The
+//! durable 2FA records have their own contract (records.rs).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use twofa_proxy::auth::SecondFactor;
 use twofa_proxy::clock::ManualClock;
 use twofa_proxy::store::memory::MemoryStore;
 use twofa_proxy::store::redis::RedisStore;
-use twofa_proxy::store::{
-    EmailCode, Enrollment, PendingLogin, SessionRecord, Store, TwoFactorRecord,
-};
+use twofa_proxy::store::{EmailCode, Enrollment, PendingLogin, SessionRecord, Store};
 
 use crate::support::redis::RedisServer;
 
@@ -150,56 +148,6 @@ async fn contract<S: Store>(store: Arc<S>, tag: &str) {
     }
     assert_eq!(won, 1, "a pending login was taken {won} times");
     assert_eq!(store.pending_login(&p).await.unwrap(), None);
-
-    // 2FA records and recovery codes.
-    assert_eq!(store.two_factor(&alice).await.unwrap(), None);
-    let record = TwoFactorRecord {
-        method: SecondFactor::Totp,
-        totp_secret: Some("sealed".into()),
-        email: None,
-        enabled_at: 5,
-        language: Some(twofa_proxy::words::Language::German),
-    };
-    store.save_two_factor(&alice, &record).await.unwrap();
-    assert_eq!(
-        store.two_factor(&alice).await.unwrap(),
-        Some(record.clone())
-    );
-    let hashes: Vec<String> = (0..10).map(|i| format!("h{i}")).collect();
-    store.set_recovery_codes(&alice, &hashes).await.unwrap();
-    assert_eq!(store.recovery_codes_left(&alice).await.unwrap(), 10);
-    let users: Vec<_> = (0..16)
-        .map(|_| {
-            let store = store.clone();
-            let alice = alice.clone();
-            tokio::spawn(async move { store.use_recovery_code(&alice, "h3").await.unwrap() })
-        })
-        .collect();
-    let mut used = 0;
-    for u in users {
-        if u.await.unwrap() {
-            used += 1;
-        }
-    }
-    assert_eq!(used, 1, "a recovery code was used {used} times");
-    assert!(!store.use_recovery_code(&alice, "nope").await.unwrap());
-    assert!(
-        !store.use_recovery_code(&bob, "h4").await.unwrap(),
-        "codes are per user"
-    );
-    assert_eq!(store.recovery_codes_left(&alice).await.unwrap(), 9);
-    store
-        .set_recovery_codes(&alice, &["n1".to_owned()])
-        .await
-        .unwrap();
-    assert!(
-        !store.use_recovery_code(&alice, "h4").await.unwrap(),
-        "old codes survived regeneration"
-    );
-    assert!(store.remove_two_factor(&alice).await.unwrap());
-    assert!(!store.remove_two_factor(&alice).await.unwrap());
-    assert_eq!(store.two_factor(&alice).await.unwrap(), None);
-    assert_eq!(store.recovery_codes_left(&alice).await.unwrap(), 0);
 
     // Enrollments.
     let e = Enrollment {

@@ -180,6 +180,9 @@ admin_listen = "127.0.0.1:0"
 login_paths = ["/login"]
 success_status = [302, 303]
 public_paths = ["/static/"]
+[records]
+path = ":memory:"
+
 [session]
 insecure_http_cookies = true
 "#;

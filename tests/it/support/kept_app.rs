@@ -131,6 +131,9 @@ login_paths = ["/login"]
 success_status = [302]
 success_cookie = "sid"
 public_paths = ["/static/"]
+[records]
+path = ":memory:"
+
 [session]
 insecure_http_cookies = true
 "#;

@@ -56,6 +56,9 @@ name = "Test App"
 # Forwarding tests exercise the proxy path without signing in: everything is public here.
 # Tests of the gate and the login flow start from LOGIN_TOML instead.
 public_paths = ["/"]
+[records]
+path = ":memory:"
+
 [session]
 insecure_http_cookies = true
 "#;
@@ -262,6 +265,12 @@ impl ProxyProcess {
     pub fn start(toml: &str) -> Self {
         let dir = TempDir::new("proc");
         let path = dir.path("config.toml");
+        // Records in a file of the process's own, as in production, unless the test says.
+        let toml = if toml.contains("[records]") {
+            toml.to_owned()
+        } else {
+            format!("{toml}\n[records]\npath = {:?}\n", dir.path("records.db"))
+        };
         std::fs::write(&path, toml).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_twofa-proxy"))
             .args(["run", "--config"])

@@ -94,6 +94,9 @@ lockout_threshold = 3
 lockout_window = "15m"
 lockout_duration = "2m"
 recovery_codes = 10
+[records]
+path = ":memory:"
+
 [session]
 insecure_http_cookies = true
 "#

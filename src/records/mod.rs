@@ -1,0 +1,82 @@
+//! Durable 2FA records: each user's second factor (the sealed TOTP key or the email address,
+//! when it was enabled, in which language) and the keyed hashes of their recovery codes. What
+//! must survive a restart lives here; the ephemeral [`crate::store`] (sessions, held-back logins,
+//! codes in flight, counters) may lose everything and only sign people out.
+//!
+//! A record that cannot be read is an outage, never "no 2FA": every method returns
+//! [`StoreError`] and callers refuse (503) on it.
+
+pub mod sqlite;
+
+use std::future::Future;
+
+use crate::store::{StoreError, StoreResult, TwoFactorRecord};
+
+/// The records' contract. Every method is atomic; `use_recovery_code` is true for exactly one of
+/// any number of concurrent callers.
+pub trait Records: Send + Sync {
+    fn ping(&self) -> impl Future<Output = StoreResult<()>> + Send;
+    fn two_factor(
+        &self,
+        user: &str,
+    ) -> impl Future<Output = StoreResult<Option<TwoFactorRecord>>> + Send;
+    /// Saves (or replaces) the user's second factor.
+    fn save_two_factor(
+        &self,
+        user: &str,
+        record: &TwoFactorRecord,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Removes the second factor and its recovery codes; true if there was one.
+    fn remove_two_factor(&self, user: &str) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Replaces the user's recovery codes (their keyed hashes).
+    fn set_recovery_codes(
+        &self,
+        user: &str,
+        hashes: &[String],
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Uses up one recovery code: true for exactly one of any concurrent callers.
+    fn use_recovery_code(
+        &self,
+        user: &str,
+        hash: &str,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    fn recovery_codes_left(&self, user: &str) -> impl Future<Output = StoreResult<u32>> + Send;
+}
+
+/// The records backend the config names.
+pub enum AnyRecords {
+    Sqlite(sqlite::SqliteRecords),
+}
+
+impl AnyRecords {
+    /// Opens (and migrates) the records `[records]` names.
+    pub async fn open(config: &crate::config::RecordsConfig) -> Result<Self, StoreError> {
+        Ok(AnyRecords::Sqlite(
+            sqlite::SqliteRecords::open(&config.path).await?,
+        ))
+    }
+}
+
+macro_rules! delegate {
+    ($( fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty; )*) => {
+        impl Records for AnyRecords {
+            $(
+                async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                    match self {
+                        AnyRecords::Sqlite(r) => r.$name($($arg),*).await,
+                    }
+                }
+            )*
+        }
+    };
+}
+
+delegate! {
+    fn ping(&self) -> StoreResult<()>;
+    fn two_factor(&self, user: &str) -> StoreResult<Option<TwoFactorRecord>>;
+    fn save_two_factor(&self, user: &str, record: &TwoFactorRecord) -> StoreResult<()>;
+    fn remove_two_factor(&self, user: &str) -> StoreResult<bool>;
+    fn set_recovery_codes(&self, user: &str, hashes: &[String]) -> StoreResult<()>;
+    fn use_recovery_code(&self, user: &str, hash: &str) -> StoreResult<bool>;
+    fn recovery_codes_left(&self, user: &str) -> StoreResult<u32>;
+}

@@ -1,0 +1,284 @@
+//! Records in SQLite: one file (WAL journal), for a single replica, e.g. on a Kubernetes volume;
+//! `:memory:` for the demo and tests. The schema is migrated forward at open, each step in its
+//! own transaction, and a file from a newer proxy is refused rather than guessed at.
+//!
+//! One connection behind a mutex, used from the blocking pool: records are read at sign-in and
+//! written at enrollment, never per forwarded request, so one writer is plenty and SQLite's own
+//! locking never sees two.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::Records;
+use crate::auth::SecondFactor;
+use crate::store::{StoreError, StoreResult, TwoFactorRecord};
+use crate::words::Language;
+
+/// The schema, one step per version (`PRAGMA user_version` counts the steps applied). Forward
+/// only: a step, once released, never changes.
+const MIGRATIONS: &[&str] = &[
+    // 1: a user's second factor and recovery codes.
+    "CREATE TABLE two_factor (
+        user TEXT PRIMARY KEY NOT NULL,
+        method TEXT NOT NULL,
+        totp_secret TEXT,
+        email TEXT,
+        enabled_at INTEGER NOT NULL,
+        language TEXT
+    ) STRICT;
+    CREATE TABLE recovery_code (
+        user TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        PRIMARY KEY (user, hash)
+    ) STRICT;",
+];
+
+/// How long a statement waits for a lock another process holds (a backup, `sqlite3` at the
+/// console) before the request is refused.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct SqliteRecords {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("records: {e}"))
+}
+
+impl SqliteRecords {
+    /// Opens the database at `path` (created when missing) and brings its schema up to date.
+    pub async fn open(path: &Path) -> StoreResult<Self> {
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || Self::open_here(&path))
+            .await
+            .map_err(unavailable)?
+    }
+
+    /// [`Self::open`] on this thread (it does file I/O: not on a runtime worker).
+    pub fn open_here(path: &Path) -> StoreResult<Self> {
+        let open = || -> rusqlite::Result<Connection> {
+            let mut conn = Connection::open(path)?;
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            // WAL: readers never wait for the writer, and a crash mid-write leaves the last
+            // committed state. FULL sync: a confirmed enrollment survives a power cut.
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            migrate(&mut conn)?;
+            Ok(conn)
+        };
+        let conn = open().map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` on the connection in the blocking pool.
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock leaves the connection as SQLite left it: every
+            // statement is its own transaction, so it is still consistent.
+            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(unavailable)?
+        .map_err(unavailable)
+    }
+}
+
+/// The schema version this proxy writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Applies the steps the database has not seen yet; refuses a database from a newer proxy.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let version: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "the records schema is version {version}, newer than this proxy's {SCHEMA_VERSION}: \
+             run the newer proxy, or restore a backup"
+        )));
+    }
+    for (done, step) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(step)?;
+        tx.pragma_update(None, "user_version", done as u32 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// A `two_factor` row as SQLite gives it, before it is checked.
+struct Row {
+    method: String,
+    totp_secret: Option<String>,
+    email: Option<String>,
+    enabled_at: i64,
+    language: Option<String>,
+}
+
+fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok(Row {
+        method: row.get(0)?,
+        totp_secret: row.get(1)?,
+        email: row.get(2)?,
+        enabled_at: row.get(3)?,
+        language: row.get(4)?,
+    })
+}
+
+impl Records for SqliteRecords {
+    async fn ping(&self) -> StoreResult<()> {
+        self.with(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
+    }
+
+    async fn two_factor(&self, user: &str) -> StoreResult<Option<TwoFactorRecord>> {
+        let user = user.to_owned();
+        let row = self
+            .with(move |c| {
+                c.query_row(
+                    "SELECT method, totp_secret, email, enabled_at, language
+                     FROM two_factor WHERE user = ?1",
+                    params![user],
+                    read_row,
+                )
+                .optional()
+            })
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        // A row this proxy cannot read is an outage, not a user without 2FA.
+        let method = SecondFactor::from_name(&row.method).ok_or_else(|| {
+            StoreError::Corrupt(format!("records: unknown method {:?}", row.method))
+        })?;
+        let enabled_at = u64::try_from(row.enabled_at)
+            .map_err(|_| StoreError::Corrupt("records: negative enabled_at".into()))?;
+        Ok(Some(TwoFactorRecord {
+            method,
+            totp_secret: row.totp_secret,
+            email: row.email,
+            enabled_at,
+            language: row.language.as_deref().and_then(Language::from_tag),
+        }))
+    }
+
+    async fn save_two_factor(&self, user: &str, record: &TwoFactorRecord) -> StoreResult<()> {
+        let user = user.to_owned();
+        let record = record.clone();
+        let enabled_at = i64::try_from(record.enabled_at)
+            .map_err(|_| StoreError::Corrupt("records: enabled_at out of range".into()))?;
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO two_factor (user, method, totp_secret, email, enabled_at, language)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (user) DO UPDATE SET method = excluded.method,
+                   totp_secret = excluded.totp_secret, email = excluded.email,
+                   enabled_at = excluded.enabled_at, language = excluded.language",
+                params![
+                    user,
+                    record.method.as_str(),
+                    record.totp_secret,
+                    record.email,
+                    enabled_at,
+                    record.language.map(Language::tag),
+                ],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn remove_two_factor(&self, user: &str) -> StoreResult<bool> {
+        let user = user.to_owned();
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM recovery_code WHERE user = ?1", params![user])?;
+            let removed = tx.execute("DELETE FROM two_factor WHERE user = ?1", params![user])?;
+            tx.commit()?;
+            Ok(removed > 0)
+        })
+        .await
+    }
+
+    async fn set_recovery_codes(&self, user: &str, hashes: &[String]) -> StoreResult<()> {
+        let user = user.to_owned();
+        let hashes = hashes.to_vec();
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM recovery_code WHERE user = ?1", params![user])?;
+            {
+                let mut insert =
+                    tx.prepare("INSERT OR IGNORE INTO recovery_code (user, hash) VALUES (?1, ?2)")?;
+                for hash in &hashes {
+                    insert.execute(params![user, hash])?;
+                }
+            }
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn use_recovery_code(&self, user: &str, hash: &str) -> StoreResult<bool> {
+        let (user, hash) = (user.to_owned(), hash.to_owned());
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM recovery_code WHERE user = ?1 AND hash = ?2",
+                params![user, hash],
+            )
+            .map(|n| n == 1)
+        })
+        .await
+    }
+
+    async fn recovery_codes_left(&self, user: &str) -> StoreResult<u32> {
+        let user = user.to_owned();
+        self.with(move |c| {
+            c.query_row(
+                "SELECT count(*) FROM recovery_code WHERE user = ?1",
+                params![user],
+                |r| r.get(0),
+            )
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_newer_schema_is_refused_and_an_older_one_migrated() {
+        let dir = std::env::temp_dir().join(format!("twofa-records-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("records.db");
+        let _ = std::fs::remove_file(&path);
+        // A file written by a proxy that knew more steps than this one.
+        {
+            let c = Connection::open(&path).unwrap();
+            c.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+                .unwrap();
+        }
+        let refused = SqliteRecords::open(&path).await;
+        assert!(matches!(refused, Err(StoreError::Unavailable(m)) if m.contains("newer")));
+        // A fresh file is brought to the current version, and opening again changes nothing.
+        std::fs::remove_file(&path).unwrap();
+        let records = SqliteRecords::open(&path).await.unwrap();
+        records.ping().await.unwrap();
+        drop(records);
+        let again = SqliteRecords::open(&path).await.unwrap();
+        let version: u32 = again
+            .with(|c| c.pragma_query_value(None, "user_version", |r| r.get(0)))
+            .await
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,224 @@
+//! The records contract, run against every backend (SQLite in a file and in memory): the 2FA
+//! record round trip, recovery codes used once under concurrency, removal; and durability: a
+//! record written is there after the file is opened again, and a schema is migrated once.
+
+use std::sync::Arc;
+
+use twofa_proxy::auth::SecondFactor;
+use twofa_proxy::records::Records;
+use twofa_proxy::records::sqlite::SqliteRecords;
+use twofa_proxy::store::TwoFactorRecord;
+use twofa_proxy::words::Language;
+
+use crate::support::TempDir;
+use crate::support::agent::Agent;
+use crate::support::site::*;
+
+/// Each run uses its own user names so suites can share a backend.
+async fn contract<R: Records + 'static>(records: Arc<R>, tag: &str) {
+    let alice = format!("alice-{tag}");
+    let bob = format!("bob-{tag}");
+    records.ping().await.unwrap();
+    assert_eq!(records.two_factor(&alice).await.unwrap(), None);
+    let record = TwoFactorRecord {
+        method: SecondFactor::Totp,
+        totp_secret: Some("sealed".into()),
+        email: None,
+        enabled_at: 5,
+        language: Some(Language::German),
+    };
+    records.save_two_factor(&alice, &record).await.unwrap();
+    assert_eq!(
+        records.two_factor(&alice).await.unwrap(),
+        Some(record.clone())
+    );
+    let hashes: Vec<String> = (0..10).map(|i| format!("h{i}")).collect();
+    records.set_recovery_codes(&alice, &hashes).await.unwrap();
+    assert_eq!(records.recovery_codes_left(&alice).await.unwrap(), 10);
+    let users: Vec<_> = (0..16)
+        .map(|_| {
+            let records = records.clone();
+            let alice = alice.clone();
+            tokio::spawn(async move { records.use_recovery_code(&alice, "h3").await.unwrap() })
+        })
+        .collect();
+    let mut used = 0;
+    for u in users {
+        if u.await.unwrap() {
+            used += 1;
+        }
+    }
+    assert_eq!(used, 1, "a recovery code was used {used} times");
+    assert!(!records.use_recovery_code(&alice, "nope").await.unwrap());
+    assert!(
+        !records.use_recovery_code(&bob, "h4").await.unwrap(),
+        "codes are per user"
+    );
+    assert_eq!(records.recovery_codes_left(&alice).await.unwrap(), 9);
+    records
+        .set_recovery_codes(&alice, &["n1".to_owned()])
+        .await
+        .unwrap();
+    assert!(
+        !records.use_recovery_code(&alice, "h4").await.unwrap(),
+        "old codes survived regeneration"
+    );
+    assert!(records.remove_two_factor(&alice).await.unwrap());
+    assert!(!records.remove_two_factor(&alice).await.unwrap());
+    assert_eq!(records.two_factor(&alice).await.unwrap(), None);
+    assert_eq!(records.recovery_codes_left(&alice).await.unwrap(), 0);
+
+    // A record with every field empty that may be.
+    let plain = TwoFactorRecord {
+        method: SecondFactor::Email,
+        totp_secret: None,
+        email: Some("b@example.com".into()),
+        enabled_at: 0,
+        language: None,
+    };
+    records.save_two_factor(&bob, &plain).await.unwrap();
+    assert_eq!(records.two_factor(&bob).await.unwrap(), Some(plain.clone()));
+    // Saving again replaces, it does not add.
+    let changed = TwoFactorRecord {
+        method: SecondFactor::Totp,
+        totp_secret: Some("sealed-2".into()),
+        email: None,
+        ..plain
+    };
+    records.save_two_factor(&bob, &changed).await.unwrap();
+    assert_eq!(records.two_factor(&bob).await.unwrap(), Some(changed));
+    assert!(records.remove_two_factor(&bob).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_in_memory_keeps_the_contract() {
+    let records = SqliteRecords::open(":memory:".as_ref()).await.unwrap();
+    contract(Arc::new(records), "mem").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_in_a_file_keeps_the_contract_and_the_records() {
+    let dir = TempDir::new("records");
+    let path = dir.path("records.db");
+    let records = Arc::new(SqliteRecords::open(&path).await.unwrap());
+    contract(records.clone(), "file").await;
+    let kept = TwoFactorRecord {
+        method: SecondFactor::Totp,
+        totp_secret: Some("sealed".into()),
+        email: None,
+        enabled_at: 1_700_000_000,
+        language: Some(Language::English),
+    };
+    records.save_two_factor("carol", &kept).await.unwrap();
+    records
+        .set_recovery_codes("carol", &["r1".into(), "r2".into()])
+        .await
+        .unwrap();
+    drop(records);
+    // What a restart sees: the same record and codes, from the file alone.
+    let reopened = SqliteRecords::open(&path).await.unwrap();
+    assert_eq!(reopened.two_factor("carol").await.unwrap(), Some(kept));
+    assert_eq!(reopened.recovery_codes_left("carol").await.unwrap(), 2);
+    assert!(reopened.use_recovery_code("carol", "r2").await.unwrap());
+}
+
+/// An unreadable database is an outage: the proxy refuses to start on it rather than reading
+/// it as "nobody has 2FA".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_is_not_a_database_is_refused() {
+    let dir = TempDir::new("records-bad");
+    let path = dir.path("records.db");
+    std::fs::write(
+        &path,
+        b"not a database, but some bytes that are not SQLite's header",
+    )
+    .unwrap();
+    assert!(SqliteRecords::open(&path).await.is_err());
+}
+
+/// Enrolls the agent's signed-in user in email codes over the JSON API, reading the code from
+/// the demo outbox (`transport = "log"`).
+async fn enroll_by_email(agent: &mut Agent, outbox: &mut Agent) {
+    let sent = agent
+        .post_json(
+            "/_2fa/api/v1/email/setup",
+            serde_json::json!({ "address": "alice@example.com" }),
+        )
+        .await;
+    assert_eq!(sent.status, 200, "{}", sent.text());
+    let page = outbox.get("/_2fa/outbox").await.text();
+    let code: String = page
+        .split("Your code is ")
+        .nth(1)
+        .expect("no code in the outbox")
+        .chars()
+        .take(6)
+        .collect();
+    let done = agent
+        .post_json(
+            "/_2fa/api/v1/email/confirm",
+            serde_json::json!({ "code": code }),
+        )
+        .await;
+    assert_eq!(done.status, 200, "{}", done.text());
+}
+
+/// A restart (a new process on the same records file, the memory store empty) keeps 2FA on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_2fa_on() {
+    let dir = TempDir::new("records-restart");
+    let path = dir.path("records.db");
+    let overrides = [
+        ("TWOFA_RECORDS__PATH", path.to_str().unwrap()),
+        ("TWOFA_EMAIL__TRANSPORT", "log"),
+    ];
+    let first = site(Backend::Memory, &overrides).await;
+    let mut agent = Agent::new(first.proxy.addr);
+    password_login(&mut agent, "alice", "wonderland").await;
+    enroll_by_email(&mut agent, &mut Agent::new(first.proxy.addr)).await;
+    first.proxy.shutdown();
+    first.proxy.wait().await;
+
+    let second = site(Backend::Memory, &overrides).await;
+    let mut fresh = Agent::new(second.proxy.addr);
+    let res = password_login(&mut fresh, "alice", "wonderland").await;
+    assert_eq!(res.status, 303, "{}", res.text());
+    assert_eq!(res.header("location"), Some("/_2fa/challenge"));
+    let status = fresh.get("/_2fa/challenge").await.text();
+    assert!(status.contains("a•••@example.com"), "{status}");
+}
+
+/// The failure the records exist for: Redis restarted empty (a FLUSHALL, an eviction or a
+/// failover to an empty replica do the same) must not turn anyone's 2FA off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
+async fn an_emptied_redis_turns_nobodys_2fa_off() {
+    let dir = TempDir::new("records-redis");
+    let path = dir.path("records.db");
+    let mut site = site(
+        Backend::Redis,
+        &[("TWOFA_RECORDS__PATH", path.to_str().unwrap())],
+    )
+    .await;
+    let mut agent = Agent::new(site.proxy.addr);
+    password_login(&mut agent, "alice", "wonderland").await;
+    let secret = enroll_totp_over_api(&mut agent, &site.clock).await;
+
+    site.redis.as_mut().unwrap().restart();
+    let mut fresh = Agent::new(site.proxy.addr);
+    let mut res = password_login(&mut fresh, "alice", "wonderland").await;
+    for _ in 0..50 {
+        if res.status != 503 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        res = password_login(&mut fresh, "alice", "wonderland").await;
+    }
+    assert_eq!(res.status, 303, "{}", res.text());
+    assert_eq!(res.header("location"), Some("/_2fa/challenge"));
+    // The key still works: a code from the next step passes.
+    site.clock.advance(30);
+    let passed = answer_totp_challenge(&mut fresh, &res, &secret, &site.clock).await;
+    assert_eq!(passed.status, 303, "{}", passed.text());
+    assert_eq!(fresh.get("/").await.status, 200);
+}
