@@ -19,6 +19,8 @@ use crate::store::{AnyStore, Store};
 /// `POST /admin/v1/users/<user>/reset-2fa`.
 const RESET_PREFIX: &str = "/admin/v1/users/";
 const RESET_SUFFIX: &str = "/reset-2fa";
+/// `POST /admin/v1/records/confirm`: the records in use are the right ones.
+const CONFIRM_RECORDS: &str = "/admin/v1/records/confirm";
 
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
@@ -62,6 +64,12 @@ async fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
         }
         return reset(state, req, user).await;
     }
+    if path == CONFIRM_RECORDS {
+        if req.method() != Method::POST {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "POST only\n");
+        }
+        return confirm_records(state, req).await;
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET here\n");
     }
@@ -73,9 +81,13 @@ async fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
         // Without the store or the records every protected request is refused, so the proxy
         // is not ready.
         "/readyz" => match (state.store.ping().await, state.core.records.ping().await) {
-            (Ok(()), Ok(())) => text(StatusCode::OK, "ready\n"),
             (Err(_), _) => text(StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n"),
             (_, Err(_)) => text(StatusCode::SERVICE_UNAVAILABLE, "records unavailable\n"),
+            _ if !state.core.records.trusted() => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "records not confirmed: twofa-proxy admin confirm-records\n",
+            ),
+            _ => text(StatusCode::OK, "ready\n"),
         },
         "/metrics" => {
             let mut res = Response::new(Body::from(state.metrics.encode()));
@@ -121,14 +133,17 @@ fn percent_decode(segment: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Removes a user's 2FA (lost phone): record, recovery codes, enrollment, lock and every session.
-async fn reset(state: &AdminState, req: &Request<Incoming>, raw_user: &str) -> Response<Body> {
-    let core = &state.core;
-    let Some(token) = &core.config.secrets.admin_token else {
-        return text(
+/// The admin API's bearer token check: the refusal (audited) when it fails.
+fn unauthorized(
+    state: &AdminState,
+    req: &Request<Incoming>,
+    action: &'static str,
+) -> Option<Response<Body>> {
+    let Some(token) = &state.core.config.secrets.admin_token else {
+        return Some(text(
             StatusCode::FORBIDDEN,
             "admin API disabled: set [secrets] admin_token or admin_token_file\n",
-        );
+        ));
     };
     let given = req
         .headers()
@@ -137,8 +152,38 @@ async fn reset(state: &AdminState, req: &Request<Incoming>, raw_user: &str) -> R
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if !crate::web::forms::token_matches(given, token.expose()) {
-        tracing::warn!(target: "audit", event = "admin_denied", action = "reset-2fa");
-        return text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n");
+        tracing::warn!(target: "audit", event = "admin_denied", action);
+        return Some(text(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token\n",
+        ));
+    }
+    None
+}
+
+/// The operator confirms that the records in use are the right ones (see
+/// [`crate::records::identity`]).
+async fn confirm_records(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
+    if let Some(refused) = unauthorized(state, req, "confirm-records") {
+        return refused;
+    }
+    match crate::records::identity::confirm(&state.store, &state.core.records).await {
+        Ok(()) => text(StatusCode::OK, "records confirmed\n"),
+        Err(e) => {
+            tracing::error!(error = %e, "confirming the records failed");
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store or records unavailable\n",
+            )
+        }
+    }
+}
+
+/// Removes a user's 2FA (lost phone): record, recovery codes, enrollment, lock and every session.
+async fn reset(state: &AdminState, req: &Request<Incoming>, raw_user: &str) -> Response<Body> {
+    let core = &state.core;
+    if let Some(refused) = unauthorized(state, req, "reset-2fa") {
+        return refused;
     }
     // A path segment: percent-decoding only (`+` and `&` are literal here).
     let decoded = percent_decode(raw_user);
@@ -165,6 +210,32 @@ async fn reset(state: &AdminState, req: &Request<Incoming>, raw_user: &str) -> R
 
 /// `twofa-proxy admin reset USER`: asks the running proxy's admin listener to reset USER.
 pub async fn reset_remote(config: &crate::config::Config, user: &str) -> anyhow::Result<()> {
+    // Percent-encoding for a path segment (not form encoding: `+` would mean `+`).
+    let encoded: String = user
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    post_remote(
+        config,
+        &format!("{RESET_PREFIX}{encoded}{RESET_SUFFIX}"),
+        "reset",
+    )
+    .await
+}
+
+/// `twofa-proxy admin confirm-records`: tells the running proxy its records are the right ones.
+pub async fn confirm_records_remote(config: &crate::config::Config) -> anyhow::Result<()> {
+    post_remote(config, CONFIRM_RECORDS, "confirm-records").await
+}
+
+/// A POST to the running proxy's admin API with the configured token; prints the answer.
+async fn post_remote(config: &crate::config::Config, path: &str, what: &str) -> anyhow::Result<()> {
     use http_body_util::BodyExt as _;
 
     let token = config.secrets.admin_token.as_ref().ok_or_else(|| {
@@ -180,18 +251,7 @@ pub async fn reset_remote(config: &crate::config::Config, user: &str) -> anyhow:
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    // Percent-encoding for a path segment (not form encoding: `+` would mean `+`).
-    let encoded: String = user
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
-    let req = Request::post(format!("{RESET_PREFIX}{encoded}{RESET_SUFFIX}"))
+    let req = Request::post(path)
         .header(header::HOST, addr.to_string())
         .header(header::AUTHORIZATION, format!("Bearer {}", token.expose()))
         .body(http_body_util::Empty::<bytes::Bytes>::new())?;
@@ -200,7 +260,7 @@ pub async fn reset_remote(config: &crate::config::Config, user: &str) -> anyhow:
     let body = res.into_body().collect().await?.to_bytes();
     let text = String::from_utf8_lossy(&body);
     if !status.is_success() {
-        anyhow::bail!("reset refused ({status}): {}", text.trim());
+        anyhow::bail!("{what} refused ({status}): {}", text.trim());
     }
     // The command's answer is its output.
     #[allow(clippy::print_stdout)]

@@ -21,7 +21,7 @@ use crate::clock::{self, SharedClock};
 use crate::config::{Config, StoreBackend};
 use crate::listener::{Listener, Workers};
 use crate::metrics::Metrics;
-use crate::records::AnyRecords;
+use crate::records::{AnyRecords, identity};
 use crate::router::{Router, RouterService};
 use crate::secrets::Sealer;
 use crate::state::Core;
@@ -100,6 +100,10 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> anyhow::Res
             .await
             .map_err(|e| anyhow::anyhow!("records.path: {e}"))?,
     );
+    // Checked before the first request: records that may have been replaced serve nothing.
+    let mut verdict = None;
+    identity::log_change(&mut verdict, &identity::check(&store, &records).await);
+    tokio::spawn(identity::watch(store.clone(), Arc::downgrade(&records)));
     let sealer = Sealer::from_config(&config.secrets)?;
     let listener = Listener::bind(&config.server).await?;
     let addr = listener.local_addr()?;

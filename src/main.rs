@@ -216,6 +216,9 @@ enum AdminAction {
     /// Remove USER's two-factor authentication (lost phone): the user signs in with the
     /// password alone (or must enroll again under the "required" policy). Audited.
     Reset { user: String },
+    /// Confirm that the records in use are the right ones (restored from a backup, moved to a
+    /// new volume) after the proxy refused them as not the ones it served with. Audited.
+    ConfirmRecords,
 }
 
 fn main() -> ExitCode {
@@ -246,10 +249,15 @@ fn main() -> ExitCode {
                 admin_listen,
             } => report(twofa_proxy::demo::run(listen, admin_listen).await),
             Command::CheckConfig => check_config(cli.config),
-            Command::Admin {
-                action: AdminAction::Reset { user },
-            } => match load(cli.config) {
-                Ok(config) => report(twofa_proxy::admin::reset_remote(&config, &user).await),
+            Command::Admin { action } => match load(cli.config) {
+                Ok(config) => report(match action {
+                    AdminAction::Reset { user } => {
+                        twofa_proxy::admin::reset_remote(&config, &user).await
+                    }
+                    AdminAction::ConfirmRecords => {
+                        twofa_proxy::admin::confirm_records_remote(&config).await
+                    }
+                }),
                 Err(code) => code,
             },
             Command::DemoApp { listen, load_users } => {

@@ -48,7 +48,7 @@ impl Fixture {
         let core = Core::new(
             config,
             store,
-            Arc::new(AnyRecords::Sqlite(records)),
+            Arc::new(AnyRecords::checked(records)),
             Sealer::random(),
             clock.clone(),
             Arc::new(Metrics::new()),

@@ -6,9 +6,11 @@
 //! A record that cannot be read is an outage, never "no 2FA": every method returns
 //! [`StoreError`] and callers refuse (503) on it.
 
+pub mod identity;
 pub mod sqlite;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::store::{StoreError, StoreResult, TwoFactorRecord};
 
@@ -16,6 +18,9 @@ use crate::store::{StoreError, StoreResult, TwoFactorRecord};
 /// any number of concurrent callers.
 pub trait Records: Send + Sync {
     fn ping(&self) -> impl Future<Output = StoreResult<()>> + Send;
+    /// This database's identity, written once when it was first opened: a database replaced by
+    /// another (an empty one, a wrong volume) has another.
+    fn identity(&self) -> impl Future<Output = StoreResult<String>> + Send;
     fn two_factor(
         &self,
         user: &str,
@@ -43,27 +48,75 @@ pub trait Records: Send + Sync {
     fn recovery_codes_left(&self, user: &str) -> impl Future<Output = StoreResult<u32>> + Send;
 }
 
-/// The records backend the config names.
-pub enum AnyRecords {
+/// The records the config names, refusing every read and write until their identity is
+/// confirmed (see [`identity`]): records that may have been replaced must not answer "nobody
+/// has 2FA".
+pub struct AnyRecords {
+    backend: Backend,
+    trusted: AtomicBool,
+}
+
+enum Backend {
     Sqlite(sqlite::SqliteRecords),
 }
 
 impl AnyRecords {
-    /// Opens (and migrates) the records `[records]` names.
+    /// Opens (and migrates) the records `[records]` names; untrusted until checked.
     pub async fn open(config: &crate::config::RecordsConfig) -> Result<Self, StoreError> {
-        Ok(AnyRecords::Sqlite(
-            sqlite::SqliteRecords::open(&config.path).await?,
-        ))
+        let backend = Backend::Sqlite(sqlite::SqliteRecords::open(&config.path).await?);
+        Ok(Self {
+            backend,
+            trusted: AtomicBool::new(false),
+        })
+    }
+
+    /// SQLite records already checked (the rules' unit tests build their own).
+    pub fn checked(records: sqlite::SqliteRecords) -> Self {
+        Self {
+            backend: Backend::Sqlite(records),
+            trusted: AtomicBool::new(true),
+        }
+    }
+
+    pub fn trusted(&self) -> bool {
+        self.trusted.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_trusted(&self, trusted: bool) {
+        self.trusted.store(trusted, Ordering::Release);
+    }
+
+    fn refuse_unless_trusted(&self) -> StoreResult<()> {
+        if self.trusted() {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(
+                "records: not confirmed as the ones this installation served with".into(),
+            ))
+        }
     }
 }
 
 macro_rules! delegate {
     ($( fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty; )*) => {
         impl Records for AnyRecords {
+            async fn ping(&self) -> StoreResult<()> {
+                match &self.backend {
+                    Backend::Sqlite(r) => r.ping().await,
+                }
+            }
+
+            async fn identity(&self) -> StoreResult<String> {
+                match &self.backend {
+                    Backend::Sqlite(r) => r.identity().await,
+                }
+            }
+
             $(
                 async fn $name(&self $(, $arg: $ty)*) -> $ret {
-                    match self {
-                        AnyRecords::Sqlite(r) => r.$name($($arg),*).await,
+                    self.refuse_unless_trusted()?;
+                    match &self.backend {
+                        Backend::Sqlite(r) => r.$name($($arg),*).await,
                     }
                 }
             )*
@@ -72,7 +125,6 @@ macro_rules! delegate {
 }
 
 delegate! {
-    fn ping(&self) -> StoreResult<()>;
     fn two_factor(&self, user: &str) -> StoreResult<Option<TwoFactorRecord>>;
     fn save_two_factor(&self, user: &str, record: &TwoFactorRecord) -> StoreResult<()>;
     fn remove_two_factor(&self, user: &str) -> StoreResult<bool>;

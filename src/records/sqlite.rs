@@ -34,6 +34,12 @@ const MIGRATIONS: &[&str] = &[
         hash TEXT NOT NULL,
         PRIMARY KEY (user, hash)
     ) STRICT;",
+    // 2: this database's identity, written once when it is first opened (see
+    // `records::identity`).
+    "CREATE TABLE installation (
+        id TEXT NOT NULL,
+        created INTEGER NOT NULL
+    ) STRICT;",
 ];
 
 /// How long a statement waits for a lock another process holds (a backup, `sqlite3` at the
@@ -67,6 +73,11 @@ impl SqliteRecords {
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "FULL")?;
             migrate(&mut conn)?;
+            conn.execute(
+                "INSERT INTO installation (id, created)
+                 SELECT ?1, unixepoch() WHERE NOT EXISTS (SELECT 1 FROM installation)",
+                params![crate::secrets::random_token()],
+            )?;
             Ok(conn)
         };
         let conn = open().map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
@@ -136,6 +147,11 @@ fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
 impl Records for SqliteRecords {
     async fn ping(&self) -> StoreResult<()> {
         self.with(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
+    }
+
+    async fn identity(&self) -> StoreResult<String> {
+        self.with(|c| c.query_row("SELECT id FROM installation", [], |r| r.get(0)))
+            .await
     }
 
     async fn two_factor(&self, user: &str) -> StoreResult<Option<TwoFactorRecord>> {

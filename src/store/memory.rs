@@ -29,6 +29,7 @@ struct Maps {
     logins_started: HashMap<(String, u64), Expiring<u32>>,
     failures: HashMap<(String, u64), Expiring<u32>>,
     locks: HashMap<String, Expiring<u64>>,
+    records_identity: Option<String>,
 }
 
 pub struct MemoryStore {
@@ -106,6 +107,15 @@ where
 
 impl Store for MemoryStore {
     async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn records_identity(&self) -> StoreResult<Option<String>> {
+        Ok(self.lock().records_identity.clone())
+    }
+
+    async fn remember_records_identity(&self, id: &str) -> StoreResult<()> {
+        self.lock().records_identity = Some(id.to_owned());
         Ok(())
     }
 

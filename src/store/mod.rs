@@ -109,6 +109,10 @@ pub struct EmailCode {
 /// all replicas sharing the backend.
 pub trait Store: Send + Sync + 'static {
     fn ping(&self) -> impl Future<Output = StoreResult<()>> + Send;
+    /// The identity of the records store this store last served with (see
+    /// [`crate::records::identity`]); kept without expiry.
+    fn records_identity(&self) -> impl Future<Output = StoreResult<Option<String>>> + Send;
+    fn remember_records_identity(&self, id: &str) -> impl Future<Output = StoreResult<()>> + Send;
 
     fn put_session(
         &self,
@@ -273,6 +277,8 @@ macro_rules! delegate {
 
 delegate! {
     fn ping(&self) -> StoreResult<()>;
+    fn records_identity(&self) -> StoreResult<Option<String>>;
+    fn remember_records_identity(&self, id: &str) -> StoreResult<()>;
     fn put_session(&self, id: &str, session: &SessionRecord, ttl: Duration) -> StoreResult<()>;
     fn session(&self, id: &str) -> StoreResult<Option<SessionRecord>>;
     fn refresh_session(&self, id: &str, session: &SessionRecord, ttl: Duration) -> StoreResult<()>;

@@ -5,7 +5,8 @@
 //! Keys (`P` is the prefix, `H(x)` the unpadded base64url SHA-256 of a bearer id):
 //! `Ps:H(id)` session, `Pus:user` set of the user's `H(id)`s, `Pp:H(id)` pending login,
 //! `Ppa:H(id)` its attempt count, `Pe:user` enrollment, `Pt:user` last TOTP step,
-//! `Pf:user:bucket` failure count, `Pl:user` lock end. (Proxies before the records moved to
+//! `Pf:user:bucket` failure count, `Pl:user` lock end, `Precords-id` the records' identity
+//! (no TTL). (Proxies before the records moved to
 //! [`crate::records`] kept `Pu:user` 2FA records and `Prc:user` recovery-code sets here.)
 //!
 //! Session and pending-login ids are hashed before they become key names: key names show up in
@@ -242,6 +243,28 @@ impl Store for RedisStore {
             .exec_async(&mut self.conn())
             .await
             .map_err(|e| failure("ping", &e))
+    }
+
+    async fn records_identity(&self) -> StoreResult<Option<String>> {
+        let raw = self
+            .get(
+                &format!("{}records-id", self.prefix),
+                "read records identity",
+            )
+            .await?;
+        raw.map(|b| {
+            String::from_utf8(b).map_err(|_| StoreError::Corrupt("records identity".into()))
+        })
+        .transpose()
+    }
+
+    async fn remember_records_identity(&self, id: &str) -> StoreResult<()> {
+        redis::cmd("SET")
+            .arg(format!("{}records-id", self.prefix))
+            .arg(id)
+            .exec_async(&mut self.conn())
+            .await
+            .map_err(|e| failure("remember records identity", &e))
     }
 
     async fn put_session(

@@ -10,9 +10,9 @@ use twofa_proxy::records::sqlite::SqliteRecords;
 use twofa_proxy::store::TwoFactorRecord;
 use twofa_proxy::words::Language;
 
-use crate::support::TempDir;
 use crate::support::agent::Agent;
 use crate::support::site::*;
+use crate::support::*;
 
 /// Each run uses its own user names so suites can share a backend.
 async fn contract<R: Records + 'static>(records: Arc<R>, tag: &str) {
@@ -221,4 +221,145 @@ async fn an_emptied_redis_turns_nobodys_2fa_off() {
     let passed = answer_totp_challenge(&mut fresh, &res, &secret, &site.clock).await;
     assert_eq!(passed.status, 303, "{}", passed.text());
     assert_eq!(fresh.get("/").await.status, 200);
+}
+
+/// The identity check on its own: a store learns the records it first serves with, trusts them
+/// again, and refuses others until an operator confirms them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_that_are_not_the_ones_served_with_are_refused_until_confirmed() {
+    use twofa_proxy::records::AnyRecords;
+    use twofa_proxy::records::identity::{Verdict, check, confirm};
+    use twofa_proxy::store::AnyStore;
+    use twofa_proxy::store::memory::MemoryStore;
+
+    let dir = TempDir::new("identity");
+    let store = AnyStore::Memory(Box::new(MemoryStore::new(
+        twofa_proxy::clock::ManualClock::at_now(),
+    )));
+    let config = |name: &str| twofa_proxy::config::RecordsConfig {
+        path: dir.path(name),
+    };
+    let first = AnyRecords::open(&config("first.db")).await.unwrap();
+    // Untrusted until checked: reads fail instead of answering "no 2FA".
+    assert!(first.two_factor("alice").await.is_err());
+    assert_eq!(check(&store, &first).await.unwrap(), Verdict::Learned);
+    assert_eq!(first.two_factor("alice").await.unwrap(), None);
+    assert_eq!(check(&store, &first).await.unwrap(), Verdict::Same);
+    // The same file opened again is the same records.
+    let again = AnyRecords::open(&config("first.db")).await.unwrap();
+    assert_eq!(check(&store, &again).await.unwrap(), Verdict::Same);
+
+    let other = AnyRecords::open(&config("other.db")).await.unwrap();
+    assert_eq!(check(&store, &other).await.unwrap(), Verdict::Replaced);
+    assert!(!other.trusted());
+    assert!(other.two_factor("alice").await.is_err());
+    assert!(other.save_two_factor("alice", &sample()).await.is_err());
+    confirm(&store, &other).await.unwrap();
+    assert!(other.trusted());
+    assert_eq!(check(&store, &other).await.unwrap(), Verdict::Same);
+    // Now the first records are the strangers.
+    assert_eq!(check(&store, &first).await.unwrap(), Verdict::Replaced);
+}
+
+fn sample() -> TwoFactorRecord {
+    TwoFactorRecord {
+        method: SecondFactor::Totp,
+        totp_secret: Some("sealed".into()),
+        email: None,
+        enabled_at: 1,
+        language: None,
+    }
+}
+
+/// End to end: a lost records volume (the file gone, an empty one in its place) does not let
+/// an enrolled user in with the password alone; putting the file back does, with 2FA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
+async fn a_lost_records_volume_refuses_sign_in_instead_of_turning_2fa_off() {
+    let dir = TempDir::new("records-lost");
+    let path = dir.path("records.db");
+    let token = "records-test-admin-token-of-32-chars-or-more";
+    let overrides = [
+        ("TWOFA_RECORDS__PATH", path.to_str().unwrap()),
+        ("TWOFA_SECRETS__ADMIN_TOKEN", token),
+    ];
+    let first = site(Backend::Redis, &overrides).await;
+    let mut agent = Agent::new(first.proxy.addr);
+    password_login(&mut agent, "alice", "wonderland").await;
+    let secret = enroll_totp_over_api(&mut agent, &first.clock).await;
+    let Site {
+        proxy,
+        clock,
+        upstream,
+        redis,
+        ..
+    } = first;
+    // Stopped for good (its database closed) before the files move.
+    proxy.shutdown();
+    proxy.wait().await;
+    let redis = redis.unwrap();
+    let start = |overrides: &[(&str, &str)]| {
+        let config = login_config(upstream, Some(&redis), overrides);
+        twofa_proxy::app::start_with_clock(config, clock.clone())
+    };
+
+    // The volume is lost: the proxy starts on an empty database in its place.
+    // The whole database goes: the file and its write-ahead log.
+    let files = ["records.db", "records.db-wal", "records.db-shm"];
+    let kept = TempDir::new("records-kept");
+    for f in files {
+        let _ = std::fs::rename(dir.path(f), kept.path(f));
+    }
+    let lost = start(&overrides).await.unwrap();
+    let mut fresh = Agent::new(lost.addr);
+    let res = password_login(&mut fresh, "alice", "wonderland").await;
+    assert_eq!(res.status, 503, "signed in past 2FA: {}", res.text());
+    assert!(fresh.get("/").await.status != 200);
+    let ready = get(&format!("http://{}/readyz", lost.admin_addr), &[]).await;
+    assert_eq!(ready.status, 503);
+    assert!(ready.text().contains("confirm-records"), "{}", ready.text());
+    lost.shutdown();
+    lost.wait().await;
+
+    // The file is back: the user is asked for the second factor again.
+    for f in files {
+        let _ = std::fs::remove_file(dir.path(f));
+        let _ = std::fs::rename(kept.path(f), dir.path(f));
+    }
+    let back = start(&overrides).await.unwrap();
+    let mut fresh = Agent::new(back.addr);
+    let res = password_login(&mut fresh, "alice", "wonderland").await;
+    assert_eq!(
+        res.header("location"),
+        Some("/_2fa/challenge"),
+        "{}",
+        res.text()
+    );
+    clock.advance(30);
+    let passed = answer_totp_challenge(&mut fresh, &res, &secret, &clock).await;
+    assert_eq!(passed.status, 303, "{}", passed.text());
+    back.shutdown();
+    back.wait().await;
+
+    // An operator may instead accept other records (here: an empty one) with the admin API.
+    let other = dir.path("other.db");
+    let elsewhere = [
+        ("TWOFA_RECORDS__PATH", other.to_str().unwrap()),
+        ("TWOFA_SECRETS__ADMIN_TOKEN", token),
+    ];
+    let moved = start(&elsewhere).await.unwrap();
+    let url = format!("http://{}/readyz", moved.admin_addr);
+    assert_eq!(get(&url, &[]).await.status, 503);
+    let confirmed = send(
+        http::Request::post(format!(
+            "http://{}/admin/v1/records/confirm",
+            moved.admin_addr
+        ))
+        .header("authorization", format!("Bearer {token}"))
+        .body(full(""))
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(confirmed.status, 200, "{}", confirmed.text());
+    assert_eq!(get(&url, &[]).await.status, 200);
 }

@@ -1,0 +1,101 @@
+//! Records that vanish must be noticed, never read as "nobody has 2FA". The records carry an
+//! identity written when they were first opened; the store remembers the identity it last
+//! served with. At start and every [`CHECK_EVERY`] the two are compared:
+//! - the store knows none (a first start, or a store that was emptied): it learns the records';
+//! - they are the same: served;
+//! - they differ: the records were replaced (an empty database, the wrong volume, another
+//!   installation's backup). Every records read and write then fails, so sign-ins, challenges
+//!   and settings answer 503 (sessions already issued keep working), and `/readyz` fails, until
+//!   an operator confirms the records with `twofa-proxy admin confirm-records`.
+//!
+//! A store and records emptied together look like a first start: what this cannot see.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{AnyRecords, Records};
+use crate::store::{AnyStore, Store, StoreResult};
+
+/// How often a running proxy compares the identities again.
+pub const CHECK_EVERY: Duration = Duration::from_secs(10);
+
+/// What a comparison found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Same,
+    /// The store knew no records yet and now knows these.
+    Learned,
+    /// The records are not the ones the store served with.
+    Replaced,
+}
+
+/// Compares the identities and trusts the records only when they match (or the store knew
+/// none). Any failure leaves them untrusted: an unanswered question is not a yes.
+pub async fn check(store: &AnyStore, records: &AnyRecords) -> StoreResult<Verdict> {
+    let verdict = compare(store, records).await;
+    records.set_trusted(matches!(verdict, Ok(Verdict::Same | Verdict::Learned)));
+    verdict
+}
+
+async fn compare(store: &AnyStore, records: &AnyRecords) -> StoreResult<Verdict> {
+    let found = records.identity().await?;
+    Ok(match store.records_identity().await? {
+        Some(remembered) if remembered == found => Verdict::Same,
+        Some(_) => Verdict::Replaced,
+        None => {
+            store.remember_records_identity(&found).await?;
+            Verdict::Learned
+        }
+    })
+}
+
+/// The operator's word that these are the right records (restored from a backup, moved to a
+/// new volume): the store learns their identity and they are served again.
+pub async fn confirm(store: &AnyStore, records: &AnyRecords) -> StoreResult<()> {
+    let found = records.identity().await?;
+    store.remember_records_identity(&found).await?;
+    records.set_trusted(true);
+    tracing::warn!(target: "audit", event = "records_confirmed", by = "admin");
+    Ok(())
+}
+
+/// Checks again every [`CHECK_EVERY`], logging each change of verdict, for as long as the
+/// records are in use.
+pub async fn watch(store: Arc<AnyStore>, records: std::sync::Weak<AnyRecords>) {
+    let mut last = None;
+    loop {
+        tokio::time::sleep(CHECK_EVERY).await;
+        let Some(records) = records.upgrade() else {
+            return;
+        };
+        let verdict = check(&store, &records).await;
+        log_change(&mut last, &verdict);
+    }
+}
+
+/// Logs a verdict when it differs from the last one.
+pub fn log_change(last: &mut Option<Result<Verdict, ()>>, verdict: &StoreResult<Verdict>) {
+    let now = match verdict {
+        Ok(v) => Ok(v.clone()),
+        Err(_) => Err(()),
+    };
+    if last.as_ref() == Some(&now) {
+        return;
+    }
+    match verdict {
+        Ok(Verdict::Same) => tracing::info!("records confirmed: the ones the store served with"),
+        Ok(Verdict::Learned) => {
+            tracing::info!(
+                "records identity remembered in the store (first start or an emptied store)"
+            )
+        }
+        Ok(Verdict::Replaced) => tracing::error!(
+            "the records are not the ones this installation served with (an empty or replaced \
+             database?): sign-ins are refused until `twofa-proxy admin confirm-records`"
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "records identity could not be checked; sign-ins are refused")
+        }
+    }
+    *last = Some(now);
+}
