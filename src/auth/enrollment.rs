@@ -13,9 +13,10 @@ use crate::login::held::HeldAnswer;
 use crate::mail::address::{EmailAddress, mask};
 use crate::mail::{MailKind, Notice};
 use crate::records::Records;
+use crate::records::TwoFactorRecord;
 use crate::session::Current;
 use crate::state::Core;
-use crate::store::{Enrollment, SessionRecord, Store, StoreResult, TwoFactorRecord};
+use crate::store::{Enrollment, SessionRecord, Store, StoreResult};
 use crate::words::Language;
 
 /// How long a started enrollment (its new key) waits for the first code.

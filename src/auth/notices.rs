@@ -6,8 +6,9 @@ use crate::config::AddressSource;
 use crate::mail::address::EmailAddress;
 use crate::mail::render::{Notice, notice_mail};
 use crate::records::Records;
+use crate::records::TwoFactorRecord;
 use crate::state::Core;
-use crate::store::{StoreResult, TwoFactorRecord};
+use crate::store::StoreResult;
 use crate::words::Language;
 
 /// Where a user's notices go, and in which language.

@@ -7,8 +7,9 @@ use crate::auth::SecondFactor;
 use crate::auth::{email, lockout, notices, recovery, totp};
 use crate::mail::Notice;
 use crate::records::Records;
+use crate::records::TwoFactorRecord;
 use crate::state::Core;
-use crate::store::{Store, StoreResult, TwoFactorRecord};
+use crate::store::{Store, StoreResult};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {

@@ -12,7 +12,25 @@ pub mod sqlite;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::store::{StoreError, StoreResult, TwoFactorRecord};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::SecondFactor;
+use crate::store::{StoreError, StoreResult};
+use crate::words::Language;
+
+/// A user's enabled second factor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TwoFactorRecord {
+    pub method: SecondFactor,
+    /// The TOTP key, sealed.
+    pub totp_secret: Option<String>,
+    pub email: Option<String>,
+    pub enabled_at: u64,
+    /// The language the user enabled 2FA in: what mails sent without a request (notices, an
+    /// admin reset) are written in, under `[ui] language = "auto"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<Language>,
+}
 
 /// The records' contract. Every method is atomic; `use_recovery_code` is true for exactly one of
 /// any number of concurrent callers.

@@ -13,8 +13,9 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::Records;
+use super::TwoFactorRecord;
 use crate::auth::SecondFactor;
-use crate::store::{StoreError, StoreResult, TwoFactorRecord};
+use crate::store::{StoreError, StoreResult};
 use crate::words::Language;
 
 /// The schema, one step per version (`PRAGMA user_version` counts the steps applied). Forward

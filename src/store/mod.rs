@@ -13,9 +13,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::auth::SecondFactor;
-use crate::words::Language;
-
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store unavailable: {0}")]
@@ -72,20 +69,6 @@ pub struct PendingLogin {
     /// The client that started the sign-in: its code emails count against its own budget.
     #[serde(default)]
     pub client: Option<String>,
-}
-
-/// A user's enabled second factor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TwoFactorRecord {
-    pub method: SecondFactor,
-    /// The TOTP key, sealed.
-    pub totp_secret: Option<String>,
-    pub email: Option<String>,
-    pub enabled_at: u64,
-    /// The language the user enabled 2FA in: what mails sent without a request (notices, an
-    /// admin reset) are written in, under `[ui] language = "auto"`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub language: Option<Language>,
 }
 
 /// A TOTP enrollment started but not yet confirmed with a first code.

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use twofa_proxy::auth::SecondFactor;
 use twofa_proxy::records::Records;
+use twofa_proxy::records::TwoFactorRecord;
 use twofa_proxy::records::sqlite::SqliteRecords;
-use twofa_proxy::store::TwoFactorRecord;
 use twofa_proxy::words::Language;
 
 use crate::support::agent::Agent;
