@@ -1,7 +1,8 @@
 //! Records that vanish must be noticed, never read as "nobody has 2FA". The records carry an
 //! identity written when they were first opened; the store remembers the identity it last
 //! served with. At start and every [`CHECK_EVERY`] the two are compared:
-//! - the store knows none (a first start, or a store that was emptied): it learns the records';
+//! - the store knows none (a first start, a store that was emptied, or a store from before the
+//!   records, whose 2FA records are imported first): it learns the records';
 //! - they are the same: served;
 //! - they differ: the records were replaced (an empty database, the wrong volume, another
 //!   installation's backup). Every records read and write then fails, so sign-ins, challenges
@@ -43,6 +44,17 @@ async fn compare(store: &AnyStore, records: &AnyRecords) -> StoreResult<Verdict>
         Some(remembered) if remembered == found => Verdict::Same,
         Some(_) => Verdict::Replaced,
         None => {
+            // A store from before the records kept the 2FA records itself: bring them over
+            // first, or an upgrade would read as "nobody has 2FA".
+            let imported = records.import(store.legacy_two_factor().await?).await?;
+            if imported > 0 {
+                tracing::warn!(
+                    target: "audit",
+                    event = "records_imported",
+                    count = imported,
+                    "2FA records imported from the store's old layout (left in place there)"
+                );
+            }
             store.remember_records_identity(&found).await?;
             Verdict::Learned
         }

@@ -104,6 +104,23 @@ impl AnyRecords {
         self.trusted.store(trusted, Ordering::Release);
     }
 
+    /// Copies records from the store's old layout where these records have none for the user
+    /// (before they are trusted: this is how they learn what the store knew). Returns how many.
+    pub(crate) async fn import(&self, legacy: Vec<crate::store::LegacyRecord>) -> StoreResult<u32> {
+        let Backend::Sqlite(r) = &self.backend;
+        let mut imported = 0;
+        for old in legacy {
+            if r.two_factor(&old.user).await?.is_some() {
+                continue;
+            }
+            r.save_two_factor(&old.user, &old.record).await?;
+            r.set_recovery_codes(&old.user, &old.recovery_hashes)
+                .await?;
+            imported += 1;
+        }
+        Ok(imported)
+    }
+
     fn refuse_unless_trusted(&self) -> StoreResult<()> {
         if self.trusted() {
             Ok(())

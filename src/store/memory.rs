@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::{EmailCode, Enrollment, PendingLogin, SessionRecord, Store, StoreResult};
+use super::{EmailCode, Enrollment, LegacyRecord, PendingLogin, SessionRecord, Store, StoreResult};
 use crate::clock::SharedClock;
 
 /// A value and the unix second after which it is gone.
@@ -117,6 +117,11 @@ impl Store for MemoryStore {
     async fn remember_records_identity(&self, id: &str) -> StoreResult<()> {
         self.lock().records_identity = Some(id.to_owned());
         Ok(())
+    }
+
+    /// A memory store starts empty: nothing was ever kept in it across a start.
+    async fn legacy_two_factor(&self) -> StoreResult<Vec<LegacyRecord>> {
+        Ok(Vec::new())
     }
 
     async fn put_session(

@@ -71,6 +71,14 @@ pub struct PendingLogin {
     pub client: Option<String>,
 }
 
+/// A user's 2FA record in the store's old layout, and their recovery-code hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegacyRecord {
+    pub user: String,
+    pub record: crate::records::TwoFactorRecord,
+    pub recovery_hashes: Vec<String>,
+}
+
 /// A TOTP enrollment started but not yet confirmed with a first code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Enrollment {
@@ -96,6 +104,9 @@ pub trait Store: Send + Sync + 'static {
     /// [`crate::records::identity`]); kept without expiry.
     fn records_identity(&self) -> impl Future<Output = StoreResult<Option<String>>> + Send;
     fn remember_records_identity(&self, id: &str) -> impl Future<Output = StoreResult<()>> + Send;
+    /// 2FA records written by proxies that kept them in this store (before [`crate::records`]),
+    /// with their recovery-code hashes: imported once, so an upgrade turns nobody's 2FA off.
+    fn legacy_two_factor(&self) -> impl Future<Output = StoreResult<Vec<LegacyRecord>>> + Send;
 
     fn put_session(
         &self,
@@ -262,6 +273,7 @@ delegate! {
     fn ping(&self) -> StoreResult<()>;
     fn records_identity(&self) -> StoreResult<Option<String>>;
     fn remember_records_identity(&self, id: &str) -> StoreResult<()>;
+    fn legacy_two_factor(&self) -> StoreResult<Vec<LegacyRecord>>;
     fn put_session(&self, id: &str, session: &SessionRecord, ttl: Duration) -> StoreResult<()>;
     fn session(&self, id: &str) -> StoreResult<Option<SessionRecord>>;
     fn refresh_session(&self, id: &str, session: &SessionRecord, ttl: Duration) -> StoreResult<()>;

@@ -6,8 +6,8 @@
 //! `Ps:H(id)` session, `Pus:user` set of the user's `H(id)`s, `Pp:H(id)` pending login,
 //! `Ppa:H(id)` its attempt count, `Pe:user` enrollment, `Pt:user` last TOTP step,
 //! `Pf:user:bucket` failure count, `Pl:user` lock end, `Precords-id` the records' identity
-//! (no TTL). (Proxies before the records moved to
-//! [`crate::records`] kept `Pu:user` 2FA records and `Prc:user` recovery-code sets here.)
+//! (no TTL). Proxies before [`crate::records`] kept `Pu:user` 2FA records and `Prc:user`
+//! recovery-code sets here: they are imported into the records once, and left in place.
 //!
 //! Session and pending-login ids are hashed before they become key names: key names show up in
 //! `MONITOR`, `SLOWLOG`, keyspace notifications and dumps, and the raw id is the credential.
@@ -24,7 +24,10 @@ use redis::{IntoConnectionInfo, RedisError, Script};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{EmailCode, Enrollment, PendingLogin, SessionRecord, Store, StoreError, StoreResult};
+use super::{
+    EmailCode, Enrollment, LegacyRecord, PendingLogin, SessionRecord, Store, StoreError,
+    StoreResult,
+};
 
 /// Connect and response timeout: a dead server fails a request in about this long instead of
 /// holding it.
@@ -256,6 +259,50 @@ impl Store for RedisStore {
             String::from_utf8(b).map_err(|_| StoreError::Corrupt("records identity".into()))
         })
         .transpose()
+    }
+
+    async fn legacy_two_factor(&self) -> StoreResult<Vec<LegacyRecord>> {
+        // SCAN, not KEYS: it runs once at start, but must not stall a shared Redis either.
+        let pattern = format!("{}u:*", self.prefix);
+        let mut cursor: u64 = 0;
+        let mut keys: Vec<String> = Vec::new();
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(|e| failure("scan old 2FA records", &e))?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let mut out = Vec::new();
+        for key in keys {
+            let Some(user) = key.strip_prefix(&format!("{}u:", self.prefix)) else {
+                continue;
+            };
+            let raw = self.get(&key, "read old 2FA record").await?;
+            let Some(record) = decode("old 2FA record", raw)? else {
+                continue;
+            };
+            let recovery_hashes: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(self.key("rc", user))
+                .query_async(&mut self.conn())
+                .await
+                .map_err(|e| failure("read old recovery codes", &e))?;
+            out.push(LegacyRecord {
+                user: user.to_owned(),
+                record,
+                recovery_hashes,
+            });
+        }
+        Ok(out)
     }
 
     async fn remember_records_identity(&self, id: &str) -> StoreResult<()> {

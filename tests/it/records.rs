@@ -363,3 +363,62 @@ async fn a_lost_records_volume_refuses_sign_in_instead_of_turning_2fa_off() {
     assert_eq!(confirmed.status, 200, "{}", confirmed.text());
     assert_eq!(get(&url, &[]).await.status, 200);
 }
+
+/// An upgrade from a proxy that kept the 2FA records in Redis: they are imported into the
+/// records at the first start, so the upgrade turns nobody's 2FA off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
+async fn an_upgrade_from_records_in_redis_keeps_2fa_on() {
+    let old = site(Backend::Redis, &[]).await;
+    let redis = old.redis.as_ref().unwrap();
+    // What the earlier proxy wrote (store/redis.rs before records/): `Pu:user` and `Prc:user`,
+    // and no records identity yet.
+    let client = ::redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let legacy = r#"{"method":"email","totp_secret":null,"email":"alice@example.com","enabled_at":1700000000}"#;
+    ::redis::cmd("SET")
+        .arg("twofa:u:alice")
+        .arg(legacy)
+        .exec(&mut conn)
+        .unwrap();
+    ::redis::cmd("SADD")
+        .arg("twofa:rc:alice")
+        .arg("h1")
+        .arg("h2")
+        .exec(&mut conn)
+        .unwrap();
+    ::redis::cmd("DEL")
+        .arg("twofa:records-id")
+        .exec(&mut conn)
+        .unwrap();
+
+    let dir = TempDir::new("records-upgrade");
+    let path = dir.path("records.db");
+    let config = login_config(
+        old.upstream,
+        Some(redis),
+        &[("TWOFA_RECORDS__PATH", path.to_str().unwrap())],
+    );
+    let new = twofa_proxy::app::start_with_clock(config, old.clock.clone())
+        .await
+        .unwrap();
+    let mut agent = Agent::new(new.addr);
+    let res = password_login(&mut agent, "alice", "wonderland").await;
+    assert_eq!(
+        res.header("location"),
+        Some("/_2fa/challenge"),
+        "{}",
+        res.text()
+    );
+    let page = agent.get("/_2fa/challenge").await.text();
+    assert!(page.contains("a•••@example.com"), "{page}");
+
+    let records = SqliteRecords::open(&path).await.unwrap();
+    assert_eq!(records.recovery_codes_left("alice").await.unwrap(), 2);
+    // The old keys stay, for a rollback.
+    let still: bool = ::redis::cmd("EXISTS")
+        .arg("twofa:u:alice")
+        .query(&mut conn)
+        .unwrap();
+    assert!(still);
+}
