@@ -244,6 +244,7 @@ impl Router {
                     StatusCode::UNAUTHORIZED,
                     &serde_json::json!({ "error": "unauthenticated", "message": reply_to.words(core).api_sign_in_first }),
                 );
+                pages::vary_language(&mut res, core.config.ui.language);
                 if expire_app_cookie {
                     let name = &core.config.app.success_cookie;
                     res.headers_mut()
@@ -409,32 +410,40 @@ impl Router {
 
     /// Fail closed: a refusal (the store unreachable included) forwards nothing.
     fn refuse(&self, refusal: Refusal, reply_to: &ReplyTo) -> Response<Body> {
-        refusal.respond(&self.core, reply_to.reply(&self.core))
+        let mut res = refusal.respond(&self.core, reply_to.reply(&self.core));
+        pages::vary_language(&mut res, self.core.config.ui.language);
+        res
     }
 }
 
 /// How a refusal on this request is written: a page or JSON, in the words its `Accept-Language`
 /// asks for. The header is kept as it came (a reference count, not a copy) and read only when
-/// a refusal is written, so forwarding never parses it.
+/// a refusal is written, so forwarding never parses it; a second line (rare) is kept too, since
+/// the lines are one list.
 struct ReplyTo {
     html: bool,
     languages: Option<HeaderValue>,
+    more_languages: Vec<HeaderValue>,
 }
 
 impl ReplyTo {
     fn of(core: &Core, headers: &http::HeaderMap) -> Self {
-        let languages = match core.config.ui.language {
-            LanguageSetting::Auto => headers.get(header::ACCEPT_LANGUAGE).cloned(),
-            LanguageSetting::Pinned(_) => None,
-        };
+        let (mut languages, mut more_languages) = (None, Vec::new());
+        if core.config.ui.language == LanguageSetting::Auto {
+            let mut lines = headers.get_all(header::ACCEPT_LANGUAGE).iter();
+            languages = lines.next().cloned();
+            more_languages.extend(lines.cloned());
+        }
         ReplyTo {
             html: pages::wants_html(headers),
             languages,
+            more_languages,
         }
     }
 
     fn words(&self, core: &Core) -> &'static Words {
-        core.config.ui.language.for_values(&self.languages).words()
+        let lines = self.languages.iter().chain(&self.more_languages);
+        core.config.ui.language.for_values(lines).words()
     }
 
     fn reply(&self, core: &Core) -> Reply {
@@ -448,7 +457,9 @@ impl ReplyTo {
 
     /// The branded error page (or JSON error) for `status`.
     fn error(&self, core: &Core, status: StatusCode) -> Response<Body> {
-        pages::error(&Frame::new(core, self.words(core), ""), status, self.html)
+        let mut res = pages::error(&Frame::new(core, self.words(core), ""), status, self.html);
+        pages::vary_language(&mut res, core.config.ui.language);
+        res
     }
 }
 

@@ -192,7 +192,9 @@ pub async fn handle(core: &Core, req: Request<Incoming>, path: &str) -> Response
         .iter()
         .find(|r| r.path == rest && r.method == req.method())
     else {
-        return not_found(core, w, &req, api);
+        let mut res = not_found(core, w, &req, api);
+        pages::vary_language(&mut res, core.config.ui.language);
+        return res;
     };
     let answer = match route.handler {
         Guarded::Open(open) => open_route(core, w, req, open).await,
@@ -209,7 +211,9 @@ pub async fn handle(core: &Core, req: Request<Incoming>, path: &str) -> Response
             Err(e) => Err(e.into()),
         },
     };
-    answer.unwrap_or_else(|refusal| refusal.respond(core, reply))
+    let mut res = answer.unwrap_or_else(|refusal| refusal.respond(core, reply));
+    pages::vary_language(&mut res, core.config.ui.language);
+    res
 }
 
 fn not_found(core: &Core, w: &'static Words, req: &Request<Incoming>, api: bool) -> Response<Body> {

@@ -65,18 +65,6 @@ pub enum Reply {
     Json(&'static Words),
 }
 
-impl Reply {
-    /// HTML for clients that accept it (browsers), JSON for the rest, in the request's words.
-    pub fn for_client(core: &Core, headers: &http::HeaderMap) -> Self {
-        let w = core.words(headers);
-        if pages::wants_html(headers) {
-            Reply::Html(w)
-        } else {
-            Reply::Json(w)
-        }
-    }
-}
-
 impl Refusal {
     pub fn status(&self) -> StatusCode {
         match self {

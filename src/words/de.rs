@@ -109,15 +109,15 @@ fn code_mail(purpose: CodePurpose, app: &str, user: &str, mins: u64) -> CodeMail
         CodePurpose::SignIn => (
             format!("Ihr Anmeldecode für {app}"),
             format!("Mit diesem Code melden Sie sich bei {app} als {user} an."),
-            "Wenn Sie sich nicht anmelden wollten, kennt vielleicht jemand Ihr Passwort. Ändern Sie es jetzt; ohne diesen Code kommt niemand hinein.",
+            "Wenn Sie sich nicht anmelden wollten, kennt vielleicht jemand Ihr Passwort. Ändern Sie es jetzt; ohne diesen Code kann sich niemand anmelden.",
         ),
     };
     CodeMailWords {
         subject,
         your_code: "Ihr Code lautet",
         use_it: format!(
-            "{what} Er läuft in {} ab und gilt nur einmal.",
-            minutes(mins)
+            "{what} Er läuft {} ab und gilt nur einmal.",
+            in_minutes(mins)
         ),
         warning,
     }
@@ -148,7 +148,7 @@ fn notice_mail(notice: Notice, app: &str, user: &str) -> NoticeWords {
         Notice::RecoveryCodeUsed => (
             "Ein Wiederherstellungscode wurde verwendet",
             "Ein Wiederherstellungscode wurde verwendet",
-            "wurde mit einem Ihrer Wiederherstellungscodes bestanden",
+            "wurde bei einer Anmeldung mit einem Ihrer Wiederherstellungscodes bestätigt",
         ),
         Notice::Locked => (
             "Anmeldung nach falschen Codes angehalten",
@@ -188,7 +188,7 @@ pub static WORDS: Words = Words {
     code_label: "Bestätigungscode",
     recovery_code_label: "Wiederherstellungscode",
     send_new_code: "Neuen Code senden",
-    available_in: |s| format!("möglich {}", in_seconds(s)),
+    available_in: |s| format!("{} möglich", in_seconds(s)),
     tries_left,
     wrong_code: |tries| {
         then(
@@ -206,11 +206,11 @@ pub static WORDS: Words = Words {
             "Geben Sie den 6-stelligen Code aus Ihrer Authentifizierungs-App für {app} ({user}) ein."
         )
     },
-    challenge_email_heading: "Sehen Sie in Ihre E-Mails",
+    challenge_email_heading: "Prüfen Sie Ihr E-Mail-Postfach",
     challenge_email: |digits, to, app, user, mins| {
         format!(
-            "Wir haben einen {digits}-stelligen Code für {app} ({user}) an {to} gesendet. Er läuft in {} ab.",
-            minutes(mins)
+            "Wir haben einen {digits}-stelligen Code für {app} ({user}) an {to} gesendet. Er läuft {} ab.",
+            in_minutes(mins)
         )
     },
     challenge_recovery: |app, user| {
@@ -297,7 +297,7 @@ pub static WORDS: Words = Words {
     app_setup_heading: "Authentifizierungs-App einrichten",
     scan: "Scannen Sie diesen QR-Code mit Ihrer Authentifizierungs-App (1Password, Authy, LastPass Authenticator, Microsoft Authenticator, Google Authenticator).",
     qr_label: |app, user| format!("QR-Code für {app} ({user})"),
-    cant_scan: "Scannen klappt nicht?",
+    cant_scan: "QR-Code lässt sich nicht scannen?",
     enter_key: "Geben Sie stattdessen diesen Schlüssel in Ihrer App ein (zeitbasiert, 6 Stellen):",
     account_issuer: |user, issuer| format!("Konto: {user} · Aussteller: {issuer}"),
     current_by_email: "Code, den wir Ihnen per E-Mail senden (oder ein Wiederherstellungscode)",
@@ -312,8 +312,8 @@ pub static WORDS: Words = Words {
     email_setup_heading: "Codes per E-Mail erhalten",
     email_sent: |digits, to, mins| {
         format!(
-            "Wir haben einen {digits}-stelligen Code an {to} gesendet. Er läuft in {} ab.",
-            minutes(mins)
+            "Wir haben einen {digits}-stelligen Code an {to} gesendet. Er läuft {} ab.",
+            in_minutes(mins)
         )
     },
     current_by_method: "Code Ihrer bisherigen Methode (oder ein Wiederherstellungscode)",
@@ -327,7 +327,7 @@ pub static WORDS: Words = Words {
     address_invalid: "Geben Sie eine E-Mail-Adresse wie name@example.com ein.",
     address_unknown: "Für Ihr Konto ist keine E-Mail-Adresse bekannt. Wenden Sie sich an Ihre Administration.",
     email_code_expired: "Dieser Code ist abgelaufen oder wurde zu oft falsch eingegeben. Fordern Sie einen neuen Code an.",
-    email_wrong_code: "Dieser Code passt nicht oder ist abgelaufen. Sehen Sie in die neueste E-Mail oder fordern Sie einen neuen Code an.",
+    email_wrong_code: "Dieser Code passt nicht oder ist abgelaufen. Prüfen Sie die neueste E-Mail oder fordern Sie einen neuen Code an.",
 
     codes_heading: "Sichern Sie Ihre Wiederherstellungscodes",
     codes_lead: "Wenn Sie Ihr Telefon verlieren, können Sie sich mit jedem dieser Codes einmal anmelden. Bewahren Sie sie sicher auf, etwa in einem Passwort-Manager. Sie werden nicht noch einmal angezeigt.",
@@ -336,7 +336,7 @@ pub static WORDS: Words = Words {
     codes_replaced: "Ihre alten Wiederherstellungscodes gelten nicht mehr.",
     codes_file: |app, user| {
         format!(
-            "Wiederherstellungscodes für {app} ({user})\r\nJeder Code meldet Sie einmal an, wenn Sie Ihre Authentifizierungs-App verlieren."
+            "Wiederherstellungscodes für {app} ({user})\r\nMit jedem Code können Sie sich einmal anmelden, wenn Sie Ihre Authentifizierungs-App verlieren."
         )
     },
 
@@ -355,14 +355,14 @@ pub static WORDS: Words = Words {
     api_sign_in_first: "Melden Sie sich zuerst an.",
     api_sign_in_again: "Melden Sie sich erneut an.",
     api_email_unavailable: "Codes per E-Mail werden hier nicht angeboten.",
-    api_one_code: "Codes sind Zeichenketten, einer pro Anfrage.",
+    api_one_code: "Codes sind Zeichenketten, ein Code pro Anfrage.",
     api_wrong_code: "Dieser Code hat nicht funktioniert.",
     api_address_invalid: "Senden Sie {\"address\": \"name@example.com\"}.",
     api_address_unknown: "Für dieses Konto ist keine E-Mail-Adresse bekannt.",
     api_not_enabled: "Die Zwei-Faktor-Authentifizierung ist deaktiviert.",
     api_try_again: "Versuchen Sie es erneut.",
     api_setup_expired: "Die Einrichtung ist abgelaufen; beginnen Sie sie erneut.",
-    api_ask_again_in: |s| format!("Fragen Sie {} erneut.", in_seconds(s)),
+    api_ask_again_in: |s| format!("Fordern Sie {} erneut einen Code an.", in_seconds(s)),
     api_many_codes: "Zu viele Codes in dieser Stunde.",
     api_send_failed: "Der Code konnte nicht gesendet werden; versuchen Sie es erneut.",
     body_too_large: "Der Inhalt der Anfrage ist zu groß.",

@@ -128,7 +128,7 @@ fn notice_mail(notice: Notice, app: &str, user: &str) -> NoticeWords {
         Notice::RecoveryCodeUsed => (
             "A recovery code was used",
             "A recovery code was used",
-            "was passed with one of your recovery codes",
+            "was passed with one of your recovery codes at sign-in",
         ),
         Notice::Locked => (
             "Sign-in paused after wrong codes",

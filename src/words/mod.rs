@@ -72,16 +72,13 @@ impl LanguageSetting {
     ) -> Language {
         match self {
             LanguageSetting::Pinned(l) => l,
-            LanguageSetting::Auto => values
-                .into_iter()
-                .filter_map(|v| v.to_str().ok())
-                .find_map(negotiate)
+            LanguageSetting::Auto => negotiate(values.into_iter().filter_map(|v| v.to_str().ok()))
                 .unwrap_or(Language::English),
         }
     }
 
-    /// The language for a mail sent without a request: the one the user last used, unless the
-    /// operator pinned one.
+    /// The language for a mail sent without a request: the one remembered for the user (the
+    /// language 2FA was enabled in), unless the operator pinned one.
     pub fn for_user(self, remembered: Option<Language>) -> Language {
         match self {
             LanguageSetting::Pinned(l) => l,
@@ -90,33 +87,48 @@ impl LanguageSetting {
     }
 }
 
-/// The available language the client weighs highest (RFC 4647 lookup on the primary subtag;
-/// `*` means the default). `None` when nothing in the header matches, so a later header line
-/// may; a malformed entry is skipped, never guessed at.
-pub fn negotiate(header: &str) -> Option<Language> {
-    let mut best: Option<(u16, Language)> = None;
-    for range in header.split(',').take(MAX_RANGES) {
+/// The available language the client weighs highest, reading every `Accept-Language` line as
+/// one list (RFC 9110 §5.3). A range names a language by its primary subtag (`de-CH` is German,
+/// RFC 4647 lookup); `*` stands for every language not named elsewhere; `q=0` means "not this
+/// one". Among equal weights the one listed first wins, then the default. `None` when nothing
+/// is acceptable; a malformed entry is skipped, never guessed at, and empty ones are ignored.
+pub fn negotiate<'a>(lines: impl IntoIterator<Item = &'a str>) -> Option<Language> {
+    // Per language: (weight, position) of the first range naming it; and the wildcard's.
+    let mut named: [Option<(u16, usize)>; Language::ALL.len()] = [None; Language::ALL.len()];
+    let mut wildcard: Option<(u16, usize)> = None;
+    let ranges = lines
+        .into_iter()
+        .flat_map(|line| line.split(','))
+        .filter(|r| !r.trim().is_empty())
+        .take(MAX_RANGES);
+    for (position, range) in ranges.enumerate() {
         let mut parts = range.split(';');
         let tag = parts.next().unwrap_or("").trim();
         let Some(weight) = weight(parts) else {
             continue;
         };
-        if weight == 0 {
-            continue;
-        }
-        let language = if tag == "*" {
-            Some(Language::English)
-        } else {
-            Language::from_tag(tag)
-        };
-        // Strictly greater: among equal weights the first listed wins.
-        if let Some(language) = language
-            && best.is_none_or(|(w, _)| weight > w)
+        if tag == "*" {
+            wildcard.get_or_insert((weight, position));
+        } else if let Some(language) = Language::from_tag(tag)
+            && let Some(slot) = Language::ALL.iter().position(|l| *l == language)
         {
-            best = Some((weight, language));
+            named[slot].get_or_insert((weight, position));
         }
     }
-    best.map(|(_, l)| l)
+    let mut best: Option<(u16, usize, Language)> = None;
+    for (slot, language) in Language::ALL.into_iter().enumerate() {
+        let Some((weight, position)) = named[slot].or(wildcard) else {
+            continue;
+        };
+        let better = match best {
+            None => true,
+            Some((w, p, _)) => weight > w || (weight == w && position < p),
+        };
+        if weight > 0 && better {
+            best = Some((weight, position, language));
+        }
+    }
+    best.map(|(_, _, l)| l)
 }
 
 /// The `q` of one range in thousandths (1000 when absent); `None` when it is malformed.
@@ -418,14 +430,44 @@ mod tests {
             ("german", None),
         ];
         for (header, want) in cases {
-            assert_eq!(negotiate(header), want, "{header:?}");
+            assert_eq!(negotiate([header]), want, "{header:?}");
         }
     }
 
     #[test]
-    fn reading_is_bounded() {
+    fn the_wildcard_stands_for_the_languages_not_named() {
+        let cases = [
+            ("en;q=0, *", Some(Language::German)),
+            ("en;q=0.1, *;q=0.5", Some(Language::German)),
+            ("de;q=0, *", Some(Language::English)),
+            ("de, *;q=0", Some(Language::German)),
+            ("en;q=0, de;q=0, *", None),
+            ("*;q=0", None),
+        ];
+        for (header, want) in cases {
+            assert_eq!(negotiate([header]), want, "{header:?}");
+        }
+    }
+
+    #[test]
+    fn several_lines_are_one_list() {
+        assert_eq!(negotiate(["en;q=0.1", "de"]), Some(Language::German));
+        assert_eq!(
+            negotiate(["fr", "de;q=0.2, en;q=0.3"]),
+            Some(Language::English)
+        );
+    }
+
+    #[test]
+    fn reading_is_bounded_and_skips_empty_entries() {
         let header = format!("{}de", "fr;q=0.9, ".repeat(MAX_RANGES));
-        assert_eq!(negotiate(&header), None);
+        assert_eq!(negotiate([header.as_str()]), None);
+        assert_eq!(
+            negotiate([",,,,,,,,,,,,,,,,,,,,de"]),
+            Some(Language::German)
+        );
+        let lines = vec!["fr"; MAX_RANGES];
+        assert_eq!(negotiate(lines.into_iter().chain(["de"])), None);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::Body;
 use crate::state::Core;
-use crate::words::{Trouble, Words};
+use crate::words::{LanguageSetting, Trouble, Words};
 
 /// The stylesheet served at `<prefix>/assets/style.css`.
 pub const STYLE_CSS: &str = include_str!("style.css");
@@ -202,7 +202,19 @@ pub struct RecoveryCodesPage<'a> {
 /// `{"error": "<code>", "message": "..."}`, the JSON form of every refusal.
 pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     let body = serde_json::json!({ "error": code, "message": message }).to_string();
-    respond(status, "application/json", body.into())
+    let mut res = respond(status, "application/json", body.into());
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+/// Marks an answer whose words followed `Accept-Language` (`[ui] language = "auto"`), so no
+/// cache hands one reader's language to another.
+pub fn vary_language(res: &mut Response<Body>, setting: LanguageSetting) {
+    if setting == LanguageSetting::Auto {
+        res.headers_mut()
+            .append(header::VARY, HeaderValue::from_static("accept-language"));
+    }
 }
 
 /// The explanation of an error status, for JSON answers.
@@ -496,7 +508,13 @@ mod tests {
         let mut rest = html;
         while let Some(close) = rest.find('>') {
             let tag = &rest[..close];
-            for attr in ["aria-label=\"", "value=\""] {
+            for attr in [
+                "aria-label=\"",
+                "value=\"",
+                "title=\"",
+                "placeholder=\"",
+                "alt=\"",
+            ] {
                 if let Some(at) = tag.find(attr) {
                     let v = &tag[at + attr.len()..];
                     out.push(v[..v.find('"').unwrap_or(v.len())].to_owned());
@@ -510,9 +528,10 @@ mod tests {
         out
     }
 
-    /// The proof that the catalogue holds every word: each page drawn in another language shows
-    /// none of the English page's text, except the sample values themselves. A sentence typed
-    /// into a template, or a handler's own string, would show up in both.
+    /// Every template's words come from the catalogue: each page drawn in another language
+    /// shows none of the English page's text chunks, except the sample values themselves. A
+    /// sentence typed into a template shows up in both. (Handlers' own strings are checked end to
+    /// end in tests/it/language.rs.)
     #[test]
     fn every_page_speaks_only_its_language() {
         let data = [
