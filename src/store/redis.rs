@@ -264,6 +264,7 @@ impl Store for RedisStore {
     async fn legacy_two_factor(&self) -> StoreResult<Vec<LegacyRecord>> {
         // SCAN, not KEYS: it runs once at start, but must not stall a shared Redis either.
         let pattern = format!("{}u:*", self.prefix);
+        // (`Pus:` keys are sets of sessions: the `:` right after `u` keeps them out.)
         let mut cursor: u64 = 0;
         let mut keys: Vec<String> = Vec::new();
         loop {
@@ -283,8 +284,9 @@ impl Store for RedisStore {
             cursor = next;
         }
         let mut out = Vec::new();
+        let record_key = format!("{}u:", self.prefix);
         for key in keys {
-            let Some(user) = key.strip_prefix(&format!("{}u:", self.prefix)) else {
+            let Some(user) = key.strip_prefix(&record_key) else {
                 continue;
             };
             let raw = self.get(&key, "read old 2FA record").await?;

@@ -188,15 +188,28 @@ pub async fn handle(core: &Core, req: Request<Incoming>, path: &str) -> Response
     let w = core.words(req.headers());
     // Pages are for browsers; the API always answers JSON.
     let reply = if api { Reply::Json(w) } else { Reply::Html(w) };
+    let mut res = dispatch(core, w, req, rest, api)
+        .await
+        .unwrap_or_else(|refusal| refusal.respond(core, reply));
+    pages::vary_language(&mut res, core.config.ui.language);
+    res
+}
+
+/// The route `rest` names, behind its guard.
+async fn dispatch(
+    core: &Core,
+    w: &'static Words,
+    req: Request<Incoming>,
+    rest: &str,
+    api: bool,
+) -> Answer {
     let Some(route) = ROUTES
         .iter()
         .find(|r| r.path == rest && r.method == req.method())
     else {
-        let mut res = not_found(core, w, &req, api);
-        pages::vary_language(&mut res, core.config.ui.language);
-        return res;
+        return Ok(not_found(core, w, &req, api));
     };
-    let answer = match route.handler {
+    match route.handler {
         Guarded::Open(open) => open_route(core, w, req, open).await,
         Guarded::Pending(action) => match challenge::pending(core, req.headers()).await {
             Ok(Some((id, p))) => pending_route(core, w, req, action, id, p).await,
@@ -210,10 +223,7 @@ pub async fn handle(core: &Core, req: Request<Incoming>, path: &str) -> Response
             Ok(None) => Ok(settings::sign_in_first(core)),
             Err(e) => Err(e.into()),
         },
-    };
-    let mut res = answer.unwrap_or_else(|refusal| refusal.respond(core, reply));
-    pages::vary_language(&mut res, core.config.ui.language);
-    res
+    }
 }
 
 fn not_found(core: &Core, w: &'static Words, req: &Request<Incoming>, api: bool) -> Response<Body> {

@@ -33,7 +33,10 @@ async fn a_german_browser_reads_german_pages_messages_and_mails() {
     agent.accept_language = Some(GERMAN);
     password_login(&mut agent, "alice", "wonderland").await;
 
-    let settings = agent.get("/_2fa/settings").await.text();
+    let answer = agent.get("/_2fa/settings").await;
+    // The words followed the header: no cache may hand this page to another reader.
+    assert_eq!(answer.header("vary"), Some("accept-language"));
+    let settings = answer.text();
     assert!(settings.contains("<html lang=\"de\">"), "{settings}");
     for words in [
         "Zwei-Faktor-Authentifizierung aktivieren",
@@ -176,6 +179,7 @@ async fn refusals_on_the_forwarding_path_follow_the_reader() {
     let body: serde_json::Value = serde_json::from_str(&res.text()).unwrap();
     assert_eq!(body["error"], "unauthenticated");
     assert_eq!(body["message"], "Melden Sie sich zuerst an.");
+    assert_eq!(res.header("vary"), Some("accept-language"));
 
     let res = get(&url, &[("accept-language", "fr, en;q=0.1")]).await;
     let body: serde_json::Value = serde_json::from_str(&res.text()).unwrap();
