@@ -98,12 +98,16 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> anyhow::Res
     let records = Arc::new(
         AnyRecords::open(&config.records)
             .await
-            .map_err(|e| anyhow::anyhow!("records.path: {e}"))?,
+            .map_err(|e| anyhow::anyhow!("[records]: {e}"))?,
     );
     // Checked before the first request: records that may have been replaced serve nothing.
     let mut verdict = None;
     identity::log_change(&mut verdict, &identity::check(&store, &records).await);
-    tokio::spawn(identity::watch(store.clone(), Arc::downgrade(&records)));
+    tokio::spawn(identity::watch(
+        store.clone(),
+        Arc::downgrade(&records),
+        verdict,
+    ));
     let sealer = Sealer::from_config(&config.secrets)?;
     let listener = Listener::bind(&config.server).await?;
     let addr = listener.local_addr()?;

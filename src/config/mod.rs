@@ -234,15 +234,59 @@ pub struct StoreConfig {
 /// `[records]`: where the durable 2FA records live (see [`crate::records`]).
 #[derive(Debug, Clone)]
 pub struct RecordsConfig {
+    pub backend: RecordsBackend,
     /// The SQLite database file, created at the first start; `:memory:` keeps records in memory
     /// only (the demo and tests).
     pub path: PathBuf,
+    /// The PostgreSQL URL (it may carry a password: a secret, also read from `url_file`).
+    pub url: Secret,
+    /// PEM certificates that vouch for the PostgreSQL server, besides the system roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+fn is_loopback_name(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordsBackend {
+    /// One file, one replica.
+    Sqlite,
+    /// One database shared by every replica.
+    Postgres,
 }
 
 impl RecordsConfig {
+    /// A PostgreSQL server on another host reached without TLS required: the sealed keys are
+    /// sealed, but emails, recovery-code hashes and the password in the URL are not.
+    fn plaintext_remote(&self) -> Option<Problem> {
+        if self.backend != RecordsBackend::Postgres {
+            return None;
+        }
+        let config: tokio_postgres::Config = self.url.expose().parse().ok()?;
+        let remote = config.get_hosts().iter().any(|host| match host {
+            tokio_postgres::config::Host::Tcp(name) => !is_loopback_name(name),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(_) => false,
+        });
+        (remote && config.get_ssl_mode() != tokio_postgres::config::SslMode::Require).then(|| {
+            Problem {
+                key: "records.url".into(),
+                message: "PostgreSQL on another host without sslmode=require: records and the \
+                          password travel in the clear if the server offers no TLS"
+                    .into(),
+            }
+        })
+    }
+
     /// The records vanish when the process ends.
     pub fn in_memory(&self) -> bool {
-        self.path.as_os_str() == ":memory:"
+        self.backend == RecordsBackend::Sqlite && self.path.as_os_str() == ":memory:"
     }
 }
 
@@ -297,14 +341,18 @@ impl Config {
                     .into(),
             });
         }
-        if self.store.backend == StoreBackend::Redis {
+        if self.store.backend == StoreBackend::Redis
+            && self.records.backend == RecordsBackend::Sqlite
+        {
             out.push(Problem {
-                key: "records.path".into(),
+                key: "records.backend".into(),
                 message: "the Redis store is shared by replicas, but SQLite records are one \
-                          replica's own: run one replica only (PostgreSQL records for several \
-                          are not supported yet)"
+                          replica's own: run one replica only, or use backend = \"postgres\""
                     .into(),
             });
+        }
+        if let Some(problem) = self.records.plaintext_remote() {
+            out.push(problem);
         }
         if app.username_case_sensitive {
             out.push(Problem {
@@ -445,11 +493,7 @@ fn read(r: &mut Reader) -> Config {
         email: read_email(r, &app),
         session: read_session(r),
         store: read_store(r),
-        records: RecordsConfig {
-            path: r
-                .path("records.path")
-                .unwrap_or_else(|| PathBuf::from("/var/lib/twofa-proxy/records.db")),
-        },
+        records: read_records(r),
         secrets: read_secrets(r),
         ui: UiConfig {
             language: r.choice(
@@ -859,6 +903,48 @@ fn read_store(r: &mut Reader) -> StoreConfig {
     }
 }
 
+fn read_records(r: &mut Reader) -> RecordsConfig {
+    let backend = r.choice(
+        "records.backend",
+        RecordsBackend::Sqlite,
+        &[
+            ("sqlite", RecordsBackend::Sqlite),
+            ("postgres", RecordsBackend::Postgres),
+        ],
+    );
+    let path = r
+        .path("records.path")
+        .unwrap_or_else(|| PathBuf::from("/var/lib/twofa-proxy/records.db"));
+    let url = r.secret("records.url");
+    let ca_file = r.path("records.ca_file");
+    let url = match (backend, url) {
+        (RecordsBackend::Postgres, None) => {
+            r.problem(
+                "records.url",
+                "backend = \"postgres\" needs url (or url_file): postgres://user@host/db",
+            );
+            Secret::new(String::new())
+        }
+        (RecordsBackend::Postgres, Some(url)) => {
+            let u = url.expose();
+            if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) {
+                // The value may hold a password: named, not shown.
+                r.problem("records.url", "expected a postgres:// or postgresql:// URL");
+            } else if u.parse::<tokio_postgres::Config>().is_err() {
+                r.problem("records.url", "not a PostgreSQL URL that can be read");
+            }
+            url
+        }
+        (RecordsBackend::Sqlite, url) => url.unwrap_or_else(|| Secret::new(String::new())),
+    };
+    RecordsConfig {
+        backend,
+        path,
+        url,
+        ca_file,
+    }
+}
+
 fn read_secrets(r: &mut Reader) -> SecretsConfig {
     let configured = r.secret("secrets.encryption_key");
     let encryption_key = configured
@@ -1082,6 +1168,32 @@ mod tests {
             ["server.admin_listen"]
         );
         assert!(keys("[server]\nadmin_listen = \"[::1]:9090\"\n").is_empty());
+    }
+
+    #[test]
+    fn postgres_records_are_read_and_plaintext_to_another_host_is_a_warning() {
+        let pg = |url: &str| format!("[records]\nbackend = \"postgres\"\nurl = \"{url}\"\n");
+        let keys = |toml: &str| -> Vec<String> {
+            let c = Config::from_toml(toml, no_env()).unwrap();
+            c.warnings().into_iter().map(|w| w.key).collect()
+        };
+        let c = Config::from_toml(&pg("postgres://twofa@127.0.0.1/twofa"), no_env()).unwrap();
+        assert_eq!(c.records.backend, RecordsBackend::Postgres);
+        assert!(!c.records.in_memory());
+        assert!(keys(&pg("postgres://twofa@localhost/twofa")).is_empty());
+        assert!(keys(&pg("postgres://twofa@db.internal/twofa?sslmode=require")).is_empty());
+        assert_eq!(
+            keys(&pg("postgres://twofa@db.internal/twofa")),
+            ["records.url"],
+            "sslmode=prefer falls back to plain text"
+        );
+        // Missing or malformed URLs are refused, and a password in one is never echoed.
+        assert!(Config::from_toml("[records]\nbackend = \"postgres\"\n", no_env()).is_err());
+        let err = Config::from_toml(&pg("mysql://u:hunter2@h/db"), no_env()).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        let err = Config::from_toml(&pg("postgres://u:hunter2@h/db?sslmode=bogus"), no_env())
+            .unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 
     #[test]

@@ -19,6 +19,9 @@ use crate::store::{AnyStore, Store, StoreResult};
 
 /// How often a running proxy compares the identities again.
 pub const CHECK_EVERY: Duration = Duration::from_secs(10);
+/// How soon it tries again after a check could not be made (records or store down, as at a
+/// start before the database is up): the proxy serves again about this long after they return.
+pub const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 /// What a comparison found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,12 +74,19 @@ pub async fn confirm(store: &AnyStore, records: &AnyRecords) -> StoreResult<()> 
     Ok(())
 }
 
-/// Checks again every [`CHECK_EVERY`], logging each change of verdict, for as long as the
-/// records are in use.
-pub async fn watch(store: Arc<AnyStore>, records: std::sync::Weak<AnyRecords>) {
-    let mut last = None;
+/// Checks again every [`CHECK_EVERY`] ([`RETRY_EVERY`] after a check failed), logging each
+/// change of verdict, for as long as the records are in use. `last` is the start's verdict.
+pub async fn watch(
+    store: Arc<AnyStore>,
+    records: std::sync::Weak<AnyRecords>,
+    mut last: Option<Result<Verdict, ()>>,
+) {
     loop {
-        tokio::time::sleep(CHECK_EVERY).await;
+        let pause = match last {
+            Some(Err(())) => RETRY_EVERY,
+            _ => CHECK_EVERY,
+        };
+        tokio::time::sleep(pause).await;
         let Some(records) = records.upgrade() else {
             return;
         };

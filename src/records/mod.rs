@@ -7,6 +7,7 @@
 //! [`StoreError`] and callers refuse (503) on it.
 
 pub mod identity;
+pub mod postgres;
 pub mod sqlite;
 
 use std::future::Future;
@@ -15,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::SecondFactor;
+use crate::config::RecordsBackend;
 use crate::store::{StoreError, StoreResult};
 use crate::words::Language;
 
@@ -76,12 +78,21 @@ pub struct AnyRecords {
 
 enum Backend {
     Sqlite(sqlite::SqliteRecords),
+    Postgres(postgres::PostgresRecords),
 }
 
 impl AnyRecords {
     /// Opens (and migrates) the records `[records]` names; untrusted until checked.
     pub async fn open(config: &crate::config::RecordsConfig) -> Result<Self, StoreError> {
-        let backend = Backend::Sqlite(sqlite::SqliteRecords::open(&config.path).await?);
+        let backend = match config.backend {
+            RecordsBackend::Sqlite => {
+                Backend::Sqlite(sqlite::SqliteRecords::open(&config.path).await?)
+            }
+            RecordsBackend::Postgres => Backend::Postgres(postgres::PostgresRecords::open(
+                config.url.expose(),
+                config.ca_file.as_deref(),
+            )?),
+        };
         Ok(Self {
             backend,
             trusted: AtomicBool::new(false),
@@ -96,6 +107,14 @@ impl AnyRecords {
         }
     }
 
+    /// PostgreSQL records, not yet checked (tests).
+    pub fn postgres(records: postgres::PostgresRecords) -> Self {
+        Self {
+            backend: Backend::Postgres(records),
+            trusted: AtomicBool::new(false),
+        }
+    }
+
     pub fn trusted(&self) -> bool {
         self.trusted.load(Ordering::Acquire)
     }
@@ -107,14 +126,14 @@ impl AnyRecords {
     /// Copies records from the store's old layout where these records have none for the user
     /// (before they are trusted: this is how they learn what the store knew). Returns how many.
     pub(crate) async fn import(&self, legacy: Vec<crate::store::LegacyRecord>) -> StoreResult<u32> {
-        let Backend::Sqlite(r) = &self.backend;
         let mut imported = 0;
         for old in legacy {
-            if r.two_factor(&old.user).await?.is_some() {
+            if self.backend.two_factor(&old.user).await?.is_some() {
                 continue;
             }
-            r.save_two_factor(&old.user, &old.record).await?;
-            r.set_recovery_codes(&old.user, &old.recovery_hashes)
+            self.backend.save_two_factor(&old.user, &old.record).await?;
+            self.backend
+                .set_recovery_codes(&old.user, &old.recovery_hashes)
                 .await?;
             imported += 1;
         }
@@ -132,27 +151,39 @@ impl AnyRecords {
     }
 }
 
+/// Each backend's call, by the backend in use.
+macro_rules! dispatch {
+    ($self:expr, $r:ident => $call:expr) => {
+        match $self {
+            Backend::Sqlite($r) => $call.await,
+            Backend::Postgres($r) => $call.await,
+        }
+    };
+}
+
 macro_rules! delegate {
     ($( fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty; )*) => {
+        impl Backend {
+            $(
+                async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                    dispatch!(self, r => r.$name($($arg),*))
+                }
+            )*
+        }
+
         impl Records for AnyRecords {
             async fn ping(&self) -> StoreResult<()> {
-                match &self.backend {
-                    Backend::Sqlite(r) => r.ping().await,
-                }
+                dispatch!(&self.backend, r => r.ping())
             }
 
             async fn identity(&self) -> StoreResult<String> {
-                match &self.backend {
-                    Backend::Sqlite(r) => r.identity().await,
-                }
+                dispatch!(&self.backend, r => r.identity())
             }
 
             $(
                 async fn $name(&self $(, $arg: $ty)*) -> $ret {
                     self.refuse_unless_trusted()?;
-                    match &self.backend {
-                        Backend::Sqlite(r) => r.$name($($arg),*).await,
-                    }
+                    self.backend.$name($($arg),*).await
                 }
             )*
         }

@@ -27,6 +27,7 @@ mod login;
 mod login_variants;
 mod malformed;
 mod records;
+mod records_postgres;
 mod rewrites;
 mod store;
 mod streaming;

@@ -15,7 +15,7 @@ use crate::support::site::*;
 use crate::support::*;
 
 /// Each run uses its own user names so suites can share a backend.
-async fn contract<R: Records + 'static>(records: Arc<R>, tag: &str) {
+pub(crate) async fn contract<R: Records + 'static>(records: Arc<R>, tag: &str) {
     let alice = format!("alice-{tag}");
     let bob = format!("bob-{tag}");
     records.ping().await.unwrap();
@@ -237,7 +237,10 @@ async fn records_that_are_not_the_ones_served_with_are_refused_until_confirmed()
         twofa_proxy::clock::ManualClock::at_now(),
     )));
     let config = |name: &str| twofa_proxy::config::RecordsConfig {
+        backend: twofa_proxy::config::RecordsBackend::Sqlite,
         path: dir.path(name),
+        url: twofa_proxy::config::Secret::new(String::new()),
+        ca_file: None,
     };
     let first = AnyRecords::open(&config("first.db")).await.unwrap();
     // Untrusted until checked: reads fail instead of answering "no 2FA".

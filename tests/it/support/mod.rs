@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod lenient_app;
+pub mod postgres;
 pub mod realapp;
 pub mod redis;
 pub mod site;
