@@ -125,7 +125,7 @@ impl AnyRecords {
 
     /// Copies records from the store's old layout where these records have none for the user
     /// (before they are trusted: this is how they learn what the store knew). Returns how many.
-    pub(crate) async fn import(&self, legacy: Vec<crate::store::LegacyRecord>) -> StoreResult<u32> {
+    pub(crate) async fn import_legacy(&self, legacy: Vec<crate::store::LegacyRecord>) -> StoreResult<u32> {
         let mut imported = 0;
         for old in legacy {
             if self.backend.two_factor(&old.user).await?.is_some() {
