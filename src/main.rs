@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use twofa_proxy::config::{Config, ConfigErrors};
+use twofa_proxy::records::transfer;
 use twofa_proxy::telemetry::{self, LogFormat};
 
 /// Exit code for a configuration that cannot be used.
@@ -43,7 +44,11 @@ enum Command {
     },
     /// Validate the config: print every problem, exit 2 if there is any.
     CheckConfig,
-    /// Administer a running proxy through its admin listener.
+    /// Bring the records' schema up to date and exit (a start does the same; for running it
+    /// as a separate step before a rollout).
+    Migrate,
+    /// Administer a running proxy through its admin listener (reset, confirm-records), or its
+    /// records database directly (export, import).
     Admin {
         #[command(subcommand)]
         action: AdminAction,
@@ -219,6 +224,23 @@ enum AdminAction {
     /// Confirm that the records in use are the right ones (restored from a backup, moved to a
     /// new volume) after the proxy refused them as not the ones it served with. Audited.
     ConfirmRecords,
+    /// Write every user's 2FA records (keys sealed, recovery codes hashed) as JSON, read from
+    /// the records database itself, for a backup or a move to another backend. The file holds
+    /// email addresses: it is created readable by its owner only. Audited.
+    Export {
+        /// The file to create ("-" for stdout); never overwritten.
+        #[arg(long, short, default_value = "-")]
+        output: PathBuf,
+    },
+    /// Write an export into the records database; empty records take the export's identity.
+    /// Needs the same [secrets] encryption_key as the exporting proxy. Audited.
+    Import {
+        /// The export ("-" for stdin).
+        input: PathBuf,
+        /// Into records that already hold users: add only the users they do not have.
+        #[arg(long)]
+        merge: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -249,6 +271,10 @@ fn main() -> ExitCode {
                 admin_listen,
             } => report(twofa_proxy::demo::run(listen, admin_listen).await),
             Command::CheckConfig => check_config(cli.config),
+            Command::Migrate => match load(cli.config) {
+                Ok(config) => report(transfer::migrate_command(&config).await),
+                Err(code) => code,
+            },
             Command::Admin { action } => match load(cli.config) {
                 Ok(config) => report(match action {
                     AdminAction::Reset { user } => {
@@ -256,6 +282,12 @@ fn main() -> ExitCode {
                     }
                     AdminAction::ConfirmRecords => {
                         twofa_proxy::admin::confirm_records_remote(&config).await
+                    }
+                    AdminAction::Export { output } => {
+                        transfer::export_command(&config, &output, unix_now()).await
+                    }
+                    AdminAction::Import { input, merge } => {
+                        transfer::import_command(&config, &input, merge).await
                     }
                 }),
                 Err(code) => code,

@@ -49,7 +49,9 @@ async fn compare(store: &AnyStore, records: &AnyRecords) -> StoreResult<Verdict>
         None => {
             // A store from before the records kept the 2FA records itself: bring them over
             // first, or an upgrade would read as "nobody has 2FA".
-            let imported = records.import_legacy(store.legacy_two_factor().await?).await?;
+            let imported = records
+                .import_legacy(store.legacy_two_factor().await?)
+                .await?;
             if imported > 0 {
                 tracing::warn!(
                     target: "audit",

@@ -9,6 +9,7 @@
 pub mod identity;
 pub mod postgres;
 pub mod sqlite;
+pub mod transfer;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,6 +67,19 @@ pub trait Records: Send + Sync {
         hash: &str,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
     fn recovery_codes_left(&self, user: &str) -> impl Future<Output = StoreResult<u32>> + Send;
+    /// Every user's record and recovery-code hashes, read as one consistent snapshot, by user.
+    fn export_all(&self) -> impl Future<Output = StoreResult<Vec<UserRecords>>> + Send;
+    /// Takes `id` as this database's identity (an import of another database's records).
+    fn adopt_identity(&self, id: &str) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// One user's records as [`Records::export_all`] gives them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecords {
+    pub user: String,
+    #[serde(flatten)]
+    pub record: TwoFactorRecord,
+    pub recovery_hashes: Vec<String>,
 }
 
 /// The records the config names, refusing every read and write until their identity is
@@ -125,7 +139,10 @@ impl AnyRecords {
 
     /// Copies records from the store's old layout where these records have none for the user
     /// (before they are trusted: this is how they learn what the store knew). Returns how many.
-    pub(crate) async fn import_legacy(&self, legacy: Vec<crate::store::LegacyRecord>) -> StoreResult<u32> {
+    pub(crate) async fn import_legacy(
+        &self,
+        legacy: Vec<crate::store::LegacyRecord>,
+    ) -> StoreResult<u32> {
         let mut imported = 0;
         for old in legacy {
             if self.backend.two_factor(&old.user).await?.is_some() {
@@ -178,6 +195,16 @@ macro_rules! delegate {
 
             async fn identity(&self) -> StoreResult<String> {
                 dispatch!(&self.backend, r => r.identity())
+            }
+
+            // The operator's tools: they read and write the database itself, trusted or not
+            // (see `transfer`).
+            async fn export_all(&self) -> StoreResult<Vec<UserRecords>> {
+                dispatch!(&self.backend, r => r.export_all())
+            }
+
+            async fn adopt_identity(&self, id: &str) -> StoreResult<()> {
+                dispatch!(&self.backend, r => r.adopt_identity(id))
             }
 
             $(

@@ -26,7 +26,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 use tokio::sync::OnceCell;
 use tokio_postgres::Row;
 
-use super::{Records, TwoFactorRecord};
+use super::{Records, TwoFactorRecord, UserRecords};
 use crate::auth::SecondFactor;
 use crate::store::{StoreError, StoreResult};
 use crate::words::Language;
@@ -390,5 +390,53 @@ impl Records for PostgresRecords {
             })
             .await?;
         u32::try_from(n).map_err(|_| StoreError::Corrupt("records: recovery code count".into()))
+    }
+
+    async fn export_all(&self) -> StoreResult<Vec<UserRecords>> {
+        self.ensure_schema().await?;
+        let (users, codes) = self
+            .call("export", true, |mut c| async move {
+                // One snapshot for both reads.
+                let tx = c
+                    .build_transaction()
+                    .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                    .read_only(true)
+                    .start()
+                    .await?;
+                let users = tx
+                    .query(
+                        "SELECT method, totp_secret, email, enabled_at, language, user_name
+                         FROM twofa_two_factor ORDER BY user_name",
+                        &[],
+                    )
+                    .await?;
+                let codes = tx
+                    .query(
+                        "SELECT user_name, hash FROM twofa_recovery_code
+                         ORDER BY user_name, hash",
+                        &[],
+                    )
+                    .await?;
+                tx.commit().await?;
+                Ok((users, codes))
+            })
+            .await?;
+        super::transfer::join(
+            users
+                .iter()
+                .map(|row| Ok((row.get::<_, String>(5), read_record(row)?)))
+                .collect::<StoreResult<Vec<_>>>()?,
+            codes.iter().map(|r| (r.get(0), r.get(1))).collect(),
+        )
+    }
+
+    async fn adopt_identity(&self, id: &str) -> StoreResult<()> {
+        self.ensure_schema().await?;
+        self.call("adopt_identity", true, |c| async move {
+            c.execute("UPDATE twofa_installation SET id = $1", &[&id])
+                .await
+                .map(drop)
+        })
+        .await
     }
 }

@@ -15,8 +15,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::Records;
-use super::TwoFactorRecord;
+use super::{Records, TwoFactorRecord, UserRecords};
 use crate::auth::SecondFactor;
 use crate::store::{StoreError, StoreResult};
 use crate::words::Language;
@@ -138,6 +137,24 @@ struct Row {
     language: Option<String>,
 }
 
+impl Row {
+    /// A row this proxy cannot read is an outage, not a user without 2FA.
+    fn check(self) -> StoreResult<TwoFactorRecord> {
+        let method = SecondFactor::from_name(&self.method).ok_or_else(|| {
+            StoreError::Corrupt(format!("records: unknown method {:?}", self.method))
+        })?;
+        let enabled_at = u64::try_from(self.enabled_at)
+            .map_err(|_| StoreError::Corrupt("records: negative enabled_at".into()))?;
+        Ok(TwoFactorRecord {
+            method,
+            totp_secret: self.totp_secret,
+            email: self.email,
+            enabled_at,
+            language: self.language.as_deref().and_then(Language::from_tag),
+        })
+    }
+}
+
 fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     Ok(Row {
         method: row.get(0)?,
@@ -170,22 +187,7 @@ impl Records for SqliteRecords {
                 .optional()
             })
             .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        // A row this proxy cannot read is an outage, not a user without 2FA.
-        let method = SecondFactor::from_name(&row.method).ok_or_else(|| {
-            StoreError::Corrupt(format!("records: unknown method {:?}", row.method))
-        })?;
-        let enabled_at = u64::try_from(row.enabled_at)
-            .map_err(|_| StoreError::Corrupt("records: negative enabled_at".into()))?;
-        Ok(Some(TwoFactorRecord {
-            method,
-            totp_secret: row.totp_secret,
-            email: row.email,
-            enabled_at,
-            language: row.language.as_deref().and_then(Language::from_tag),
-        }))
+        row.map(Row::check).transpose()
     }
 
     async fn save_two_factor(&self, user: &str, record: &TwoFactorRecord) -> StoreResult<()> {
@@ -259,6 +261,45 @@ impl Records for SqliteRecords {
         self.with(move |c| {
             c.prepare_cached("SELECT count(*) FROM recovery_code WHERE user = ?1")?
                 .query_row(params![user], |r| r.get(0))
+        })
+        .await
+    }
+
+    async fn export_all(&self) -> StoreResult<Vec<UserRecords>> {
+        let rows = self
+            .with(|c| {
+                // One read transaction: the records and the codes from the same moment.
+                let tx = c.transaction()?;
+                let users = tx
+                    .prepare(
+                        "SELECT method, totp_secret, email, enabled_at, language, user
+                         FROM two_factor ORDER BY user",
+                    )?
+                    .query_map([], |r| Ok((read_row(r)?, r.get::<_, String>(5)?)))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let codes = tx
+                    .prepare("SELECT user, hash FROM recovery_code ORDER BY user, hash")?
+                    .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                tx.commit()?;
+                Ok((users, codes))
+            })
+            .await?;
+        let (users, codes) = rows;
+        super::transfer::join(
+            users
+                .into_iter()
+                .map(|(row, user)| Ok((user, row.check()?)))
+                .collect::<StoreResult<Vec<_>>>()?,
+            codes,
+        )
+    }
+
+    async fn adopt_identity(&self, id: &str) -> StoreResult<()> {
+        let id = id.to_owned();
+        self.with(move |c| {
+            c.execute("UPDATE installation SET id = ?1", params![id])
+                .map(drop)
         })
         .await
     }

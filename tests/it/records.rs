@@ -86,8 +86,42 @@ pub(crate) async fn contract<R: Records + 'static>(records: Arc<R>, tag: &str) {
         ..plain
     };
     records.save_two_factor(&bob, &changed).await.unwrap();
-    assert_eq!(records.two_factor(&bob).await.unwrap(), Some(changed));
+    assert_eq!(
+        records.two_factor(&bob).await.unwrap(),
+        Some(changed.clone())
+    );
+
+    // The export: every user with a record, sorted, each with their own codes.
+    records.save_two_factor(&alice, &record).await.unwrap();
+    records
+        .set_recovery_codes(&alice, &["b".to_owned(), "a".to_owned()])
+        .await
+        .unwrap();
+    let mine: Vec<_> = records
+        .export_all()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|u| u.user.ends_with(&format!("-{tag}")))
+        .collect();
+    assert_eq!(mine.len(), 2);
+    assert_eq!(mine[0].user, alice);
+    assert_eq!(mine[0].record, record);
+    assert_eq!(mine[0].recovery_hashes, ["a", "b"]);
+    assert_eq!(mine[1].user, bob);
+    assert_eq!(mine[1].record, changed);
+    assert!(mine[1].recovery_hashes.is_empty());
+    assert!(records.remove_two_factor(&alice).await.unwrap());
     assert!(records.remove_two_factor(&bob).await.unwrap());
+
+    // The identity can be taken over (an import), and stays taken.
+    let before = records.identity().await.unwrap();
+    records
+        .adopt_identity(&format!("adopted-{tag}"))
+        .await
+        .unwrap();
+    assert_eq!(records.identity().await.unwrap(), format!("adopted-{tag}"));
+    records.adopt_identity(&before).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -424,4 +458,76 @@ async fn an_upgrade_from_records_in_redis_keeps_2fa_on() {
         .query(&mut conn)
         .unwrap();
     assert!(still);
+}
+
+/// The operators' commands on the real binary: `migrate` creates and migrates the file,
+/// `admin export` writes it out, `admin import` refuses a file that is not an export and loads
+/// one into new records; an export of a file that does not exist is refused, not empty.
+#[test]
+fn migrate_export_and_import_commands() {
+    use std::process::Command;
+    let dir = TempDir::new("records-cli");
+    let run = |records: &std::path::Path, args: &[&str]| {
+        let config = dir.path("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[upstream]\nurl = \"http://127.0.0.1:9\"\n[records]\npath = {:?}\n",
+                records.to_str().unwrap()
+            ),
+        )
+        .unwrap();
+        Command::new(env!("CARGO_BIN_EXE_twofa-proxy"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env_remove("TWOFA_LOG")
+            .output()
+            .unwrap()
+    };
+    let db = dir.path("records.db");
+    let out = run(&dir.path("typo.db"), &["admin", "export"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such file"));
+    assert!(
+        !dir.path("typo.db").exists(),
+        "the export created a database"
+    );
+
+    let out = run(&db, &["migrate"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let export = dir.path("export.json");
+    let out = run(&db, &["admin", "export", "-o", export.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&export).unwrap()).unwrap();
+    assert_eq!(doc["format"], "twofa-proxy records");
+    assert_eq!(doc["users"], serde_json::json!([]));
+
+    let junk = dir.path("junk.json");
+    std::fs::write(
+        &junk,
+        r#"{"format":"other","version":1,"identity":"x","exported_at":0,"users":[]}"#,
+    )
+    .unwrap();
+    let other = dir.path("other.db");
+    let out = run(&other, &["admin", "import", junk.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a records export"));
+    assert!(!other.exists(), "a refused import created a database");
+    let out = run(&other, &["admin", "import", export.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("took the export's identity"));
 }

@@ -356,3 +356,81 @@ async fn the_proxy_starts_with_postgres_down_and_serves_once_it_is_up() {
     let res = password_login(&mut agent, "alice", "wonderland").await;
     assert_eq!(res.status, 303, "{}", res.text());
 }
+
+/// Moving backends: the SQLite records of a running site are exported, imported into an empty
+/// PostgreSQL database, and a proxy on PostgreSQL (same store) serves them at once — the import
+/// took the identity over, so no confirm-records is needed — with 2FA on for the user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
+async fn records_move_from_sqlite_to_postgres_by_export_and_import() {
+    use twofa_proxy::records::transfer;
+
+    init();
+    let dir = TempDir::new("records-move");
+    let path = dir.path("records.db");
+    let sqlite = [("TWOFA_RECORDS__PATH", path.to_str().unwrap())];
+    let first = site(Backend::Redis, &sqlite).await;
+    let mut agent = Agent::new(first.proxy.addr);
+    password_login(&mut agent, "alice", "wonderland").await;
+    let secret = enroll_totp_over_api(&mut agent, &first.clock).await;
+    let Site {
+        proxy,
+        clock,
+        upstream,
+        redis,
+        ..
+    } = first;
+    proxy.shutdown();
+    proxy.wait().await;
+    let redis = redis.unwrap();
+
+    let export = dir.path("export.json");
+    let from = login_config(upstream, Some(&redis), &sqlite);
+    transfer::export_command(&from, &export, 1).await.unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&export).unwrap().permissions().mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the export holds email addresses and sealed keys"
+    );
+    assert!(
+        transfer::export_command(&from, &export, 1).await.is_err(),
+        "an export never overwrites a file"
+    );
+    let text = std::fs::read_to_string(&export).unwrap();
+    assert!(text.contains("\"alice\""), "{text}");
+    assert!(!text.contains(&secret), "the TOTP key stays sealed");
+
+    let pg = PostgresServer::start();
+    let url = pg.url("moved");
+    let to_env = pg_overrides(&url);
+    let to_env: Vec<(&str, &str)> = to_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let to = login_config(upstream, Some(&redis), &to_env);
+    transfer::import_command(&to, &export, false).await.unwrap();
+    let again = transfer::import_command(&to, &export, false).await;
+    assert!(
+        again.is_err(),
+        "an import into records with users needs --merge"
+    );
+    transfer::import_command(&to, &export, true).await.unwrap();
+
+    let moved = start_replica(upstream, &redis, &url, &clock).await;
+    let ready = format!("http://{}/readyz", moved.admin_addr);
+    assert_eq!(
+        get(&ready, &[]).await.status,
+        200,
+        "recognised without confirm-records"
+    );
+    let mut fresh = Agent::new(moved.addr);
+    let res = password_login(&mut fresh, "alice", "wonderland").await;
+    assert_eq!(
+        res.header("location"),
+        Some("/_2fa/challenge"),
+        "{}",
+        res.text()
+    );
+    clock.advance(30);
+    let passed = answer_totp_challenge(&mut fresh, &res, &secret, &clock).await;
+    assert_eq!(passed.status, 303, "{}", passed.text());
+}
