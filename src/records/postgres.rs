@@ -78,12 +78,27 @@ fn unavailable(op: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("records ({op}): {e}"))
 }
 
+/// An error and its causes, one line ("error performing TLS handshake" alone says little).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// A driver error with the server's message when there is one (tokio-postgres prints only
 /// "db error"); never the DETAIL, which can quote the values of a row.
 fn failed(op: &str, e: &tokio_postgres::Error) -> StoreError {
     match e.as_db_error() {
         Some(db) => unavailable(op, format_args!("{} {}", db.code().code(), db.message())),
-        None => unavailable(op, e),
+        None => unavailable(op, with_causes(e)),
     }
 }
 
@@ -136,7 +151,11 @@ impl PostgresRecords {
             let mut tries = if retry { 2 } else { 1 };
             loop {
                 tries -= 1;
-                let client = self.pool.get().await.map_err(|e| unavailable(op, e))?;
+                let client = self
+                    .pool
+                    .get()
+                    .await
+                    .map_err(|e| unavailable(op, with_causes(&e)))?;
                 match f(client).await {
                     Ok(value) => return Ok(value),
                     Err(e) if e.is_closed() && tries > 0 => continue,

@@ -434,3 +434,28 @@ async fn records_move_from_sqlite_to_postgres_by_export_and_import() {
     let passed = answer_totp_challenge(&mut fresh, &res, &secret, &clock).await;
     assert_eq!(passed.status, 303, "{}", passed.text());
 }
+
+/// `sslmode=require` speaks TLS (the server refuses anything else) and verifies the server's
+/// certificate: with the operator's CA file it connects; without it the connection is refused,
+/// never made in plain text; a CA file without a certificate is refused at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
+async fn postgres_over_tls_verifies_the_server_certificate() {
+    init();
+    let pg = PostgresServer::start_tls();
+    let url = pg.url("tls");
+    assert!(url.contains("sslmode=require"));
+    let trusted = PostgresRecords::open(&url, Some(pg.ca_file())).unwrap();
+    trusted.identity().await.unwrap();
+    trusted.save_two_factor("dora", &record(3)).await.unwrap();
+    assert_eq!(trusted.two_factor("dora").await.unwrap(), Some(record(3)));
+
+    let unknown = PostgresRecords::open(&url, None).unwrap();
+    let err = unknown.identity().await.unwrap_err().to_string();
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+
+    let dir = TempDir::new("ca");
+    let empty = dir.path("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    assert!(PostgresRecords::open(&url, Some(&empty)).is_err());
+}

@@ -18,6 +18,8 @@ pub struct PostgresServer {
     bin: PathBuf,
     data: PathBuf,
     owner: Option<(u32, u32)>,
+    /// The server's certificate and key, when it speaks TLS.
+    tls: Option<(PathBuf, PathBuf)>,
     _dir: TempDir,
 }
 
@@ -67,6 +69,20 @@ fn command(bin: &Path, program: &str, owner: Option<(u32, u32)>) -> Command {
 
 impl PostgresServer {
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// A server that also speaks TLS, with a self-signed certificate for localhost and
+    /// 127.0.0.1 (its PEM is [`Self::ca_file`]).
+    pub fn start_tls() -> Self {
+        Self::start_with(true)
+    }
+
+    pub fn ca_file(&self) -> &Path {
+        &self.tls.as_ref().unwrap().0
+    }
+
+    fn start_with(tls: bool) -> Self {
         let bin = bin_dir();
         let owner = owner();
         let dir = TempDir::new("postgres");
@@ -95,12 +111,30 @@ impl PostgresServer {
             .local_addr()
             .unwrap()
             .port();
+        let tls = tls.then(|| {
+            let (cert, key) = super::self_signed(&dir.0);
+            // The server refuses a key others can read; it must own it.
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::chown(&key, Some(uid), Some(gid)).unwrap();
+            }
+            // TLS only over TCP, so a test that connects proves it spoke TLS.
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n\
+                 hostnossl all all 127.0.0.1/32 reject\n",
+            )
+            .unwrap();
+            (cert, key)
+        });
         let mut server = Self {
             child: None,
             addr: format!("127.0.0.1:{port}").parse().unwrap(),
             bin,
             data,
             owner,
+            tls,
             _dir: dir,
         };
         server.run();
@@ -109,7 +143,17 @@ impl PostgresServer {
 
     fn run(&mut self) {
         let socket_dir = self.data.parent().unwrap().to_owned();
-        let child = command(&self.bin, "postgres", self.owner)
+        let mut postgres = command(&self.bin, "postgres", self.owner);
+        if let Some((cert, key)) = &self.tls {
+            postgres.args(["-c", "ssl=on"]);
+            postgres
+                .arg("-c")
+                .arg(format!("ssl_cert_file={}", cert.display()));
+            postgres
+                .arg("-c")
+                .arg(format!("ssl_key_file={}", key.display()));
+        }
+        let child = postgres
             .arg("-D")
             .arg(&self.data)
             .args(["-p", &self.addr.port().to_string()])
@@ -143,6 +187,11 @@ impl PostgresServer {
 
     /// A URL for database `db` of this server, created if missing.
     pub fn url(&self, db: &str) -> String {
+        let sslmode = if self.tls.is_some() {
+            "require"
+        } else {
+            "disable"
+        };
         let status = command(&self.bin, "createdb", None)
             .args(["-h", "127.0.0.1", "-p", &self.addr.port().to_string()])
             .args(["-U", "postgres", db])
@@ -151,7 +200,7 @@ impl PostgresServer {
         // Already there is fine: the tests reuse names only on purpose.
         let _ = status;
         format!(
-            "postgres://postgres@127.0.0.1:{}/{db}?sslmode=disable",
+            "postgres://postgres@127.0.0.1:{}/{db}?sslmode={sslmode}",
             self.addr.port()
         )
     }
