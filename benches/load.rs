@@ -95,12 +95,17 @@ fn start_proxy(
     let addr = free_addr();
     let admin = free_addr();
     let config = dir.join(format!("{name}.toml"));
-    // Records in a file, as in production.
+    // Records in a file, as in production, unless `extra` names others.
     let records = dir.join(format!("{name}-records.db"));
+    let records = if extra.contains("[records]") {
+        String::new()
+    } else {
+        format!("[records]\npath = {records:?}\n")
+    };
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"{addr}\"\nadmin_listen = \"{admin}\"\n[upstream]\nurl = \"http://{upstream}\"\n[records]\npath = {records:?}\n{extra}"
+            "[server]\nlisten = \"{addr}\"\nadmin_listen = \"{admin}\"\n[upstream]\nurl = \"http://{upstream}\"\n{records}{extra}"
         ),
     )
     .unwrap();
@@ -133,6 +138,27 @@ fn start_redis() -> Option<(Process, SocketAddr)> {
         .ok()?;
     wait_for(addr);
     Some((Process(child), addr))
+}
+
+/// A fresh database `name` on the machine's PostgreSQL (`LOAD_PG_URL`, default the local
+/// server on 5432 with trust auth) for PostgreSQL records; None when there is no server.
+async fn postgres_database(name: &str) -> Option<String> {
+    let admin = std::env::var("LOAD_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+        .await
+        .ok()?;
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .ok()?;
+    let (base, _) = admin.rsplit_once('/')?;
+    Some(format!("{base}/{name}?sslmode=disable"))
 }
 
 /// Signs in through the proxy as a demo user (no 2FA enrolled) and returns the Cookie header
@@ -659,6 +685,38 @@ fn main() {
         );
         start_proxy(upstream, &dir, "redis", &extra)
     });
+    // PostgreSQL records, shared as by several replicas (logins only: no forwarded request
+    // reads the records).
+    // One database per proxy: each enrolls the same load users.
+    let postgres = wanted("logins")
+        .then(|| rt.block_on(postgres_database("twofa_bench_memory")))
+        .flatten();
+    let postgres_2 = postgres
+        .as_ref()
+        .and_then(|_| rt.block_on(postgres_database("twofa_bench_redis")));
+    if postgres.is_none() && wanted("logins") {
+        println!("(no PostgreSQL on LOAD_PG_URL: logins with PostgreSQL records left out)");
+    }
+    let pg_records = |url: &str| format!("[records]\nbackend = \"postgres\"\nurl = \"{url}\"\n");
+    let memory_pg = postgres.as_ref().map(|url| {
+        start_proxy(
+            upstream,
+            &dir,
+            "memory-pg",
+            &format!("{login_app}{}", pg_records(url)),
+        )
+    });
+    let redis_pg = postgres
+        .as_ref()
+        .zip(redis.as_ref())
+        .map(|(url, (_, addr))| {
+            let extra = format!(
+                "{login_app}[store]\nbackend = \"redis\"\nurl = \"redis://{addr}/1\"\n\
+             [secrets]\nencryption_key = \"YmVuY2gta2V5LWJlbmNoLWtleS1iZW5jaC1rZXktMTI=\"\n{}",
+                pg_records(url)
+            );
+            start_proxy(upstream, &dir, "redis-pg", &extra)
+        });
     let memory_cookie = rt.block_on(sign_in(memory));
     let mut targets = vec![Target {
         name: "direct",
@@ -735,16 +793,22 @@ fn main() {
     );
     md.push_str("\n### Full 2FA logins\n\nJSON password login, TOTP code computed by the load generator, \
                  first page; every user signs in once (codes cannot be replayed).\n\n\
-                 | store | logins/s | p50 ms | p90 ms | p99 ms | errors |\n|---|---|---|---|---|---|\n");
+                 | store + records | logins/s | p50 ms | p90 ms | p99 ms | errors |\n|---|---|---|---|---|---|\n");
     let mut login_json = Vec::new();
-    let mut login_targets = vec![("memory", memory)];
+    let mut login_targets = vec![("memory+sqlite", memory)];
     if let Some((_, addr)) = &redis_proxy {
-        login_targets.push(("redis", *addr));
+        login_targets.push(("redis+sqlite", *addr));
+    }
+    if let Some((_, addr)) = &memory_pg {
+        login_targets.push(("memory+postgres", *addr));
+    }
+    if let Some((_, addr)) = &redis_pg {
+        login_targets.push(("redis+postgres", *addr));
     }
     for (name, addr) in login_targets.into_iter().filter(|_| wanted("logins")) {
         let r = rt.block_on(logins(addr, login_users, 16, seconds));
         println!(
-            "{name:<8} {:>8.0} logins/s  p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  errors {}{}",
+            "{name:<16} {:>8.0} logins/s  p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  errors {}{}",
             r.per_second(),
             r.percentile_ms(0.5),
             r.percentile_ms(0.9),
