@@ -706,7 +706,7 @@ fn main() {
             &format!("{login_app}{}", pg_records(url)),
         )
     });
-    let redis_pg = postgres
+    let redis_pg = postgres_2
         .as_ref()
         .zip(redis.as_ref())
         .map(|(url, (_, addr))| {
