@@ -3,7 +3,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
@@ -11,10 +10,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::Body;
+use crate::health::Health;
 use crate::metrics::{self, Metrics};
-use crate::records::Records;
 use crate::state::Core;
-use crate::store::{AnyStore, Store};
 
 /// `POST /admin/v1/users/<user>/reset-2fa`.
 const RESET_PREFIX: &str = "/admin/v1/users/";
@@ -24,10 +22,10 @@ const CONFIRM_RECORDS: &str = "/admin/v1/records/confirm";
 
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
-    pub store: Arc<AnyStore>,
-    pub core: Arc<Core>,
-    /// Cleared when shutdown begins, so load balancers stop sending new work while we drain.
-    pub ready: AtomicBool,
+    /// Readiness, and the serving core once the store is open (the API needs it).
+    pub health: Arc<Health>,
+    /// Serve `/metrics` here (false when `server.metrics_listen` has a listener of its own).
+    pub metrics_here: bool,
 }
 
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: CancellationToken) {
@@ -75,40 +73,64 @@ async fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
     }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if !state.ready.load(Ordering::Acquire) => {
-            text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+        "/readyz" => {
+            let readiness = state.health.readiness().await;
+            text(readiness.status(), readiness.text())
         }
-        // Without the store or the records every protected request is refused, so the proxy
-        // is not ready.
-        "/readyz" => match (state.store.ping().await, state.core.records.ping().await) {
-            (Err(_), _) => text(StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n"),
-            (_, Err(_)) => text(StatusCode::SERVICE_UNAVAILABLE, "records unavailable\n"),
-            _ if !state.core.records.trusted() => text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "records not confirmed: twofa-proxy admin confirm-records\n",
-            ),
-            _ => text(StatusCode::OK, "ready\n"),
-        },
-        "/metrics" => {
-            let mut res = Response::new(Body::from(state.metrics.encode()));
-            res.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(metrics::CONTENT_TYPE),
-            );
-            res
-        }
+        "/metrics" if state.metrics_here => metrics_response(&state.metrics),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut res = Response::new(Body::from(body));
-    *res.status_mut() = status;
+use crate::health::text;
+
+/// The Prometheus text exposition of every metric.
+pub fn metrics_response(metrics: &Metrics) -> Response<Body> {
+    let mut res = Response::new(Body::from(metrics.encode()));
     res.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
+        HeaderValue::from_static(metrics::CONTENT_TYPE),
     );
     res
+}
+
+/// A listener that serves `/metrics` only (`server.metrics_listen`), so a scraper can be let in
+/// without reaching the admin API.
+pub async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>, stop: CancellationToken) {
+    loop {
+        let stream = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let metrics = metrics.clone();
+        crate::listener::serve_plain(
+            stream,
+            hyper::service::service_fn(move |req: Request<Incoming>| {
+                let metrics = metrics.clone();
+                async move {
+                    Ok::<_, Infallible>(match (req.method(), req.uri().path()) {
+                        (&Method::GET | &Method::HEAD, "/metrics") => metrics_response(&metrics),
+                        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+                    })
+                }
+            }),
+        );
+    }
+}
+
+/// The refusal while the store has not been reached (there is no core to act with).
+fn not_serving() -> Response<Body> {
+    text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "starting: store not reached yet\n",
+    )
 }
 
 fn percent_decode(segment: &str) -> String {
@@ -135,11 +157,11 @@ fn percent_decode(segment: &str) -> String {
 
 /// The admin API's bearer token check: the refusal (audited) when it fails.
 fn unauthorized(
-    state: &AdminState,
+    core: &Core,
     req: &Request<Incoming>,
     action: &'static str,
 ) -> Option<Response<Body>> {
-    let Some(token) = &state.core.config.secrets.admin_token else {
+    let Some(token) = &core.config.secrets.admin_token else {
         return Some(text(
             StatusCode::FORBIDDEN,
             "admin API disabled: set [secrets] admin_token or admin_token_file\n",
@@ -164,10 +186,13 @@ fn unauthorized(
 /// The operator confirms that the records in use are the right ones (see
 /// [`crate::records::identity`]).
 async fn confirm_records(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
-    if let Some(refused) = unauthorized(state, req, "confirm-records") {
+    let Some(core) = state.health.core() else {
+        return not_serving();
+    };
+    if let Some(refused) = unauthorized(&core, req, "confirm-records") {
         return refused;
     }
-    match crate::records::identity::confirm(&state.store, &state.core.records).await {
+    match crate::records::identity::confirm(&core.store, &core.records).await {
         Ok(()) => text(StatusCode::OK, "records confirmed\n"),
         Err(e) => {
             tracing::error!(error = %e, "confirming the records failed");
@@ -181,8 +206,11 @@ async fn confirm_records(state: &AdminState, req: &Request<Incoming>) -> Respons
 
 /// Removes a user's 2FA (lost phone): record, recovery codes, enrollment, lock and every session.
 async fn reset(state: &AdminState, req: &Request<Incoming>, raw_user: &str) -> Response<Body> {
-    let core = &state.core;
-    if let Some(refused) = unauthorized(state, req, "reset-2fa") {
+    let Some(core) = state.health.core() else {
+        return not_serving();
+    };
+    let core = &core;
+    if let Some(refused) = unauthorized(core, req, "reset-2fa") {
         return refused;
     }
     // A path segment: percent-decoding only (`+` and `&` are literal here).

@@ -29,6 +29,7 @@ pub mod body;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod health;
 pub mod listener;
 pub mod loadtest;
 pub mod login;

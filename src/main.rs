@@ -12,10 +12,23 @@ use twofa_proxy::telemetry::{self, LogFormat};
 /// Exit code for a configuration that cannot be used.
 const EXIT_CONFIG: u8 = 2;
 
+/// `--version`: the crate version, the commit and the commit's date, given at build time by
+/// `TWOFA_BUILD_COMMIT` and `TWOFA_BUILD_DATE` (docker/build sets both from git; no build
+/// script, so a rebuild with the same inputs gives the same binary, and dev builds do not
+/// recompile on every commit).
+static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{} (commit {}, built {})",
+        env!("CARGO_PKG_VERSION"),
+        option_env!("TWOFA_BUILD_COMMIT").unwrap_or("unknown"),
+        option_env!("TWOFA_BUILD_DATE").unwrap_or("unknown"),
+    )
+});
+
 #[derive(Parser)]
 #[command(
     name = "twofa-proxy",
-    version,
+    version = VERSION.as_str(),
     about = "Two-factor authentication in front of an existing web app"
 )]
 struct Cli {
@@ -44,6 +57,13 @@ enum Command {
     },
     /// Validate the config: print every problem, exit 2 if there is any.
     CheckConfig,
+    /// Ask the running proxy (at server.listen) whether it is ready (<prefix>/readyz): exit 0
+    /// if so, 1 if not. For an image's exec-form HEALTHCHECK, where there is no shell or curl.
+    Health {
+        /// Ask whether it is alive (<prefix>/healthz) instead.
+        #[arg(long)]
+        live: bool,
+    },
     /// Bring the records' schema up to date and exit (a start does the same; for running it
     /// as a separate step before a rollout).
     Migrate,
@@ -271,6 +291,10 @@ fn main() -> ExitCode {
                 admin_listen,
             } => report(twofa_proxy::demo::run(listen, admin_listen).await),
             Command::CheckConfig => check_config(cli.config),
+            Command::Health { live } => match load(cli.config) {
+                Ok(config) => report(health(&config, live).await),
+                Err(code) => code,
+            },
             Command::Migrate => match load(cli.config) {
                 Ok(config) => report(transfer::migrate_command(&config).await),
                 Err(code) => code,
@@ -296,8 +320,9 @@ fn main() -> ExitCode {
                 report(twofa_proxy::demo::run_app(listen, load_users).await)
             }
             Command::Loadtest(args) => report(loadtest(*args).await),
-            Command::Run => match load(cli.config) {
-                Ok(config) => report(run(config).await),
+            // `load` succeeds only with a path.
+            Command::Run => match load(cli.config.clone()) {
+                Ok(config) => report(run(config, cli.config.unwrap_or_default()).await),
                 Err(code) => code,
             },
         }
@@ -347,13 +372,54 @@ fn check_config(path: Option<PathBuf>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Before anything else: SIGHUP's default action ends the process.
+    let mut hangup = signal(SignalKind::hangup())?;
     let running = twofa_proxy::app::start(config).await?;
-    twofa_proxy::app::shutdown_signal().await;
+    let shutdown = twofa_proxy::app::shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = hangup.recv() => reload(&running, &path),
+        }
+    }
     tracing::info!("shutdown signal received");
     running.shutdown();
     running.wait().await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// SIGHUP: the config file (and environment) read again; refused whole on any problem.
+fn reload(running: &twofa_proxy::app::Running, path: &std::path::Path) {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(errors) => {
+            let problems: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+            tracing::error!(
+                problems = %problems.join("; "),
+                "SIGHUP: config refused, the running one is kept"
+            );
+            return;
+        }
+    };
+    match running.reload(config) {
+        Ok(()) => tracing::info!("SIGHUP: config and TLS certificate reloaded"),
+        Err(e) => tracing::error!(
+            error = %format!("{e:#}"),
+            "SIGHUP: config refused, the running one is kept"
+        ),
+    }
+}
+
+async fn health(config: &Config, live: bool) -> anyhow::Result<()> {
+    let answer = twofa_proxy::health::probe(config, live).await?;
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{answer}");
+    }
     Ok(())
 }
 

@@ -57,7 +57,12 @@ pub struct ServerConfig {
     pub admin_listen: SocketAddr,
     pub tls: Option<TlsFiles>,
     pub trusted_proxies: Vec<IpNet>,
+    /// After SIGTERM: how long readiness fails while requests are still accepted and served
+    /// (endpoint removal is asynchronous), before the drain of `shutdown_grace` begins.
+    pub shutdown_delay: Duration,
     pub shutdown_grace: Duration,
+    /// A listener of its own for `/metrics` only; `None`: metrics on the admin listener.
+    pub metrics_listen: Option<SocketAddr>,
     /// Time a client has to send a request's headers (slow-loris guard).
     pub header_read_timeout: Duration,
     /// How long an idle keep-alive connection is kept open waiting for its next request.
@@ -527,6 +532,17 @@ fn read_server(r: &mut Reader) -> ServerConfig {
             "must differ from server.listen: the admin API is never public",
         );
     }
+    let metrics_listen: Option<SocketAddr> =
+        r.opt_parsed("server.metrics_listen", "an address like 0.0.0.0:9100");
+    if let Some(metrics) = metrics_listen
+        && metrics.port() != 0
+        && (metrics == listen || metrics == admin_listen)
+    {
+        r.problem(
+            "server.metrics_listen",
+            "must differ from server.listen and server.admin_listen",
+        );
+    }
     let tls = match (r.path("server.tls_cert"), r.path("server.tls_key")) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
         (None, None) => None,
@@ -558,7 +574,9 @@ fn read_server(r: &mut Reader) -> ServerConfig {
         admin_listen,
         tls,
         trusted_proxies,
+        shutdown_delay: r.duration("server.shutdown_delay", Duration::ZERO),
         shutdown_grace: r.duration("server.shutdown_grace", Duration::from_secs(30)),
+        metrics_listen,
         header_read_timeout: r.duration("server.header_read_timeout", Duration::from_secs(10)),
         keepalive_timeout: r.duration("server.keepalive_timeout", Duration::from_secs(60)),
         max_header_bytes: r.uint("server.max_header_bytes", 32 * 1024, 8 * 1024..=1024 * 1024)

@@ -59,6 +59,8 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub struct Listener {
     tcp: TcpListener,
     tls: Option<TlsAcceptor>,
+    /// The certificate new TLS handshakes present, replaced by [`Certificate::reload`].
+    certificate: Option<Arc<Certificate>>,
     protocols: Protocols,
 }
 
@@ -80,7 +82,12 @@ impl Listener {
         let tcp = TcpListener::bind(config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-        let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
+        let certificate = config
+            .tls
+            .as_ref()
+            .map(|files| Certificate::load(files).map(Arc::new))
+            .transpose()?;
+        let tls = certificate.clone().map(tls_acceptor);
         let mut h1 = http1::Builder::new();
         h1.timer(TokioTimer::new())
             .header_read_timeout(config.header_read_timeout)
@@ -99,6 +106,7 @@ impl Listener {
         Ok(Self {
             tcp,
             tls,
+            certificate,
             protocols: Protocols {
                 h1,
                 auto,
@@ -111,6 +119,11 @@ impl Listener {
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.tcp.local_addr()
+    }
+
+    /// The TLS certificate in use, for a reload; `None` for a plain listener.
+    pub fn certificate(&self) -> Option<Arc<Certificate>> {
+        self.certificate.clone()
     }
 
     /// Accepts until `shutdown` fires, handing each connection to the next worker in turn (with
@@ -548,26 +561,67 @@ impl Drop for OpenConnection {
     }
 }
 
-fn tls_acceptor(files: &TlsFiles) -> anyhow::Result<TlsAcceptor> {
+/// The server certificate and key that new handshakes present. A reload (SIGHUP) replaces
+/// them; connections already made keep the ones they began with.
+#[derive(Debug)]
+pub struct Certificate(std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>);
+
+impl Certificate {
+    fn load(files: &TlsFiles) -> anyhow::Result<Self> {
+        Ok(Self(std::sync::RwLock::new(Arc::new(certified_key(
+            files,
+        )?))))
+    }
+
+    /// Reads the files again; on any problem the certificate in use stays.
+    pub fn reload(&self, files: &TlsFiles) -> anyhow::Result<()> {
+        let key = Arc::new(certified_key(files)?);
+        if let Ok(mut current) = self.0.write() {
+            *current = key;
+        }
+        Ok(())
+    }
+}
+
+impl rustls::server::ResolvesServerCert for Certificate {
+    fn resolve(
+        &self,
+        _: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.0.read().ok().map(|key| key.clone())
+    }
+}
+
+fn certified_key(files: &TlsFiles) -> anyhow::Result<rustls::sign::CertifiedKey> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
     let certs = CertificateDer::pem_file_iter(&files.cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| anyhow::anyhow!("server.tls_cert {}: {e}", files.cert.display()))?;
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "server.tls_cert {}: no certificate in the file",
+        files.cert.display()
+    );
     let key = PrivateKeyDer::from_pem_file(&files.key)
         .map_err(|e| anyhow::anyhow!("server.tls_key {}: {e}", files.key.display()))?;
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    rustls::sign::CertifiedKey::from_der(certs, key, &provider)
+        .map_err(|e| anyhow::anyhow!("server.tls_cert/tls_key: {e}"))
+}
+
+fn tls_acceptor(certificate: Arc<Certificate>) -> TlsAcceptor {
     let mut config = rustls::ServerConfig::builder()
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| anyhow::anyhow!("server.tls_cert/tls_key: {e}"))?;
+        .with_cert_resolver(certificate);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    TlsAcceptor::from(Arc::new(config))
 }
 
 /// Checks that the TLS files load, for `check-config`.
 pub fn check_tls(files: &TlsFiles) -> anyhow::Result<()> {
-    tls_acceptor(files).map(|_| ())
+    certified_key(files).map(|_| ())
 }
 
 /// A connection handed to a plain hyper HTTP/1 server (admin listener, demo app).

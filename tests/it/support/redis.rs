@@ -22,7 +22,7 @@ impl RedisServer {
         Self::start_on(port)
     }
 
-    fn start_on(port: u16) -> Self {
+    pub fn start_on(port: u16) -> Self {
         let child = Command::new("redis-server")
             .args([
                 "--bind",
