@@ -36,7 +36,13 @@ struct Cli {
     #[arg(long, global = true, env = "TWOFA_CONFIG")]
     config: Option<PathBuf>,
     /// Log format: json (default) or text.
-    #[arg(long, global = true, default_value = "json")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "json",
+        env = "TWOFA_LOG_FORMAT",
+        value_parser = ["json", "text"]
+    )]
     log_format: String,
     #[command(subcommand)]
     command: Option<Command>,

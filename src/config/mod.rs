@@ -4,6 +4,7 @@
 //! `config/example.toml` documents every key read here, with its default.
 
 mod reader;
+mod site;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -49,6 +50,8 @@ pub struct Config {
     pub records: RecordsConfig,
     pub secrets: SecretsConfig,
     pub ui: UiConfig,
+    /// `TWOFA_` variables that are neither overrides nor read by the command (a warning).
+    pub ignored_env: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -367,6 +370,7 @@ impl Config {
                     .into(),
             });
         }
+        out.extend(site::warnings(self));
         out
     }
 }
@@ -391,6 +395,11 @@ impl Config {
                 message: "\"log\" prints codes to the console and is only for `twofa-proxy demo`; use \"smtp\" or \"file\"".into(),
             }]));
         }
+        // Deployments only (tests and the demo build configs in code, on loopback).
+        let errors = site::errors(&config);
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
         Ok(config)
     }
 
@@ -405,9 +414,10 @@ impl Config {
                 message: format!("not valid TOML: {e}"),
             }])
         })?;
-        let (env_sources, mut problems) = apply_env(&mut root, env);
+        let (env_sources, mut problems, ignored_env) = apply_env(&mut root, env);
         let mut r = Reader::new(root, env_sources);
-        let config = read(&mut r);
+        let mut config = read(&mut r);
+        config.ignored_env = ignored_env;
         problems.extend(r.finish());
         if problems.is_empty() {
             Ok(config)
@@ -434,15 +444,30 @@ impl Config {
 fn apply_env(
     root: &mut Table,
     env: impl IntoIterator<Item = (String, String)>,
-) -> (BTreeMap<String, String>, Vec<Problem>) {
+) -> (BTreeMap<String, String>, Vec<Problem>, Vec<String>) {
     let mut sources = BTreeMap::new();
     let mut problems = Vec::new();
+    let mut ignored = Vec::new();
+    let mut known: Option<Vec<String>> = None;
     for (name, value) in env {
         let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
             continue;
         };
-        // Variables without a section separator (TWOFA_CONFIG, TWOFA_LOG) are not overrides.
+        // Variables without a section separator are not overrides: the command's own
+        // (TWOFA_CONFIG), a near miss of one (TWOFA_SERVER_LISTEN: refused, as it would
+        // silently leave the setting as it was), or someone else's (warned).
         if !rest.contains("__") {
+            if site::COMMAND_VARIABLES.contains(&name.as_str()) {
+                continue;
+            }
+            let known = known.get_or_insert_with(Config::known_keys);
+            match site::near_miss(&name, known) {
+                Some(meant) => problems.push(Problem {
+                    message: format!("not an override (one underscore): did you mean {meant}?"),
+                    key: name,
+                }),
+                None => ignored.push(name),
+            }
             continue;
         }
         let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
@@ -462,7 +487,7 @@ fn apply_env(
         }
         sources.insert(path.join("."), name);
     }
-    (sources, problems)
+    (sources, problems, ignored)
 }
 
 /// Sets `path` (sections then key) in `table`, creating sections; false if a section is a value.
@@ -500,6 +525,7 @@ fn read(r: &mut Reader) -> Config {
         store: read_store(r),
         records: read_records(r),
         secrets: read_secrets(r),
+        ignored_env: Vec::new(),
         ui: UiConfig {
             language: r.choice(
                 "ui.language",
