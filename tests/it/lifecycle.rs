@@ -1,5 +1,6 @@
 //! The real binary's life: graceful drain on SIGTERM and SIGINT (with and without a delay),
-//! probes on the main listener, reloads on SIGHUP, a start with the store down.
+//! probes on the main listener, reloads on SIGHUP, a start with the store down, a rolling restart
+//! of two replicas behind nginx.
 
 use std::time::{Duration, Instant};
 
@@ -429,4 +430,138 @@ async fn starts_with_the_store_down_and_becomes_ready_when_it_comes_up() {
     wait_for_log(&proxy, "store reached: serving", Duration::from_secs(40));
     assert_eq!(get(&format!("{base}/_2fa/readyz"), &[]).await.status, 200);
     assert_eq!(get(&format!("{base}/debug/headers"), &[]).await.status, 200);
+}
+
+/// A rolling restart of two replicas behind nginx (a tiny load balancer, as an ingress would
+/// be) under a bounded load: each replica in turn is sent SIGTERM, drains and is started again
+/// on its port. With `shutdown_delay`, readiness fails while it still serves; after it the
+/// refused connections are retried on the other replica by nginx. Not one request fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
+async fn a_rolling_restart_behind_a_load_balancer_fails_no_request() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    let (up, _stop) = demo_upstream().await;
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let replica = |addr: std::net::SocketAddr| {
+        ProxyProcess::start(&format!(
+            "[server]\nlisten = \"{addr}\"\nadmin_listen = \"127.0.0.1:0\"\n\
+             shutdown_delay = \"1s\"\nshutdown_grace = \"5s\"\n\
+             [upstream]\nurl = \"http://{up}\"\n[app]\npublic_paths = [\"/debug/\"]\n"
+        ))
+    };
+    let addrs = [free(), free()];
+    let mut replicas = [replica(addrs[0]), replica(addrs[1])];
+
+    let dir = TempDir::new("rolling");
+    let lb = free();
+    let conf = dir.path("nginx.conf");
+    let d = dir.0.display();
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+             events {{ worker_connections 512; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+               fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+               upstream twofa {{ server {a} max_fails=0; server {b} max_fails=0; keepalive 16; }}\n\
+               server {{\n    listen {lb};\n    location / {{\n      proxy_pass http://twofa;\n\
+                 proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n\
+                 proxy_connect_timeout 1s;\n      proxy_next_upstream error timeout;\n    }}\n  }}\n}}\n",
+            a = addrs[0],
+            b = addrs[1],
+        ),
+    )
+    .unwrap();
+    let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or_else(|| missing_tool("nginx", "apt-get install nginx", "not found"));
+    let mut balancer = std::process::Command::new(nginx)
+        .arg("-c")
+        .arg(&conf)
+        .arg("-p")
+        .arg(&dir.0)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| missing_tool("nginx", "apt-get install nginx", e));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(lb).await.is_err() {
+        assert!(Instant::now() < deadline, "nginx did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Bounded load: 8 clients, each one request at a time on its own keep-alive connection.
+    let running = Arc::new(AtomicBool::new(true));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let (running, ok, failed) = (running.clone(), ok.clone(), failed.clone());
+        clients.push(tokio::spawn(async move {
+            let client = http_client();
+            let mut statuses = Vec::new();
+            while running.load(Ordering::Relaxed) {
+                let req = http::Request::get(format!("http://{lb}/debug/headers"))
+                    .body(full(bytes::Bytes::new()))
+                    .unwrap();
+                match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await {
+                    Ok(Ok(res)) if res.status() == 200 => {
+                        use http_body_util::BodyExt as _;
+                        match res.into_body().collect().await {
+                            Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                            Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                        };
+                    }
+                    Ok(Ok(res)) => {
+                        statuses.push(res.status().as_u16());
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            statuses
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (i, addr) in addrs.into_iter().enumerate() {
+        let before = ok.load(Ordering::Relaxed);
+        replicas[i].signal("TERM");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while replicas[i].child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "replica {i} did not stop");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(replicas[i].child.try_wait().unwrap().unwrap().success());
+        replicas[i] = replica(addr);
+        assert_eq!(
+            get(&format!("http://{addr}/_2fa/readyz"), &[]).await.status,
+            200
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            ok.load(Ordering::Relaxed) > before,
+            "no requests served during the restart"
+        );
+    }
+    running.store(false, Ordering::Relaxed);
+    let mut statuses = Vec::new();
+    for client in clients {
+        statuses.extend(client.await.unwrap());
+    }
+    let _ = balancer.kill();
+    let _ = balancer.wait();
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!("rolling restart: {ok} requests served, {failed} failed");
+    assert!(ok > 200, "only {ok} requests");
+    assert_eq!(failed, 0, "failed requests (statuses {statuses:?})");
 }
