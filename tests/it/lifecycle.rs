@@ -565,3 +565,46 @@ async fn a_rolling_restart_behind_a_load_balancer_fails_no_request() {
     assert!(ok > 200, "only {ok} requests");
     assert_eq!(failed, 0, "failed requests (statuses {statuses:?})");
 }
+
+/// `server.metrics_listen`: a scraper reaches `/metrics` there and nothing else; the admin
+/// listener keeps its probes and API but no longer serves metrics.
+#[tokio::test]
+async fn metrics_on_a_listener_of_their_own() {
+    let (up, _stop) = demo_upstream().await;
+    let config = twofa_proxy::config::Config::from_toml(
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
+             metrics_listen = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{up}\"\n\
+             [records]\npath = \":memory:\"\n"
+        ),
+        Vec::new(),
+    )
+    .unwrap();
+    let proxy = twofa_proxy::app::start(config).await.unwrap();
+    let metrics = proxy.metrics_addr.expect("metrics listener");
+    let scraped = get(&format!("http://{metrics}/metrics"), &[]).await;
+    assert_eq!(scraped.status, 200);
+    assert!(
+        scraped.text().contains("twofa_open_connections"),
+        "{}",
+        scraped.text()
+    );
+    for path in ["/readyz", "/healthz", "/admin/v1/records/confirm"] {
+        assert_eq!(
+            get(&format!("http://{metrics}{path}"), &[]).await.status,
+            404,
+            "{path}"
+        );
+    }
+    let admin = proxy.admin_addr;
+    assert_eq!(
+        get(&format!("http://{admin}/metrics"), &[]).await.status,
+        404
+    );
+    assert_eq!(
+        get(&format!("http://{admin}/readyz"), &[]).await.status,
+        200
+    );
+    proxy.shutdown();
+    proxy.wait().await;
+}
