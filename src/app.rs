@@ -647,6 +647,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_reload_names_every_setting_bound_at_start() {
+        let config = |extra: &str| {
+            Config::from_toml(
+                &format!("[records]\npath = \":memory:\"\n{extra}"),
+                Vec::new(),
+            )
+            .unwrap()
+        };
+        let running = config("");
+        let same = config("[app]\npublic_paths = [\"/\"]\n[session]\nidle_timeout = \"5m\"\n");
+        assert!(restart_only_changes(&running, &same).is_empty());
+        for (extra, named) in [
+            ("[server]\nlisten = \"127.0.0.1:1\"\n", "server.listen"),
+            ("[server]\nworkers = 3\n", "server.workers"),
+            (
+                "[server]\nshutdown_grace = \"1s\"\n",
+                "server.shutdown_grace",
+            ),
+            (
+                "[server]\nmetrics_listen = \"127.0.0.1:9100\"\n",
+                "server.metrics_listen",
+            ),
+            ("[store]\nkey_prefix = \"other:\"\n", "[store]"),
+        ] {
+            assert_eq!(
+                restart_only_changes(&running, &config(extra)),
+                [named],
+                "{extra}"
+            );
+        }
+        // Delays and everything the request path reads are applied.
+        let delay = config("[server]\nshutdown_delay = \"5s\"\n");
+        assert!(restart_only_changes(&running, &delay).is_empty());
+    }
+
+    #[test]
     fn request_ids_read_as_prefix_dash_counter_in_hex() {
         for (prefix, n) in [(0, 1), (0xdead_beef, 0xff), (7, 0x10), (1, u64::MAX)] {
             let mut ids = RequestIds {
