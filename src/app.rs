@@ -43,6 +43,8 @@ pub struct Running {
     /// `server.metrics_listen`'s bound address, when set.
     pub metrics_addr: Option<SocketAddr>,
     stop: CancellationToken,
+    /// A second shutdown request: the delay is cut short.
+    hurry: CancellationToken,
     task: JoinHandle<()>,
     serving: Arc<Serving>,
 }
@@ -51,13 +53,23 @@ impl Running {
     /// Begins a graceful shutdown: readiness fails at once; requests are still accepted and
     /// served for `server.shutdown_delay`; then no new connections, and in-flight requests get
     /// `server.shutdown_grace` to finish.
+    /// A second call (a second Ctrl-C) cuts the delay short; the drain still runs.
     pub fn shutdown(&self) {
+        if self.stop.is_cancelled() {
+            self.hurry.cancel();
+        }
         self.stop.cancel();
     }
 
     /// Resolves once the proxy has drained (or its grace period ran out).
     pub async fn wait(self) {
         let _ = self.task.await;
+    }
+
+    /// [`Running::wait`] without giving up the handle, so a shutdown can be asked for again
+    /// meanwhile. Not to be awaited again once it has resolved.
+    pub async fn stopped(&mut self) {
+        let _ = (&mut self.task).await;
     }
 
     /// Whether the store has been reached and requests are served (readiness may still fail
@@ -177,6 +189,7 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> anyhow::Res
     });
 
     let stop = CancellationToken::new();
+    let hurry = CancellationToken::new();
     // The first attempt in line, so a reachable store is serving when `start` returns.
     let first = open_store(&serving.config(), &serving.clock).await;
     match first {
@@ -219,6 +232,7 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> anyhow::Res
     let serve = tokio::spawn(listener.serve(stacks, metrics, accepting.clone(), grace));
     let task = {
         let stop = stop.clone();
+        let hurry = hurry.clone();
         let serving = serving.clone();
         tokio::spawn(async move {
             stop.cancelled().await;
@@ -229,7 +243,10 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> anyhow::Res
                     delay_ms = delay.as_millis() as u64,
                     "shutdown: readiness fails; still accepting and serving during the delay"
                 );
-                tokio::time::sleep(delay).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = hurry.cancelled() => tracing::info!("shutdown asked again: delay cut short"),
+                }
             }
             accepting.cancel();
             let _ = serve.await;
@@ -246,6 +263,7 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> anyhow::Res
         admin_addr,
         metrics_addr,
         stop,
+        hurry,
         task,
         serving,
     })

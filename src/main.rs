@@ -382,7 +382,7 @@ async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     // Before anything else: SIGHUP's default action ends the process.
     let mut hangup = signal(SignalKind::hangup())?;
-    let running = twofa_proxy::app::start(config).await?;
+    let mut running = twofa_proxy::app::start(config).await?;
     let shutdown = twofa_proxy::app::shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -393,7 +393,16 @@ async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     }
     tracing::info!("shutdown signal received");
     running.shutdown();
-    running.wait().await;
+    // A second signal (an impatient Ctrl-C) skips what is left of server.shutdown_delay.
+    let again = twofa_proxy::app::shutdown_signal();
+    tokio::pin!(again);
+    tokio::select! {
+        _ = running.stopped() => {}
+        _ = &mut again => {
+            running.shutdown();
+            running.stopped().await;
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -608,3 +608,28 @@ async fn metrics_on_a_listener_of_their_own() {
     proxy.shutdown();
     proxy.wait().await;
 }
+
+/// A second SIGTERM during a long `shutdown_delay` cuts it short: the drain starts at once.
+#[tokio::test]
+async fn a_second_signal_cuts_the_delay_short() {
+    let (up, _stop) = demo_upstream().await;
+    let mut proxy = public_proxy(up, "shutdown_delay = \"60s\"\nshutdown_grace = \"5s\"");
+    proxy.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let res = get(&format!("http://{}/_2fa/readyz", proxy.addr), &[]).await;
+    assert_eq!(res.status, 503, "readiness fails during the delay");
+    let asked = Instant::now();
+    proxy.signal("TERM");
+    let deadline = asked + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = proxy.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still in the delay after a second signal"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "exit status {status:?}");
+}
