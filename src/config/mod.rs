@@ -242,6 +242,8 @@ pub struct RecordsConfig {
     pub url: Secret,
     /// PEM certificates that vouch for the PostgreSQL server, besides the system roots.
     pub ca_file: Option<PathBuf>,
+    /// The records' identity as the operator pinned it (see [`crate::records::identity`]).
+    pub identity: Option<String>,
 }
 
 fn is_loopback_name(host: &str) -> bool {
@@ -942,6 +944,7 @@ fn read_records(r: &mut Reader) -> RecordsConfig {
         path,
         url,
         ca_file,
+        identity: r.opt_string("records.identity"),
     }
 }
 

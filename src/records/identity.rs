@@ -9,13 +9,15 @@
 //!   and settings answer 503 (sessions already issued keep working), and `/readyz` fails, until
 //!   an operator confirms the records with `twofa-proxy admin confirm-records`.
 //!
-//! A store and records emptied together look like a first start: what this cannot see.
+//! A store and records emptied together look like a first start, unless the operator pinned
+//! the identity in the config (`[records] identity`, printed by `twofa-proxy migrate`): pinned,
+//! records with another identity are refused whatever the store remembers.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::{AnyRecords, Records};
-use crate::store::{AnyStore, Store, StoreResult};
+use crate::store::{AnyStore, Store, StoreError, StoreResult};
 
 /// How often a running proxy compares the identities again.
 pub const CHECK_EVERY: Duration = Duration::from_secs(10);
@@ -43,8 +45,19 @@ pub async fn check(store: &AnyStore, records: &AnyRecords) -> StoreResult<Verdic
 
 async fn compare(store: &AnyStore, records: &AnyRecords) -> StoreResult<Verdict> {
     let found = records.identity().await?;
-    Ok(match store.records_identity().await? {
+    let remembered = store.records_identity().await?;
+    let pinned = records.pinned_identity();
+    if pinned.is_some_and(|p| p != found) {
+        // The operator's word in the config outranks what any store remembers.
+        return Ok(Verdict::Replaced);
+    }
+    Ok(match remembered {
         Some(remembered) if remembered == found => Verdict::Same,
+        // Pinned and matching: the store is the stranger (emptied, or another one).
+        Some(_) if pinned.is_some() => {
+            store.remember_records_identity(&found).await?;
+            Verdict::Learned
+        }
         Some(_) => Verdict::Replaced,
         None => {
             // A store from before the records kept the 2FA records itself: bring them over
@@ -70,6 +83,11 @@ async fn compare(store: &AnyStore, records: &AnyRecords) -> StoreResult<Verdict>
 /// new volume): the store learns their identity and they are served again.
 pub async fn confirm(store: &AnyStore, records: &AnyRecords) -> StoreResult<()> {
     let found = records.identity().await?;
+    if records.pinned_identity().is_some_and(|p| p != found) {
+        return Err(StoreError::Unavailable(
+            "records: [records] identity names other records; change it to confirm these".into(),
+        ));
+    }
     store.remember_records_identity(&found).await?;
     records.set_trusted(true);
     tracing::warn!(target: "audit", event = "records_confirmed", by = "admin");

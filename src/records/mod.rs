@@ -88,6 +88,8 @@ pub struct UserRecords {
 pub struct AnyRecords {
     backend: Backend,
     trusted: AtomicBool,
+    /// `[records] identity`: the only identity these records may have.
+    pinned: Option<String>,
 }
 
 enum Backend {
@@ -110,6 +112,7 @@ impl AnyRecords {
         Ok(Self {
             backend,
             trusted: AtomicBool::new(false),
+            pinned: config.identity.clone(),
         })
     }
 
@@ -118,6 +121,7 @@ impl AnyRecords {
         Self {
             backend: Backend::Sqlite(records),
             trusted: AtomicBool::new(true),
+            pinned: None,
         }
     }
 
@@ -126,11 +130,16 @@ impl AnyRecords {
         Self {
             backend: Backend::Postgres(records),
             trusted: AtomicBool::new(false),
+            pinned: None,
         }
     }
 
     pub fn trusted(&self) -> bool {
         self.trusted.load(Ordering::Acquire)
+    }
+
+    pub fn pinned_identity(&self) -> Option<&str> {
+        self.pinned.as_deref()
     }
 
     pub(crate) fn set_trusted(&self, trusted: bool) {

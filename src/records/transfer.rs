@@ -222,8 +222,10 @@ pub async fn import_command(config: &Config, input: &Path, merge: bool) -> anyho
 pub async fn migrate_command(config: &Config) -> anyhow::Result<()> {
     let records = open_for_command(config, false).await?;
     // The identity is read after the schema is current: PostgreSQL migrates at the first call.
-    records.identity().await?;
+    let identity = records.identity().await?;
     eprintln!("records schema is current");
+    // On stdout, for `[records] identity` (it is an identifier, not a secret).
+    println!("records identity: {identity}");
     Ok(())
 }
 

@@ -275,6 +275,7 @@ async fn records_that_are_not_the_ones_served_with_are_refused_until_confirmed()
         path: dir.path(name),
         url: twofa_proxy::config::Secret::new(String::new()),
         ca_file: None,
+        identity: None,
     };
     let first = AnyRecords::open(&config("first.db")).await.unwrap();
     // Untrusted until checked: reads fail instead of answering "no 2FA".
@@ -296,6 +297,32 @@ async fn records_that_are_not_the_ones_served_with_are_refused_until_confirmed()
     assert_eq!(check(&store, &other).await.unwrap(), Verdict::Same);
     // Now the first records are the strangers.
     assert_eq!(check(&store, &first).await.unwrap(), Verdict::Replaced);
+
+    // Pinned in the config: records with another identity are refused even by a store that
+    // knows none (both emptied together), and cannot be confirmed; the pinned ones are served
+    // whatever the store remembers.
+    let first_id = first.identity().await.unwrap();
+    let pinned = |name: &str, id: &str| twofa_proxy::config::RecordsConfig {
+        identity: Some(id.to_owned()),
+        ..config(name)
+    };
+    let empty_store = AnyStore::Memory(Box::new(MemoryStore::new(
+        twofa_proxy::clock::ManualClock::at_now(),
+    )));
+    let stranger = AnyRecords::open(&pinned("third.db", &first_id))
+        .await
+        .unwrap();
+    assert_eq!(
+        check(&empty_store, &stranger).await.unwrap(),
+        Verdict::Replaced
+    );
+    assert!(confirm(&empty_store, &stranger).await.is_err());
+    assert!(!stranger.trusted());
+    let right = AnyRecords::open(&pinned("first.db", &first_id))
+        .await
+        .unwrap();
+    assert_eq!(check(&store, &right).await.unwrap(), Verdict::Learned);
+    assert_eq!(check(&store, &right).await.unwrap(), Verdict::Same);
 }
 
 fn sample() -> TwoFactorRecord {
