@@ -225,7 +225,7 @@ pub async fn migrate_command(config: &Config) -> anyhow::Result<()> {
     let identity = records.identity().await?;
     eprintln!("records schema is current");
     // On stdout, for `[records] identity` (it is an identifier, not a secret).
-    println!("records identity: {identity}");
+    writeln!(std::io::stdout(), "records identity: {identity}")?;
     Ok(())
 }
 
