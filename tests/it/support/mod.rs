@@ -8,6 +8,7 @@ pub mod agent;
 pub mod lenient_app;
 pub mod realapp;
 pub mod redis;
+pub mod redis_ha;
 pub mod site;
 pub mod smtp;
 
