@@ -1,5 +1,5 @@
 //! The shared store: Redis (or Valkey) standalone, behind Sentinel, or a Cluster
-//! ([`connection`](super::connection) says how each is reached), so replicas see one set of
+//! (`store/connection.rs` says how each is reached), so replicas see one set of
 //! sessions, pending logins and counters. Every key starts with `[store] key_prefix`;
 //! everything that expires carries a TTL. Records are JSON.
 //!
