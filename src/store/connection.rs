@@ -249,10 +249,9 @@ impl SentinelMaster {
     async fn run(&self, request: Request<'_>) -> RedisResult<Reply> {
         let mut last = None;
         for _ in 0..SENTINEL_ATTEMPTS {
-            let (generation, conn) = self.snapshot();
-            let mut conn = match conn {
-                Some(conn) => conn,
-                None => self.master().await?,
+            let (generation, mut conn) = match self.snapshot() {
+                (generation, Some(conn)) => (generation, conn),
+                (_, None) => self.master().await?,
             };
             let reply = match request {
                 Request::Command(cmd) => conn.req_packed_command(cmd).await.map(Reply::One),
@@ -287,12 +286,12 @@ impl SentinelMaster {
         }
     }
 
-    /// The current master's connection, asking the sentinels if there is none. One look-up at
-    /// a time; those who waited for it use its result.
-    async fn master(&self) -> RedisResult<MultiplexedConnection> {
+    /// The current master's connection and its generation, asking the sentinels if there is
+    /// none. One look-up at a time; those who waited for it use its result.
+    async fn master(&self) -> RedisResult<(u64, MultiplexedConnection)> {
         let mut resolver = self.sentinels.lock().await;
-        if let (_, Some(conn)) = self.snapshot() {
-            return Ok(conn);
+        if let (generation, Some(conn)) = self.snapshot() {
+            return Ok((generation, conn));
         }
         if let Some((at, e)) = &resolver.failed
             && at.elapsed() < RESOLVE_PAUSE
@@ -314,7 +313,7 @@ impl SentinelMaster {
                 current.conn = Some(conn.clone());
                 current.generation += 1;
                 tracing::info!("redis master found through the sentinels");
-                Ok(conn)
+                Ok((current.generation, conn))
             }
             Err(e) => {
                 resolver.failed = Some((Instant::now(), e.clone()));

@@ -172,6 +172,75 @@ async fn redis_sentinel_failover_fails_closed_then_finds_the_new_master_never_th
     );
 }
 
+/// A failover the sentinels are asked for (`SENTINEL FAILOVER`): the old master lives on as a
+/// replica, its connections may stay open. The store's next write there meets READONLY, so it
+/// asks the sentinels and goes on with the new master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sentinel_store_follows_a_requested_failover() {
+    let ha = RedisSentinel::start();
+    let store = RedisStore::open(&redis_config("manual:", sentinel_mode(&ha)))
+        .await
+        .unwrap();
+    store
+        .put_session("before", &session("alice"), TTL)
+        .await
+        .unwrap();
+    ha.sync_replica();
+    let old = ha.first_master;
+    let _: () = ha.ask_failover().unwrap();
+    let asked = Instant::now();
+    while ha.master_port() == Some(old) {
+        assert!(
+            asked.elapsed() < FAILOVER_LIMIT,
+            "the sentinels did not fail over"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let new = ha.master_port().unwrap();
+    // The old master must have turned replica too before the writes below are meaningful.
+    while redis_ha::role(old) != "slave" {
+        assert!(
+            asked.elapsed() < FAILOVER_LIMIT,
+            "the old master was not demoted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut written = 0;
+    for i in 0..40 {
+        let id = format!("after-{i}");
+        match store.put_session(&id, &session("bob"), TTL).await {
+            Ok(()) => {
+                written += 1;
+                let on_new: i64 =
+                    redis_ha::query(new, &["EXISTS", &store_key("manual:", &id)]).unwrap();
+                assert_eq!(on_new, 1, "a write acknowledged but not on the new master");
+            }
+            Err(StoreError::Unavailable(_)) => {}
+            Err(e) => panic!("{e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "requested sentinel failover: {written}/40 writes after the switch succeeded, {:?} after the request",
+        asked.elapsed()
+    );
+    assert!(written >= 30, "the store did not follow the new master");
+    assert_eq!(
+        store.session("before").await.unwrap(),
+        Some(session("alice"))
+    );
+}
+
+/// The key a session id is stored under (redis.rs: `Ps:H(id)`).
+fn store_key(prefix: &str, id: &str) -> String {
+    use base64::Engine as _;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, id.as_bytes());
+    format!(
+        "{prefix}s:{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_cluster_failover_fails_closed_then_serves_from_the_promoted_replica() {
     let mut cluster = RedisCluster::start(3, 1);

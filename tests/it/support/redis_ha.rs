@@ -186,6 +186,14 @@ impl RedisSentinel {
         self.master = Node::start(&self.dir, self.first_master, &as_strs(&args));
     }
 
+    /// `SENTINEL FAILOVER`: the sentinels promote the replica without waiting for a failure.
+    pub fn ask_failover(&self) -> ::redis::RedisResult<()> {
+        query(
+            self.sentinels[0].port,
+            &["SENTINEL", "FAILOVER", MASTER_NAME],
+        )
+    }
+
     /// How many keys the node on `port` holds.
     pub fn dbsize(port: u16) -> i64 {
         query(port, &["DBSIZE"]).unwrap()
@@ -318,6 +326,17 @@ pub fn query<T: ::redis::FromRedisValue>(port: u16, args: &[&str]) -> ::redis::R
         cmd.arg(*a);
     }
     cmd.query(&mut conn)
+}
+
+/// "master" or "slave", as the node on `port` says (`ROLE`); empty if it does not answer.
+pub fn role(port: u16) -> String {
+    query::<Vec<::redis::Value>>(port, &["ROLE"])
+        .ok()
+        .and_then(|v| match v.first() {
+            Some(::redis::Value::BulkString(b)) => String::from_utf8(b.clone()).ok(),
+            _ => None,
+        })
+        .unwrap_or_default()
 }
 
 fn info(port: u16, section: &str) -> String {
