@@ -250,14 +250,20 @@ async fn redis_cluster_failover_fails_closed_then_serves_from_the_promoted_repli
     let before = session("alice");
     store.put_session("before", &before, TTL).await.unwrap();
     let home = cluster.master_of("{fo:}");
-    let acked: i64 = redis_ha::query(home, &["WAIT", "1", "5000"]).unwrap();
-    assert_eq!(acked, 1, "the replica did not acknowledge the writes");
+    redis_ha::sync_replicas_of(home);
 
     cluster.kill(home);
     let killed = Instant::now();
     let took = ride_out_failover(&store, &before, killed).await;
     eprintln!("cluster failover: store served again {took:?} after kill -9 of the master");
-    assert_ne!(cluster.master_of("{fo:}"), home);
+    // The nodes agree on the new owner of the slot within moments of serving from it.
+    while cluster.master_of("{fo:}") == home {
+        assert!(
+            killed.elapsed() < FAILOVER_LIMIT,
+            "the slot still names the dead master"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -156,11 +156,9 @@ impl RedisSentinel {
         addr.get(1)?.parse().ok()
     }
 
-    /// Blocks until the replica has every write the master acknowledged (`WAIT 1`), so a
-    /// failover loses none of them.
+    /// Blocks until the replica has every write the master has, so a failover loses none.
     pub fn sync_replica(&self) {
-        let n: i64 = query(self.master.port, &["WAIT", "1", "5000"]).unwrap();
-        assert_eq!(n, 1, "the replica did not acknowledge the writes");
+        sync_replicas_of(self.master.port);
     }
 
     pub fn kill_master(&mut self) {
@@ -326,6 +324,38 @@ pub fn query<T: ::redis::FromRedisValue>(port: u16, args: &[&str]) -> ::redis::R
         cmd.arg(*a);
     }
     cmd.query(&mut conn)
+}
+
+/// Blocks until every replica of the master on `port` has applied all the master has (their
+/// replication offsets caught up), so a failover loses no write made before. (`WAIT` on a new
+/// connection proves nothing: it waits for that connection's own writes only.)
+pub fn sync_replicas_of(port: u16) {
+    wait_until(Duration::from_secs(10), "replicas caught up", || {
+        let master = info(port, "replication");
+        let field = |text: &str, name: &str| -> Option<i64> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse().ok())
+        };
+        let Some(offset) = field(&master, "master_repl_offset:") else {
+            return false;
+        };
+        let replicas: Vec<u16> = master
+            .lines()
+            .filter(|l| l.starts_with("slave") && l.contains("port="))
+            .filter_map(|l| {
+                l.split(',')
+                    .find_map(|kv| kv.strip_prefix("port="))
+                    .and_then(|p| p.parse().ok())
+            })
+            .collect();
+        !replicas.is_empty()
+            && replicas.iter().all(|r| {
+                let replica = info(*r, "replication");
+                replica.contains("master_link_status:up")
+                    && field(&replica, "slave_repl_offset:").is_some_and(|o| o >= offset)
+            })
+    });
 }
 
 /// "master" or "slave", as the node on `port` says (`ROLE`); empty if it does not answer.
