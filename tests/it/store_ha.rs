@@ -93,6 +93,30 @@ async fn redis_cluster_store_keeps_the_contract() {
     assert!(RedisCluster::dbsize(home) > 0);
 }
 
+/// The data nodes' ACL user and password (`[store] username`, `password`) reach the master the
+/// sentinels name; a wrong password is refused at start, and never quoted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sentinel_store_signs_in_with_the_configured_user() {
+    let ha =
+        RedisSentinel::start_with(&["--user", "twofa", "on", ">s3cret-pw", "~*", "&*", "+@all"]);
+    let mut config = redis_config("acl:", sentinel_mode(&ha));
+    config.username = Some("twofa".into());
+    config.password = Some(twofa_proxy::config::Secret::new("wrong-pw".into()));
+    let Err(e) = RedisStore::open(&config).await else {
+        panic!("a wrong password was accepted");
+    };
+    assert!(!e.to_string().contains("wrong-pw"), "{e}");
+    config.password = Some(twofa_proxy::config::Secret::new("s3cret-pw".into()));
+    let store = RedisStore::open(&config).await.unwrap();
+    store.put_session("s", &session("a"), TTL).await.unwrap();
+    assert_eq!(store.session("s").await.unwrap(), Some(session("a")));
+    let whoami: String = redis_ha::query(ha.master_port().unwrap(), &["CLIENT", "LIST"]).unwrap();
+    assert!(
+        whoami.contains("user=twofa"),
+        "the store did not sign in as twofa"
+    );
+}
+
 /// What a failover looks like from the store: after the kill, calls fail (as `StoreError`,
 /// never as a wrong answer such as "no such session") until the store serves from the new
 /// master, with the data the old one had replicated.

@@ -81,11 +81,19 @@ pub struct RedisSentinel {
 
 impl RedisSentinel {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// With `extra` on every data node's command line (an ACL user, say).
+    pub fn start_with(extra: &[&str]) -> Self {
         let dir = TempDir::new("sentinel");
         let master_port = free_port();
-        let master = Node::start(&dir, master_port, &as_strs(&data_args(master_port)));
+        let mut args = data_args(master_port);
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        let master = Node::start(&dir, master_port, &as_strs(&args));
         let replica_port = free_port();
         let mut args = data_args(replica_port);
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
         args.extend(["--replicaof", "127.0.0.1", &master_port.to_string()].map(str::to_owned));
         let replica = Node::start(&dir, replica_port, &as_strs(&args));
         let sentinels = (0..3)
