@@ -440,3 +440,34 @@ fn tcp_settings() -> TcpSettings {
     let settings = settings.set_user_timeout(TIMEOUT * 3);
     settings
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_that_mean_another_master_and_those_that_do_not() {
+        let io = RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "refused",
+        ));
+        assert!(wrong_or_gone(&io));
+        let readonly = RedisError::from((
+            ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
+            "replica",
+        ));
+        assert!(wrong_or_gone(&readonly));
+        // A missing script or a refused permission is the command's own: asking the sentinels
+        // again would not change it.
+        for kind in [
+            redis::ServerErrorKind::NoScript,
+            redis::ServerErrorKind::NoPerm,
+        ] {
+            assert!(!wrong_or_gone(&RedisError::from((
+                ErrorKind::Server(kind),
+                "no"
+            ))));
+        }
+        assert!(!wrong_or_gone(&unexpected_reply()));
+    }
+}

@@ -611,3 +611,17 @@ impl Store for RedisStore {
         self.del(&self.key("l", user), "unlock account").await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_prefix_is_one_nonempty_hash_tag() {
+        assert_eq!(cluster_prefix("twofa:"), "{twofa:}");
+        // Braces would end the tag early or leave it empty (no tag: every key its own slot).
+        assert_eq!(cluster_prefix("a{b}c:"), "{abc:}");
+        assert_eq!(cluster_prefix("}"), "{twofa}");
+        assert_eq!(cluster_prefix(""), "{twofa}");
+    }
+}
