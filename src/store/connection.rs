@@ -47,6 +47,10 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
 /// After a failed look-up, commands fail without asking again for this long: during an outage
 /// each request would otherwise ask every sentinel.
 const RESOLVE_PAUSE: Duration = Duration::from_millis(200);
+/// How often the sentinels are asked whether the master is still the one in use: a master cut
+/// off from the sentinels (but not from us) keeps accepting writes after they promoted another,
+/// and a demoted one keeps answering reads; neither breaks the connection.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One handle for a command; every kind is cheap to clone (all share one multiplexed
 /// connection per server).
@@ -104,9 +108,9 @@ impl Conn {
                     *db,
                     certs,
                 )?;
-                Ok(Self::Sentinel(Arc::new(
-                    SentinelMaster::connect(client, *db).await?,
-                )))
+                let master = Arc::new(SentinelMaster::connect(client, master_name, *db).await?);
+                tokio::spawn(watch(Arc::downgrade(&master)));
+                Ok(Self::Sentinel(master))
             }
             RedisMode::Cluster { nodes } => {
                 let scheme = if config.tls { "rediss" } else { "redis" };
@@ -200,7 +204,10 @@ fn unexpected_reply() -> RedisError {
 /// back empty, wrote there. Here a connection error, a timeout or a write refused by a replica
 /// (READONLY) drops the connection; the next command asks the sentinels again, checks with
 /// ROLE that the node they name is a master, and only then uses it. Never an address the
-/// sentinels did not name just now.
+/// sentinels did not name just now. And since a master the sentinels replaced behind our back
+/// (cut off from them, not from us; or demoted, still answering reads) breaks nothing, a
+/// watch ([`watch`]) asks a sentinel every [`WATCH_INTERVAL`] which master it names, and
+/// drops the connection when it is another.
 ///
 /// A command is tried at most [`SENTINEL_ATTEMPTS`] times. Repeating one whose reply was lost
 /// is safe for every store operation: writes are idempotent (SET, SADD, DEL, EXPIRE) or fail
@@ -210,6 +217,7 @@ pub(super) struct SentinelMaster {
     sentinels: tokio::sync::Mutex<Resolver>,
     current: RwLock<Current>,
     config: AsyncConnectionConfig,
+    master_name: String,
     db: i64,
 }
 
@@ -224,11 +232,14 @@ struct Current {
     /// newer one another command already found.
     generation: u64,
     conn: Option<MultiplexedConnection>,
+    /// Where `conn` goes, as the sentinels named it.
+    addr: Option<(String, u16)>,
 }
 
 impl SentinelMaster {
-    async fn connect(client: SentinelClient, db: i64) -> RedisResult<Self> {
+    async fn connect(client: SentinelClient, master_name: &str, db: i64) -> RedisResult<Self> {
         let master = Self {
+            master_name: master_name.to_owned(),
             db,
             sentinels: tokio::sync::Mutex::new(Resolver {
                 client,
@@ -237,6 +248,7 @@ impl SentinelMaster {
             current: RwLock::new(Current {
                 generation: 0,
                 conn: None,
+                addr: None,
             }),
             config: AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(TIMEOUT))
@@ -281,6 +293,7 @@ impl SentinelMaster {
         let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
         if current.generation == generation && current.conn.is_some() {
             current.conn = None;
+            current.addr = None;
             current.generation += 1;
             tracing::warn!("redis master lost: asking the sentinels again");
         }
@@ -307,10 +320,11 @@ impl SentinelMaster {
                 )))
             });
         match found {
-            Ok(conn) => {
+            Ok((conn, addr)) => {
                 resolver.failed = None;
                 let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
                 current.conn = Some(conn.clone());
+                current.addr = Some(addr);
                 current.generation += 1;
                 tracing::info!("redis master found through the sentinels");
                 Ok((current.generation, conn))
@@ -324,19 +338,88 @@ impl SentinelMaster {
 
     /// Asks the sentinels for the master, connects, and checks that the node says it is one
     /// (the sentinels' view may be a moment old: a demoted master says "slave").
-    async fn resolve(&self, client: &mut SentinelClient) -> RedisResult<MultiplexedConnection> {
-        let mut conn = client
-            .async_get_client()
-            .await?
+    async fn resolve(
+        &self,
+        client: &mut SentinelClient,
+    ) -> RedisResult<(MultiplexedConnection, (String, u16))> {
+        let master = client.async_get_client().await?;
+        let addr = match master.get_connection_info().addr() {
+            ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+                (host.clone(), *port)
+            }
+            // (Sentinel names TCP addresses only.)
+            _ => (String::new(), 0),
+        };
+        let mut conn = master
             .get_multiplexed_async_connection_with_config(&self.config)
             .await?;
         let role: Role = redis::cmd("ROLE").query_async(&mut conn).await?;
         match role {
-            Role::Primary { .. } => Ok(conn),
+            Role::Primary { .. } => Ok((conn, addr)),
             _ => Err(RedisError::from((
                 ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
                 "the node the sentinels named is not a master",
             ))),
+        }
+    }
+}
+
+/// Every [`WATCH_INTERVAL`], for as long as the store lives: asks a sentinel which master it
+/// names and drops the connection if that is not the one in use (the next command looks the
+/// master up again, with its ROLE check).
+async fn watch(master: std::sync::Weak<SentinelMaster>) {
+    let mut sentinel = None;
+    loop {
+        tokio::time::sleep(WATCH_INTERVAL).await;
+        let Some(master) = master.upgrade() else {
+            return;
+        };
+        master.check(&mut sentinel).await;
+    }
+}
+
+impl SentinelMaster {
+    async fn check(&self, sentinel: &mut Option<MultiplexedConnection>) {
+        let (generation, in_use) = {
+            let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+            (current.generation, current.addr.clone())
+        };
+        // No connection: the next command asks the sentinels anyway.
+        let Some(in_use) = in_use else {
+            return;
+        };
+        if sentinel.is_none() {
+            let connect = async {
+                let client = self
+                    .sentinels
+                    .lock()
+                    .await
+                    .client
+                    .async_get_sentinel_client()
+                    .await?;
+                client
+                    .get_multiplexed_async_connection_with_config(&self.config)
+                    .await
+            };
+            *sentinel = tokio::time::timeout(RESOLVE_TIMEOUT, connect)
+                .await
+                .ok()
+                .and_then(Result::ok);
+        }
+        let Some(conn) = sentinel.as_mut() else {
+            return;
+        };
+        let mut ask = redis::cmd("SENTINEL");
+        ask.arg("GET-MASTER-ADDR-BY-NAME").arg(&self.master_name);
+        let ask = ask.query_async::<Option<(String, u16)>>(conn);
+        match tokio::time::timeout(TIMEOUT, ask).await {
+            Ok(Ok(Some(named))) if named != in_use => {
+                tracing::warn!("the sentinels name another redis master: switching");
+                self.forget(generation);
+            }
+            Ok(Ok(_)) => {}
+            // Another sentinel next time.
+            Ok(Err(_)) | Err(_) => *sentinel = None,
         }
     }
 }

@@ -196,6 +196,60 @@ async fn redis_sentinel_failover_fails_closed_then_finds_the_new_master_never_th
     );
 }
 
+/// A master cut off from the sentinels but not from the proxy (frozen with SIGSTOP, then
+/// thawed): the sentinels promote the replica, the old master comes back still a master with
+/// the store's connection open. The store's watch of the sentinels drops that connection, so
+/// later writes go to the new master, none to the old.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sentinel_store_leaves_a_master_the_sentinels_replaced_behind_its_back() {
+    let ha = RedisSentinel::start_undemotable();
+    let store = RedisStore::open(&redis_config("split:", sentinel_mode(&ha)))
+        .await
+        .unwrap();
+    store
+        .put_session("before", &session("alice"), TTL)
+        .await
+        .unwrap();
+    ha.sync_replica();
+    let old = ha.first_master;
+    ha.freeze_master(true);
+    let frozen = Instant::now();
+    while ha.master_port() == Some(old) {
+        assert!(
+            frozen.elapsed() < FAILOVER_LIMIT,
+            "the sentinels did not fail over"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let new = ha.master_port().unwrap();
+    ha.freeze_master(false);
+    assert_eq!(
+        redis_ha::role(old),
+        "master",
+        "the old master was demoted after all"
+    );
+    // The watch asks every second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for i in 0..10 {
+        let id = format!("after-{i}");
+        match store.put_session(&id, &session("bob"), TTL).await {
+            Ok(()) => {
+                let key = store_key("split:", &id);
+                let on_old: i64 = redis_ha::query(old, &["EXISTS", &key]).unwrap();
+                assert_eq!(on_old, 0, "a write went to the replaced master");
+                let on_new: i64 = redis_ha::query(new, &["EXISTS", &key]).unwrap();
+                assert_eq!(on_new, 1, "a write acknowledged but not on the new master");
+            }
+            Err(StoreError::Unavailable(_)) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(
+        store.session("before").await.unwrap(),
+        Some(session("alice"))
+    );
+}
+
 /// A failover the sentinels are asked for (`SENTINEL FAILOVER`): the old master lives on as a
 /// replica, its connections may stay open. The store's next write there meets READONLY, so it
 /// asks the sentinels and goes on with the new master.

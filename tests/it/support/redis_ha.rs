@@ -8,6 +8,16 @@ use std::time::{Duration, Instant};
 
 use super::{TempDir, missing_tool};
 
+/// Arguments that keep a node from being turned into a replica.
+const UNDEMOTABLE: [&str; 6] = [
+    "--rename-command",
+    "REPLICAOF",
+    "",
+    "--rename-command",
+    "SLAVEOF",
+    "",
+];
+
 /// The name the sentinels monitor the master under.
 pub const MASTER_NAME: &str = "mymaster";
 
@@ -86,10 +96,21 @@ impl RedisSentinel {
 
     /// With `extra` on every data node's command line (an ACL user, say).
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_inner(extra, &[])
+    }
+
+    /// With a first master that no sentinel can turn into a replica (REPLICAOF renamed
+    /// away): after a failover it stays a master that accepts writes.
+    pub fn start_undemotable() -> Self {
+        Self::start_inner(&[], &UNDEMOTABLE)
+    }
+
+    fn start_inner(extra: &[&str], master_extra: &[&str]) -> Self {
         let dir = TempDir::new("sentinel");
         let master_port = free_port();
         let mut args = data_args(master_port);
         args.extend(extra.iter().map(|a| (*a).to_owned()));
+        args.extend(master_extra.iter().map(|a| (*a).to_owned()));
         let master = Node::start(&dir, master_port, &as_strs(&args));
         let replica_port = free_port();
         let mut args = data_args(replica_port);
@@ -173,22 +194,24 @@ impl RedisSentinel {
         self.master.kill();
     }
 
+    /// SIGSTOP / SIGCONT of the first master: to the sentinels it is gone, but its connections
+    /// stay open, as across a network partition.
+    pub fn freeze_master(&self, frozen: bool) {
+        let pid = self.master.child.as_ref().unwrap().id().to_string();
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        let ok = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap_or_else(|e| missing_tool("kill", "apt-get install procps", e));
+        assert!(ok.success());
+    }
+
     /// Starts a new, empty master on the first master's port, that no sentinel can turn into
     /// a replica (REPLICAOF renamed away): the node a pinned client would write to.
     pub fn restart_old_master_empty(&mut self) {
         self.master.kill();
         let mut args = data_args(self.first_master);
-        args.extend(
-            [
-                "--rename-command",
-                "REPLICAOF",
-                "",
-                "--rename-command",
-                "SLAVEOF",
-                "",
-            ]
-            .map(str::to_owned),
-        );
+        args.extend(UNDEMOTABLE.map(str::to_owned));
         self.master = Node::start(&self.dir, self.first_master, &as_strs(&args));
     }
 
