@@ -66,9 +66,9 @@ pub async fn open_store(config: &Config, clock: &SharedClock) -> anyhow::Result<
     Ok(match config.store.backend {
         StoreBackend::Memory => AnyStore::Memory(Box::new(MemoryStore::new(clock.clone()))),
         StoreBackend::Redis => AnyStore::Redis(Box::new(
-            RedisStore::connect(&config.store.url, &config.store.key_prefix)
+            RedisStore::open(&config.store)
                 .await
-                .map_err(|e| anyhow::anyhow!("store.url: {e}"))?,
+                .map_err(|e| anyhow::anyhow!("[store]: {e}"))?,
         )),
     })
 }

@@ -5,6 +5,7 @@
 //! Validity (idle and absolute timeouts, lock expiry) is decided by the caller against the
 //! injected clock from timestamps in the records; store TTLs only clean up.
 
+mod connection;
 pub mod memory;
 pub mod redis;
 

@@ -1,13 +1,25 @@
-//! The shared store: Redis (or Valkey) through a reconnecting `ConnectionManager`, so replicas
-//! see one set of sessions, pending logins and counters. Every key starts with
-//! `[store] key_prefix`; everything that expires carries a TTL. Records are JSON.
+//! The shared store: Redis (or Valkey) standalone, behind Sentinel, or a Cluster
+//! (`store/connection.rs` says how each is reached), so replicas see one set of
+//! sessions, pending logins and counters. Every key starts with `[store] key_prefix`;
+//! everything that expires carries a TTL. Records are JSON.
 //!
 //! Keys (`P` is the prefix, `H(x)` the unpadded base64url SHA-256 of a bearer id):
-//! `Ps:H(id)` session, `Pus:user` set of the user's `H(id)`s, `Pp:H(id)` pending login,
-//! `Ppa:H(id)` its attempt count, `Pe:user` enrollment, `Pt:user` last TOTP step,
-//! `Pf:user:bucket` failure count, `Pl:user` lock end, `Precords-id` the records' identity
-//! (no TTL). Proxies before [`crate::records`] kept `Pu:user` 2FA records and `Prc:user`
-//! recovery-code sets here: they are imported into the records once, and left in place.
+//! `Ps:H(id)` session, `Pus:user` set of the user's `H(id)`s, `Pab:hash` set of the `H(id)`s
+//! bound to an app session, `Pp:H(id)` pending login, `Ppa:H(id)` its attempt count,
+//! `Pe:user` enrollment, `Pec:H(key)` emailed code, `Pt:user` last TOTP step,
+//! `Pf:user:bucket` failure count, `Pls:user:bucket` and `Pes:user:bucket` sign-in and email
+//! counts, `Pl:user` lock end, `Precords-id` the records' identity (no TTL). Proxies before
+//! [`crate::records`] kept `Pu:user` 2FA records and `Prc:user` recovery-code sets here: they
+//! are imported into the records once, and left in place.
+//!
+//! On a Cluster the prefix becomes a hash tag, `{P}` (`twofa:` → `{twofa:}s:H(id)`): every key
+//! of the deployment lives in one slot, so the scripts and MULTIs that touch several keys
+//! (a session and its user's set, the end-all-sessions transactions, a pending login and its
+//! count) run as on one server, with the same atomicity, instead of failing with CROSSSLOT.
+//! Per-key slots cannot keep `PUT_SESSION` atomic: a session is looked up by its id alone, so
+//! its key cannot carry the user's tag. The Cluster then gives failover, not sharding; the
+//! store's working set (sessions, logins in flight, counters) is small. Standalone and Sentinel
+//! keep the untagged names, so an existing deployment's keys still read.
 //!
 //! Session and pending-login ids are hashed before they become key names: key names show up in
 //! `MONITOR`, `SLOWLOG`, keyspace notifications and dumps, and the raw id is the credential.
@@ -17,26 +29,17 @@ use std::time::Duration;
 use aws_lc_rs::digest;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::io::tcp::TcpSettings;
-use redis::io::tcp::socket2::TcpKeepalive;
-use redis::{IntoConnectionInfo, RedisError, Script};
+use redis::{RedisError, Script};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::connection::{self, Conn};
 use super::{
     EmailCode, Enrollment, LegacyRecord, PendingLogin, SessionRecord, Store, StoreError,
     StoreResult,
 };
+use crate::config::{RedisMode, StoreBackend, StoreConfig};
 
-/// Connect and response timeout: a dead server fails a request in about this long instead of
-/// holding it.
-const TIMEOUT: Duration = Duration::from_secs(2);
-/// Reconnect attempts per outage before commands fail; the next command starts a new round.
-const RECONNECT_RETRIES: usize = 2;
-const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(500);
-/// Idle time before TCP probes the server, so a silently dead connection is noticed.
-const KEEPALIVE: Duration = Duration::from_secs(15);
 /// Redis refuses expiries that overflow its clock; nothing here needs more than centuries.
 const MAX_TTL_MS: u64 = 1 << 50;
 
@@ -82,8 +85,11 @@ return 1
 ";
 
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
+    /// `[store] key_prefix`, as a hash tag on a Cluster (see the module's doc).
     prefix: String,
+    /// A Cluster: `SCAN` sees one node only, and no proxy before this one ran on a Cluster.
+    cluster: bool,
     put_session: Script,
     add_to_set: Script,
     count: Script,
@@ -91,25 +97,42 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    /// Connects once to check the URL and credentials; later outages are retried per command.
+    /// One standalone server at `url` (tests and benches).
     pub async fn connect(url: &str, prefix: &str) -> StoreResult<Self> {
-        // The URL may carry a password: never echo it or the parser's message about it.
-        let info = url.into_connection_info().map_err(|e| {
-            StoreError::Unavailable(format!("store URL not usable ({})", e.category()))
-        })?;
-        let client = redis::Client::open(info.set_tcp_settings(tcp_settings()))
-            .map_err(|e| failure("connect", &e))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT))
-            .set_number_of_retries(RECONNECT_RETRIES)
-            .set_max_delay(RECONNECT_MAX_DELAY);
-        let conn = ConnectionManager::new_with_config(client, config)
+        Self::open(&StoreConfig {
+            backend: StoreBackend::Redis,
+            url: url.to_owned(),
+            key_prefix: prefix.to_owned(),
+            mode: RedisMode::Standalone,
+            username: None,
+            password: None,
+            tls: url.starts_with("rediss://"),
+            ca_file: None,
+        })
+        .await
+    }
+
+    /// Connects as `[store]` says, once, to check addresses and credentials; later outages are
+    /// retried per command.
+    pub async fn open(config: &StoreConfig) -> StoreResult<Self> {
+        let certs = config
+            .ca_file
+            .as_deref()
+            .map(connection::read_ca_file)
+            .transpose()?;
+        // The URL and the errors about it may carry a password: report the error's kind only.
+        let conn = Conn::open(config, certs)
             .await
             .map_err(|e| failure("connect", &e))?;
+        let cluster = matches!(config.mode, RedisMode::Cluster { .. });
         Ok(Self {
             conn,
-            prefix: prefix.to_owned(),
+            prefix: if cluster {
+                cluster_prefix(&config.key_prefix)
+            } else {
+                config.key_prefix.clone()
+            },
+            cluster,
             put_session: Script::new(PUT_SESSION),
             add_to_set: Script::new(ADD_TO_SET),
             count: Script::new(COUNT),
@@ -117,8 +140,8 @@ impl RedisStore {
         })
     }
 
-    /// A handle for one call; clones share the one multiplexed connection.
-    fn conn(&self) -> ConnectionManager {
+    /// A handle for one call; clones share the one multiplexed connection (per node).
+    fn conn(&self) -> Conn {
         self.conn.clone()
     }
 
@@ -176,16 +199,12 @@ impl RedisStore {
     }
 }
 
-/// Nagle off: small request/reply traffic. Keepalive and (on Linux) a user timeout make the
-/// kernel drop a connection whose peer vanished without a reset, so the manager reconnects
-/// instead of timing out every command on a dead socket.
-fn tcp_settings() -> TcpSettings {
-    let settings = TcpSettings::default()
-        .set_nodelay(true)
-        .set_keepalive(TcpKeepalive::new().with_time(KEEPALIVE));
-    #[cfg(target_os = "linux")]
-    let settings = settings.set_user_timeout(TIMEOUT * 3);
-    settings
+/// `P` → `{P}`: one hash tag for every key. Braces inside the prefix would end the tag early
+/// (or leave it empty, which Redis reads as no tag), so they are dropped from it.
+fn cluster_prefix(prefix: &str) -> String {
+    let tag: String = prefix.chars().filter(|c| !matches!(c, '{' | '}')).collect();
+    let tag = if tag.is_empty() { "twofa" } else { &tag };
+    format!("{{{tag}}}")
 }
 
 /// The name under which a bearer id (session, pending login) is stored.
@@ -262,6 +281,12 @@ impl Store for RedisStore {
     }
 
     async fn legacy_two_factor(&self) -> StoreResult<Vec<LegacyRecord>> {
+        // Old records were written by proxies that knew only a standalone server; on a Cluster
+        // there are none to import (and SCAN would see one node's keys only). Under Sentinel
+        // the SCAN below runs on the master, which holds every key.
+        if self.cluster {
+            return Ok(Vec::new());
+        }
         // SCAN, not KEYS: it runs once at start, but must not stall a shared Redis either.
         let pattern = format!("{}u:*", self.prefix);
         // (`Pus:` keys are sets of sessions: the `:` right after `u` keeps them out.)
@@ -584,5 +609,19 @@ impl Store for RedisStore {
 
     async fn unlock_account(&self, user: &str) -> StoreResult<()> {
         self.del(&self.key("l", user), "unlock account").await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_prefix_is_one_nonempty_hash_tag() {
+        assert_eq!(cluster_prefix("twofa:"), "{twofa:}");
+        // Braces would end the tag early or leave it empty (no tag: every key its own slot).
+        assert_eq!(cluster_prefix("a{b}c:"), "{abc:}");
+        assert_eq!(cluster_prefix("}"), "{twofa}");
+        assert_eq!(cluster_prefix(""), "{twofa}");
     }
 }

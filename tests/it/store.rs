@@ -14,7 +14,7 @@ use crate::support::redis::RedisServer;
 
 const TTL: Duration = Duration::from_secs(300);
 
-fn session(user: &str) -> SessionRecord {
+pub(crate) fn session(user: &str) -> SessionRecord {
     SessionRecord {
         user: user.into(),
         created: 1,
@@ -41,7 +41,7 @@ fn pending(user: &str) -> PendingLogin {
 }
 
 /// Each run uses its own user and id names so suites can share a backend.
-async fn contract<S: Store>(store: Arc<S>, tag: &str) {
+pub(crate) async fn contract<S: Store>(store: Arc<S>, tag: &str) {
     let alice = format!("alice-{tag}");
     let bob = format!("bob-{tag}");
     store.ping().await.unwrap();

@@ -9,6 +9,7 @@ pub mod lenient_app;
 pub mod postgres;
 pub mod realapp;
 pub mod redis;
+pub mod redis_ha;
 pub mod site;
 pub mod smtp;
 
