@@ -1388,8 +1388,9 @@ mod tests {
         let err = Config::from_toml(&pg("postgres://u:hunter2@h/db?sslmode=bogus"), no_env())
             .unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
-}
+    }
 
+    #[test]
     fn redis_sentinel_and_cluster_are_read_and_bad_combinations_named() {
         let redis = |extra: &str| {
             Config::from_toml(
