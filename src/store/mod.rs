@@ -115,6 +115,15 @@ pub trait Store: Send + Sync + 'static {
         session: &SessionRecord,
         ttl: Duration,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// [`Store::put_session`] and [`Store::bind_app_session`] together, atomically.
+    fn put_bound_session(
+        &self,
+        id: &str,
+        session: &SessionRecord,
+        ttl: Duration,
+        app_hash: &str,
+        bind_ttl: Duration,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
     fn session(&self, id: &str) -> impl Future<Output = StoreResult<Option<SessionRecord>>> + Send;
     /// Rewrites a session only if it still exists: a refresh racing a logout or an "end all
     /// sessions" must not bring the session back.
@@ -219,19 +228,22 @@ pub trait Store: Send + Sync + 'static {
         ttl: Duration,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
 
-    /// Counts one failed code for `user` in the window bucket `bucket` (callers derive it from
-    /// the clock); returns the count in that bucket.
-    fn count_failure(
+    /// Takes one attempt of `user` at a code, in one step: if the account is locked past `now`,
+    /// `Locked` and nothing is counted; otherwise a lock that has ended is lifted and the
+    /// `window` counter starts over, then both counters (`window`, `in_a_row`: a bucket and its
+    /// TTL each) count the attempt. One round trip for what the lockout rules check first.
+    fn reserve_attempt(
         &self,
         user: &str,
-        bucket: u64,
-        ttl: Duration,
-    ) -> impl Future<Output = StoreResult<u32>> + Send;
-    /// Forgets the failures counted in `bucket`.
+        now: u64,
+        window: (u64, Duration),
+        in_a_row: (u64, Duration),
+    ) -> impl Future<Output = StoreResult<Reserved>> + Send;
+    /// Forgets the failures counted in `buckets`.
     fn clear_failures(
         &self,
         user: &str,
-        bucket: u64,
+        buckets: &[u64],
     ) -> impl Future<Output = StoreResult<()>> + Send;
     /// Locks the account until the unix time `until`.
     fn lock_account(
@@ -243,6 +255,15 @@ pub trait Store: Send + Sync + 'static {
     /// When the lock set by [`Store::lock_account`] ends, if there is one (past or not).
     fn locked_until(&self, user: &str) -> impl Future<Output = StoreResult<Option<u64>>> + Send;
     fn unlock_account(&self, user: &str) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// What [`Store::reserve_attempt`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reserved {
+    /// Locked until this unix time.
+    Locked(u64),
+    /// Counted: the window's count and the in-a-row count, this attempt included.
+    Counted { in_window: u32, in_a_row: u32 },
 }
 
 /// The backend chosen by config, dispatched statically.
@@ -276,6 +297,7 @@ delegate! {
     fn remember_records_identity(&self, id: &str) -> StoreResult<()>;
     fn legacy_two_factor(&self) -> StoreResult<Vec<LegacyRecord>>;
     fn put_session(&self, id: &str, session: &SessionRecord, ttl: Duration) -> StoreResult<()>;
+    fn put_bound_session(&self, id: &str, session: &SessionRecord, ttl: Duration, app_hash: &str, bind_ttl: Duration) -> StoreResult<()>;
     fn session(&self, id: &str) -> StoreResult<Option<SessionRecord>>;
     fn refresh_session(&self, id: &str, session: &SessionRecord, ttl: Duration) -> StoreResult<()>;
     fn delete_session(&self, id: &str) -> StoreResult<()>;
@@ -295,8 +317,8 @@ delegate! {
     fn count_login_started(&self, user: &str, bucket: u64, ttl: Duration) -> StoreResult<u32>;
     fn count_email_send(&self, user: &str, bucket: u64, ttl: Duration) -> StoreResult<u32>;
     fn claim_totp_step(&self, user: &str, step: u64, ttl: Duration) -> StoreResult<bool>;
-    fn count_failure(&self, user: &str, bucket: u64, ttl: Duration) -> StoreResult<u32>;
-    fn clear_failures(&self, user: &str, bucket: u64) -> StoreResult<()>;
+    fn reserve_attempt(&self, user: &str, now: u64, window: (u64, Duration), in_a_row: (u64, Duration)) -> StoreResult<Reserved>;
+    fn clear_failures(&self, user: &str, buckets: &[u64]) -> StoreResult<()>;
     fn lock_account(&self, user: &str, until: u64, ttl: Duration) -> StoreResult<()>;
     fn locked_until(&self, user: &str) -> StoreResult<Option<u64>>;
     fn unlock_account(&self, user: &str) -> StoreResult<()>;

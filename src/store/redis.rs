@@ -35,7 +35,7 @@ use serde::de::DeserializeOwned;
 
 use super::connection::{self, Conn};
 use super::{
-    EmailCode, Enrollment, LegacyRecord, PendingLogin, SessionRecord, Store, StoreError,
+    EmailCode, Enrollment, LegacyRecord, PendingLogin, Reserved, SessionRecord, Store, StoreError,
     StoreResult,
 };
 use crate::config::{RedisMode, StoreBackend, StoreConfig};
@@ -45,11 +45,19 @@ const MAX_TTL_MS: u64 = 1 << 50;
 
 /// Adds the session to the user's set and stretches the set's TTL to cover it (never shortens
 /// it: another session of the user may live longer). No `PEXPIRE GT`: that needs Redis 7.
+/// With a third key, also binds it to an app session (that set lives at least `ARGV[4]` ms):
+/// a new sign-in's session in one round trip.
 const PUT_SESSION: &str = r"
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[3])
 if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
+end
+if KEYS[3] then
+  redis.call('SADD', KEYS[3], ARGV[3])
+  if redis.call('PTTL', KEYS[3]) < tonumber(ARGV[4]) then
+    redis.call('PEXPIRE', KEYS[3], ARGV[4])
+  end
 end
 return 1
 ";
@@ -84,6 +92,28 @@ redis.call('SET', KEYS[1], step, 'PX', ARGV[2])
 return 1
 ";
 
+/// The lockout rules' first step in one round trip (see `Store::reserve_attempt`): a live lock
+/// answers `{1, until}` and counts nothing; an ended lock is lifted and the window's counter
+/// starts over; then both counters count, each expiring `ARGV[i]` ms after its first count.
+/// KEYS: lock, window counter, in-a-row counter. ARGV: now, their two TTLs.
+const RESERVE_ATTEMPT: &str = r"
+local untl = redis.call('GET', KEYS[1])
+if untl then
+  if tonumber(untl) == nil or tonumber(untl) > tonumber(ARGV[1]) then
+    return {1, untl}
+  end
+  redis.call('DEL', KEYS[1], KEYS[2])
+end
+local counts = {0}
+for i = 2, 3 do
+  counts[i] = redis.call('INCR', KEYS[i])
+  if redis.call('PTTL', KEYS[i]) < 0 then
+    redis.call('PEXPIRE', KEYS[i], ARGV[i])
+  end
+end
+return counts
+";
+
 pub struct RedisStore {
     conn: Conn,
     /// `[store] key_prefix`, as a hash tag on a Cluster (see the module's doc).
@@ -94,6 +124,7 @@ pub struct RedisStore {
     add_to_set: Script,
     count: Script,
     claim_step: Script,
+    reserve_attempt: Script,
 }
 
 impl RedisStore {
@@ -137,6 +168,7 @@ impl RedisStore {
             add_to_set: Script::new(ADD_TO_SET),
             count: Script::new(COUNT),
             claim_step: Script::new(CLAIM_STEP),
+            reserve_attempt: Script::new(RESERVE_ATTEMPT),
         })
     }
 
@@ -360,6 +392,29 @@ impl Store for RedisStore {
             .map_err(|e| failure("put session", &e))
     }
 
+    async fn put_bound_session(
+        &self,
+        id: &str,
+        session: &SessionRecord,
+        ttl: Duration,
+        app_hash: &str,
+        bind_ttl: Duration,
+    ) -> StoreResult<()> {
+        let tok = token(id);
+        let json = encode("session", session)?;
+        self.put_session
+            .key(self.key("s", &tok))
+            .key(self.key("us", &session.user))
+            .key(self.key("ab", app_hash))
+            .arg(json)
+            .arg(millis(ttl))
+            .arg(&tok)
+            .arg(millis(bind_ttl))
+            .invoke_async::<()>(&mut self.conn())
+            .await
+            .map_err(|e| failure("put session", &e))
+    }
+
     async fn session(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
         let raw = self.get(&self.key("s", &token(id)), "read session").await?;
         decode("session", raw)
@@ -576,14 +631,57 @@ impl Store for RedisStore {
         Ok(claimed == 1)
     }
 
-    async fn count_failure(&self, user: &str, bucket: u64, ttl: Duration) -> StoreResult<u32> {
-        self.count(&self.failures_key(user, bucket), ttl, "count failure")
+    async fn reserve_attempt(
+        &self,
+        user: &str,
+        now: u64,
+        window: (u64, Duration),
+        in_a_row: (u64, Duration),
+    ) -> StoreResult<Reserved> {
+        let reply: Vec<redis::Value> = self
+            .reserve_attempt
+            .key(self.key("l", user))
+            .key(self.failures_key(user, window.0))
+            .key(self.failures_key(user, in_a_row.0))
+            .arg(now)
+            .arg(millis(window.1))
+            .arg(millis(in_a_row.1))
+            .invoke_async(&mut self.conn())
             .await
+            .map_err(|e| failure("reserve attempt", &e))?;
+        let corrupt = || StoreError::Corrupt("reserve attempt: unexpected reply".into());
+        let number = |v: &redis::Value| -> Option<i64> {
+            match v {
+                redis::Value::Int(n) => Some(*n),
+                redis::Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+                _ => None,
+            }
+        };
+        // A count that does not fit (or went negative by hand) fails closed: too many.
+        let count = |v: &redis::Value| number(v).map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+        match reply.as_slice() {
+            [flag, until] if number(flag) == Some(1) => {
+                let until = number(until)
+                    .and_then(|n| u64::try_from(n).ok())
+                    .ok_or_else(|| StoreError::Corrupt("account lock: not a unix time".into()))?;
+                Ok(Reserved::Locked(until))
+            }
+            [flag, in_window, in_a_row] if number(flag) == Some(0) => Ok(Reserved::Counted {
+                in_window: count(in_window).ok_or_else(corrupt)?,
+                in_a_row: count(in_a_row).ok_or_else(corrupt)?,
+            }),
+            _ => Err(corrupt()),
+        }
     }
 
-    async fn clear_failures(&self, user: &str, bucket: u64) -> StoreResult<()> {
-        self.del(&self.failures_key(user, bucket), "clear failures")
+    async fn clear_failures(&self, user: &str, buckets: &[u64]) -> StoreResult<()> {
+        let mut del = redis::cmd("DEL");
+        for bucket in buckets {
+            del.arg(self.failures_key(user, *bucket));
+        }
+        del.exec_async(&mut self.conn())
             .await
+            .map_err(|e| failure("clear failures", &e))
     }
 
     async fn lock_account(&self, user: &str, until: u64, ttl: Duration) -> StoreResult<()> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use twofa_proxy::clock::ManualClock;
 use twofa_proxy::store::memory::MemoryStore;
 use twofa_proxy::store::redis::RedisStore;
-use twofa_proxy::store::{EmailCode, Enrollment, PendingLogin, SessionRecord, Store};
+use twofa_proxy::store::{EmailCode, Enrollment, PendingLogin, Reserved, SessionRecord, Store};
 
 use crate::support::redis::RedisServer;
 
@@ -41,7 +41,7 @@ fn pending(user: &str) -> PendingLogin {
 }
 
 /// Each run uses its own user and id names so suites can share a backend.
-pub(crate) async fn contract<S: Store>(store: Arc<S>, tag: &str) {
+pub(crate) async fn contract<S: Store + 'static>(store: Arc<S>, tag: &str) {
     let alice = format!("alice-{tag}");
     let bob = format!("bob-{tag}");
     store.ping().await.unwrap();
@@ -94,11 +94,34 @@ pub(crate) async fn contract<S: Store>(store: Arc<S>, tag: &str) {
         (&b3, bound(&bob, Some(&other_app), Some(&app))),
         (&b4, bound(&bob, Some(&other_app), None)),
     ] {
-        store.put_session(id, &record, TTL).await.unwrap();
-        for hash in record.app_cookie.iter().chain(&record.app_cookie_prev) {
+        // Bound as a sign-in binds (session and binding in one step), then to the previous
+        // app session as a rotation does.
+        match &record.app_cookie {
+            Some(hash) => store
+                .put_bound_session(id, &record, TTL, hash, TTL)
+                .await
+                .unwrap(),
+            None => store.put_session(id, &record, TTL).await.unwrap(),
+        }
+        if let Some(hash) = &record.app_cookie_prev {
             store.bind_app_session(hash, id, TTL).await.unwrap();
         }
     }
+    // A bound session is in its user's set too: "sign out everywhere else" ends it.
+    let b5 = format!("b5-{tag}");
+    let third_app = format!("third-app-{tag}");
+    store
+        .put_bound_session(
+            &b5,
+            &bound(&alice, Some(&third_app), None),
+            TTL,
+            &third_app,
+            TTL,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.end_user_sessions(&alice, Some(&b1)).await.unwrap(), 1);
+    assert_eq!(store.session(&b5).await.unwrap(), None);
     assert_eq!(store.end_sessions_bound_to(&app).await.unwrap(), 3);
     for id in [&b1, &b2, &b3] {
         assert_eq!(store.session(id).await.unwrap(), None, "{id} still lives");
@@ -224,25 +247,62 @@ pub(crate) async fn contract<S: Store>(store: Arc<S>, tag: &str) {
     }
     assert_eq!(claimed, 1);
 
-    // Failures per bucket; locks.
-    assert_eq!(store.count_failure(&alice, 7, TTL).await.unwrap(), 1);
-    assert_eq!(store.count_failure(&alice, 7, TTL).await.unwrap(), 2);
+    // Attempts counted per window and in a row; locks refuse without counting; an ended lock
+    // starts the window over (not the in-a-row count); clearing forgets the named buckets.
+    let reserve = |user: &str, now: u64, window: u64| {
+        let (store, user) = (store.clone(), user.to_owned());
+        async move {
+            store
+                .reserve_attempt(&user, now, (window, TTL), (u64::MAX, TTL))
+                .await
+                .unwrap()
+        }
+    };
+    let counted = |in_window, in_a_row| Reserved::Counted {
+        in_window,
+        in_a_row,
+    };
+    assert_eq!(reserve(&alice, 100, 7).await, counted(1, 1));
+    assert_eq!(reserve(&alice, 100, 7).await, counted(2, 2));
     assert_eq!(
-        store.count_failure(&alice, 8, TTL).await.unwrap(),
-        1,
-        "buckets are separate"
+        reserve(&alice, 100, 8).await,
+        counted(1, 3),
+        "windows are separate, the in-a-row count is not"
     );
     assert_eq!(
-        store.count_failure(&bob, 7, TTL).await.unwrap(),
-        1,
+        reserve(&bob, 100, 7).await,
+        counted(1, 1),
         "counts are per user"
     );
-    store.clear_failures(&alice, 7).await.unwrap();
-    assert_eq!(store.count_failure(&alice, 7, TTL).await.unwrap(), 1);
+    store.clear_failures(&alice, &[7, u64::MAX]).await.unwrap();
+    assert_eq!(reserve(&alice, 100, 7).await, counted(1, 1));
+    assert_eq!(
+        reserve(&alice, 100, 8).await,
+        counted(2, 2),
+        "bucket 8 kept"
+    );
     assert_eq!(store.locked_until(&alice).await.unwrap(), None);
     store.lock_account(&alice, 12345, TTL).await.unwrap();
     assert_eq!(store.locked_until(&alice).await.unwrap(), Some(12345));
     assert_eq!(store.locked_until(&bob).await.unwrap(), None);
+    assert_eq!(reserve(&alice, 12_000, 7).await, Reserved::Locked(12345));
+    assert_eq!(reserve(&alice, 12_344, 7).await, Reserved::Locked(12345));
+    // Ended: lifted, the window's count starts over, the in-a-row count goes on.
+    assert_eq!(reserve(&alice, 12_345, 7).await, counted(1, 3));
+    assert_eq!(store.locked_until(&alice).await.unwrap(), None);
+    // Attempts racing each other are each counted once.
+    let racing: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(reserve(&bob, 100, 9)))
+        .collect();
+    let mut seen = Vec::new();
+    for r in racing {
+        if let Reserved::Counted { in_window, .. } = r.await.unwrap() {
+            seen.push(in_window);
+        }
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (1..=20).collect::<Vec<_>>());
+    store.lock_account(&alice, 12345, TTL).await.unwrap();
     store.unlock_account(&alice).await.unwrap();
     assert_eq!(store.locked_until(&alice).await.unwrap(), None);
 }
