@@ -335,21 +335,34 @@ impl Store for MemoryStore {
             .map(|e| e.value))
     }
 
-    async fn count_login_started(
+    async fn hold_login_capped(
         &self,
-        user: &str,
-        bucket: u64,
+        id: &str,
+        login: &PendingLogin,
         ttl: Duration,
-    ) -> StoreResult<u32> {
+        bucket: u64,
+        cap: u32,
+    ) -> StoreResult<bool> {
         let now = self.clock.now();
         let expires = self.expiry(ttl);
         let mut m = self.lock();
-        Ok(bump(
+        let started = bump(
             &mut m.logins_started,
-            (user.to_owned(), bucket),
+            (login.user.clone(), bucket),
             now,
             expires,
-        ))
+        );
+        if started > cap {
+            return Ok(false);
+        }
+        m.pending.insert(
+            id.to_owned(),
+            Expiring {
+                value: login.clone(),
+                expires,
+            },
+        );
+        Ok(true)
     }
 
     async fn count_email_send(&self, user: &str, bucket: u64, ttl: Duration) -> StoreResult<u32> {

@@ -203,14 +203,17 @@ pub trait Store: Send + Sync + 'static {
         &self,
         key: &str,
     ) -> impl Future<Output = StoreResult<Option<EmailCode>>> + Send;
-    /// Counts one sign-in of `user` held back in `bucket` (the cap on pending logins per
-    /// account); returns the count.
-    fn count_login_started(
+    /// Holds a sign-in back as [`Store::hold_login`] does, unless its user already started
+    /// `cap` in `bucket` (the cap on held-back logins per account): counts it, and holds it
+    /// only within the cap; false when over it. One round trip.
+    fn hold_login_capped(
         &self,
-        user: &str,
-        bucket: u64,
+        id: &str,
+        login: &PendingLogin,
         ttl: Duration,
-    ) -> impl Future<Output = StoreResult<u32>> + Send;
+        bucket: u64,
+        cap: u32,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Counts one code email to `user` in `bucket` (the hourly send cap); returns the count.
     fn count_email_send(
         &self,
@@ -314,7 +317,7 @@ delegate! {
     fn put_email_code(&self, key: &str, code: &EmailCode, ttl: Duration) -> StoreResult<()>;
     fn email_code(&self, key: &str) -> StoreResult<Option<EmailCode>>;
     fn take_email_code(&self, key: &str) -> StoreResult<Option<EmailCode>>;
-    fn count_login_started(&self, user: &str, bucket: u64, ttl: Duration) -> StoreResult<u32>;
+    fn hold_login_capped(&self, id: &str, login: &PendingLogin, ttl: Duration, bucket: u64, cap: u32) -> StoreResult<bool>;
     fn count_email_send(&self, user: &str, bucket: u64, ttl: Duration) -> StoreResult<u32>;
     fn claim_totp_step(&self, user: &str, step: u64, ttl: Duration) -> StoreResult<bool>;
     fn reserve_attempt(&self, user: &str, now: u64, window: (u64, Duration), in_a_row: (u64, Duration)) -> StoreResult<Reserved>;

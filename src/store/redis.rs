@@ -114,6 +114,20 @@ end
 return counts
 ";
 
+/// Counts a sign-in of the user in its bucket (KEYS[1], expiring with the login) and holds it
+/// back (KEYS[2]) only within the cap `ARGV[3]`: 1 held, 0 over the cap.
+const HOLD_CAPPED: &str = r"
+local n = redis.call('INCR', KEYS[1])
+if redis.call('PTTL', KEYS[1]) < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+if n > tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return 1
+";
+
 pub struct RedisStore {
     conn: Conn,
     /// `[store] key_prefix`, as a hash tag on a Cluster (see the module's doc).
@@ -125,6 +139,7 @@ pub struct RedisStore {
     count: Script,
     claim_step: Script,
     reserve_attempt: Script,
+    hold_capped: Script,
 }
 
 impl RedisStore {
@@ -169,6 +184,7 @@ impl RedisStore {
             count: Script::new(COUNT),
             claim_step: Script::new(CLAIM_STEP),
             reserve_attempt: Script::new(RESERVE_ATTEMPT),
+            hold_capped: Script::new(HOLD_CAPPED),
         })
     }
 
@@ -596,18 +612,26 @@ impl Store for RedisStore {
         decode("email code", raw)
     }
 
-    async fn count_login_started(
+    async fn hold_login_capped(
         &self,
-        user: &str,
-        bucket: u64,
+        id: &str,
+        login: &PendingLogin,
         ttl: Duration,
-    ) -> StoreResult<u32> {
-        self.count(
-            &self.key("ls", &format!("{user}:{bucket}")),
-            ttl,
-            "count login started",
-        )
-        .await
+        bucket: u64,
+        cap: u32,
+    ) -> StoreResult<bool> {
+        let json = encode("pending login", login)?;
+        let held: i64 = self
+            .hold_capped
+            .key(self.key("ls", &format!("{}:{bucket}", login.user)))
+            .key(self.key("p", &token(id)))
+            .arg(json)
+            .arg(millis(ttl))
+            .arg(cap)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| failure("hold login", &e))?;
+        Ok(held == 1)
     }
 
     async fn count_email_send(&self, user: &str, bucket: u64, ttl: Duration) -> StoreResult<u32> {

@@ -219,10 +219,22 @@ pub(crate) async fn contract<S: Store + 'static>(store: Arc<S>, tag: &str) {
     assert_eq!(store.count_email_send(&alice, 3, TTL).await.unwrap(), 2);
     assert_eq!(store.count_email_send(&alice, 4, TTL).await.unwrap(), 1);
     // Held-back sign-ins per account, counted apart from the emails.
-    assert_eq!(store.count_login_started(&alice, 3, TTL).await.unwrap(), 1);
-    assert_eq!(store.count_login_started(&alice, 3, TTL).await.unwrap(), 2);
-    assert_eq!(store.count_login_started(&bob, 3, TTL).await.unwrap(), 1);
-    assert_eq!(store.count_login_started(&alice, 4, TTL).await.unwrap(), 1);
+    // Held-back sign-ins are capped per user and bucket: over the cap nothing is held.
+    let hold = |id: &str, user: &str, bucket: u64| {
+        let (store, id, login) = (store.clone(), format!("{id}-{tag}"), pending(user));
+        async move {
+            let held = store
+                .hold_login_capped(&id, &login, TTL, bucket, 2)
+                .await
+                .unwrap();
+            (held, store.pending_login(&id).await.unwrap().is_some())
+        }
+    };
+    assert_eq!(hold("c1", &alice, 3).await, (true, true));
+    assert_eq!(hold("c2", &alice, 3).await, (true, true));
+    assert_eq!(hold("c3", &alice, 3).await, (false, false), "over the cap");
+    assert_eq!(hold("c4", &bob, 3).await, (true, true), "per user");
+    assert_eq!(hold("c5", &alice, 4).await, (true, true), "per bucket");
 
     // TOTP steps: only later steps, once; concurrent claims of one step: one winner.
     assert!(store.claim_totp_step(&alice, 100, TTL).await.unwrap());
