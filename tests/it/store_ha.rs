@@ -477,3 +477,99 @@ async fn the_proxy_on_sentinel_fails_closed_through_a_failover() {
     proxy.shutdown();
     proxy.wait().await;
 }
+
+/// Every data node of the deployment emptied (FLUSHALL on each: what a restart without
+/// persistence, an eviction storm or a failover to an empty replica leaves): the enrolled user
+/// is signed out but challenged again, never let in with the password alone — the 2FA records
+/// live in the records, not in Redis. Through the proxy on a Cluster and on Sentinel.
+async fn emptied_redis_keeps_2fa(env: &[(&str, &str)], flush: impl Fn()) {
+    let (upstream, _stop) = demo_upstream().await;
+    let mut all = vec![
+        ("TWOFA_STORE__BACKEND", "redis"),
+        ("TWOFA_SECRETS__ENCRYPTION_KEY", TEST_KEY),
+    ];
+    all.extend_from_slice(env);
+    let config = login_config(upstream, None, &all);
+    let clock = twofa_proxy::clock::ManualClock::at_now();
+    let proxy = twofa_proxy::app::start_with_clock(config, clock.clone())
+        .await
+        .unwrap();
+    let mut enrolled = Agent::new(proxy.addr);
+    password_login(&mut enrolled, "alice", "wonderland").await;
+    let secret = enroll_totp_over_api(&mut enrolled, &clock).await;
+    assert_eq!(enrolled.get("/").await.status, 200);
+
+    flush();
+    // Sessions read in the last `session.cache_ttl` (2 s) may be served that long from the
+    // replica's cache; past it the emptied store signs the user out.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_ne!(
+        enrolled.get("/").await.status,
+        200,
+        "the session outlived the store"
+    );
+    let mut fresh = Agent::new(proxy.addr);
+    let mut res = password_login(&mut fresh, "alice", "wonderland").await;
+    for _ in 0..50 {
+        if res.status != 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        res = password_login(&mut fresh, "alice", "wonderland").await;
+    }
+    assert_eq!(
+        res.header("location"),
+        Some("/_2fa/challenge"),
+        "{}",
+        res.text()
+    );
+    assert_ne!(fresh.get("/").await.status, 200, "forwarded without 2FA");
+    clock.advance(30);
+    let passed = answer_totp_challenge(&mut fresh, &res, &secret, &clock).await;
+    assert_eq!(passed.status, 303, "{}", passed.text());
+    assert_eq!(fresh.get("/").await.status, 200);
+    proxy.shutdown();
+    proxy.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_on_a_cluster_keeps_2fa_when_every_node_is_emptied() {
+    init();
+    let cluster = RedisCluster::start(3, 0);
+    let nodes = cluster.node_addrs();
+    let joined = nodes.join(",");
+    emptied_redis_keeps_2fa(
+        &[
+            ("TWOFA_STORE__MODE", "cluster"),
+            ("TWOFA_STORE__NODES", &joined),
+        ],
+        || {
+            for addr in &nodes {
+                let port: u16 = addr.rsplit_once(':').unwrap().1.parse().unwrap();
+                redis_ha::query::<()>(port, &["FLUSHALL"]).unwrap();
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_on_sentinel_keeps_2fa_when_the_data_is_emptied() {
+    init();
+    let ha = RedisSentinel::start();
+    let sentinels = ha.sentinel_addrs().join(",");
+    let master = ha.master_port().unwrap();
+    emptied_redis_keeps_2fa(
+        &[
+            ("TWOFA_STORE__MODE", "sentinel"),
+            ("TWOFA_STORE__SENTINELS", &sentinels),
+            ("TWOFA_STORE__MASTER_NAME", MASTER_NAME),
+        ],
+        || {
+            // The replica follows the master's FLUSHALL.
+            redis_ha::query::<()>(master, &["FLUSHALL"]).unwrap();
+            ha.sync_replica();
+        },
+    )
+    .await;
+}
