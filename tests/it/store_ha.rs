@@ -17,7 +17,8 @@ use crate::store::{contract, session};
 use crate::support::agent::Agent;
 use crate::support::redis_ha::{self, MASTER_NAME, RedisCluster, RedisSentinel};
 use crate::support::site::*;
-use crate::support::{TempDir, demo_upstream, init};
+use crate::support::{TempDir, demo_upstream, init, under_load};
+use tokio_util::sync::CancellationToken;
 
 const TTL: Duration = Duration::from_secs(300);
 /// How long a failover may take before the test gives up: Sentinel needs down-after (1 s)
@@ -572,4 +573,111 @@ async fn the_proxy_on_sentinel_keeps_2fa_when_the_data_is_emptied() {
         },
     )
     .await;
+}
+
+/// A proxy on replicated Redis with an enrolled user and a signed-in browser; ready for a load.
+async fn loaded_site(
+    env: &[(&str, &str)],
+) -> (
+    twofa_proxy::app::Running,
+    Agent,
+    Arc<twofa_proxy::clock::ManualClock>,
+    CancellationToken,
+) {
+    let (upstream, stop) = demo_upstream().await;
+    let mut all = vec![
+        ("TWOFA_STORE__BACKEND", "redis"),
+        ("TWOFA_SECRETS__ENCRYPTION_KEY", TEST_KEY),
+    ];
+    all.extend_from_slice(env);
+    all.extend_from_slice(&under_load::WINDOWS);
+    let config = login_config(upstream, None, &all);
+    let clock = twofa_proxy::clock::ManualClock::at_now();
+    let proxy = twofa_proxy::app::start_with_clock(config, clock.clone())
+        .await
+        .unwrap();
+    let mut alice = Agent::new(proxy.addr);
+    password_login(&mut alice, "alice", "wonderland").await;
+    let secret = enroll_totp_over_api(&mut alice, &clock).await;
+    clock.advance(30);
+    let mut browser = Agent::new(proxy.addr);
+    let res = password_login(&mut browser, "alice", "wonderland").await;
+    let passed = answer_totp_challenge(&mut browser, &res, &secret, &clock).await;
+    assert_eq!(passed.status, 303);
+    (proxy, browser, clock, stop)
+}
+
+/// Failover under load (8 clients, 8 s): the Sentinel master killed while users sign in and
+/// browse. Nobody gets past the second factor, every refusal is a clean 503, service returns
+/// within the bound the README states.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_failover_under_load_lets_nobody_past_the_second_factor() {
+    init();
+    let mut ha = RedisSentinel::start();
+    let sentinels = ha.sentinel_addrs().join(",");
+    let (proxy, browser, clock, _stop) = loaded_site(&[
+        ("TWOFA_STORE__MODE", "sentinel"),
+        ("TWOFA_STORE__SENTINELS", &sentinels),
+        ("TWOFA_STORE__MASTER_NAME", MASTER_NAME),
+    ])
+    .await;
+    ha.sync_replica();
+    let mut killed = Instant::now();
+    let t = under_load::run(
+        proxy.addr,
+        browser.cookies.clone(),
+        clock,
+        Duration::from_secs(8),
+        async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            killed = Instant::now();
+            tokio::task::block_in_place(|| ha.kill_master());
+        },
+    )
+    .await;
+    t.assert_fail_closed();
+    let back = t.back_at().unwrap() - killed;
+    eprintln!(
+        "sentinel failover under load: {} challenged, {} pages, {} answers 503, none let \
+         through; served again {back:?} after kill -9 of the master",
+        t.challenged, t.browsed, t.refused_503
+    );
+    assert!(back < Duration::from_secs(6), "{back:?}");
+}
+
+/// The same on a Cluster (3 masters, 3 replicas): the master of the store's slot killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_failover_under_load_lets_nobody_past_the_second_factor() {
+    init();
+    let mut cluster = RedisCluster::start(3, 1);
+    let nodes = cluster.node_addrs().join(",");
+    let (proxy, browser, clock, _stop) = loaded_site(&[
+        ("TWOFA_STORE__MODE", "cluster"),
+        ("TWOFA_STORE__NODES", &nodes),
+    ])
+    .await;
+    // The default prefix, as a tag: every key of the proxy is in this slot.
+    let home = cluster.master_of("{twofa:}");
+    redis_ha::sync_replicas_of(home);
+    let mut killed = Instant::now();
+    let t = under_load::run(
+        proxy.addr,
+        browser.cookies.clone(),
+        clock,
+        Duration::from_secs(10),
+        async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            killed = Instant::now();
+            tokio::task::block_in_place(|| cluster.kill(home));
+        },
+    )
+    .await;
+    t.assert_fail_closed();
+    let back = t.back_at().unwrap() - killed;
+    eprintln!(
+        "cluster failover under load: {} challenged, {} pages, {} answers 503, none let \
+         through; served again {back:?} after kill -9 of the slot's master",
+        t.challenged, t.browsed, t.refused_503
+    );
+    assert!(back < Duration::from_secs(8), "{back:?}");
 }

@@ -12,6 +12,7 @@ pub mod redis;
 pub mod redis_ha;
 pub mod site;
 pub mod smtp;
+pub mod under_load;
 
 // Only the tier-2 files use these (tests/it/main.rs).
 #[cfg(feature = "external-tools")]
