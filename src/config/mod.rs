@@ -1096,7 +1096,17 @@ fn read_records(r: &mut Reader) -> RecordsConfig {
             }
             url
         }
-        (RecordsBackend::Sqlite, url) => url.unwrap_or_else(|| Secret::new(String::new())),
+        (RecordsBackend::Sqlite, url) => {
+            // A PostgreSQL setting without `backend = "postgres"` would leave each replica on
+            // its own file while the operator thinks they share one.
+            if url.is_some() {
+                r.problem("records.url", "only read with backend = \"postgres\"");
+            }
+            if ca_file.is_some() {
+                r.problem("records.ca_file", "only read with backend = \"postgres\"");
+            }
+            Secret::new(String::new())
+        }
     };
     RecordsConfig {
         backend,
@@ -1383,6 +1393,10 @@ mod tests {
         );
         // Missing or malformed URLs are refused, and a password in one is never echoed.
         assert!(Config::from_toml("[records]\nbackend = \"postgres\"\n", no_env()).is_err());
+        assert!(
+            Config::from_toml("[records]\nurl = \"postgres://h/db\"\n", no_env()).is_err(),
+            "a url without backend = \"postgres\" is not silently unused"
+        );
         let err = Config::from_toml(&pg("mysql://u:hunter2@h/db"), no_env()).unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
         let err = Config::from_toml(&pg("postgres://u:hunter2@h/db?sslmode=bogus"), no_env())

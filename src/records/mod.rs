@@ -71,6 +71,15 @@ pub trait Records: Send + Sync {
     fn export_all(&self) -> impl Future<Output = StoreResult<Vec<UserRecords>>> + Send;
     /// Takes `id` as this database's identity (an import of another database's records).
     fn adopt_identity(&self, id: &str) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Writes `users` in one transaction, never over a user the records have (a user who
+    /// enrolled meanwhile keeps their own): refused when the records hold users and `merge` is
+    /// false; records that were empty take `identity` in the same transaction.
+    fn import_all(
+        &self,
+        users: &[UserRecords],
+        identity: &str,
+        merge: bool,
+    ) -> impl Future<Output = StoreResult<transfer::Imported>> + Send;
 }
 
 /// One user's records as [`Records::export_all`] gives them.
@@ -214,6 +223,15 @@ macro_rules! delegate {
 
             async fn adopt_identity(&self, id: &str) -> StoreResult<()> {
                 dispatch!(&self.backend, r => r.adopt_identity(id))
+            }
+
+            async fn import_all(
+                &self,
+                users: &[UserRecords],
+                identity: &str,
+                merge: bool,
+            ) -> StoreResult<transfer::Imported> {
+                dispatch!(&self.backend, r => r.import_all(users, identity, merge))
             }
 
             $(

@@ -209,10 +209,10 @@ fn unexpected_reply() -> RedisError {
 /// watch ([`watch`]) asks a sentinel every [`WATCH_INTERVAL`] which master it names, and
 /// drops the connection when it is another.
 ///
-/// A command is tried at most [`SENTINEL_ATTEMPTS`] times. Repeating one whose reply was lost
-/// is safe for every store operation: writes are idempotent (SET, SADD, DEL, EXPIRE) or fail
-/// closed when counted twice (a failure or attempt counted twice locks sooner; a pending login
-/// or code taken twice is gone for the second take; a TOTP step claimed twice is refused).
+/// A command is tried at most [`SENTINEL_ATTEMPTS`] times, and again only when the first try
+/// provably did not run (a replica refused it, the connection was refused): a command whose
+/// reply was lost may have run, and one that ran twice around another store call (a session
+/// written again after "sign out everywhere") could undo that call.
 pub(super) struct SentinelMaster {
     sentinels: tokio::sync::Mutex<Resolver>,
     current: RwLock<Current>,
@@ -275,6 +275,12 @@ impl SentinelMaster {
             match reply {
                 Err(e) if wrong_or_gone(&e) => {
                     self.forget(generation);
+                    // Tried again only when the error proves the command did not run: after a
+                    // timeout or a dropped connection it may have, and running a session write
+                    // again after a "sign out everywhere" in between would bring it back.
+                    if !did_not_run(&e) {
+                        return Err(e);
+                    }
                     last = Some(e);
                 }
                 other => return other,
@@ -427,6 +433,18 @@ impl SentinelMaster {
 /// Whether an error means the connection no longer reaches a writable master: it broke, timed
 /// out, was refused, or the node is (now) a replica. Errors inside a MULTI arrive wrapped in
 /// EXECABORT.
+/// The server refused the command without running it (a replica, a master without its
+/// replicas), or it never reached a server.
+fn did_not_run(e: &RedisError) -> bool {
+    let replica = |code: &str| matches!(code, "READONLY" | "MASTERDOWN");
+    e.is_connection_refusal()
+        || e.code().is_some_and(replica)
+        || (e.code() == Some("EXECABORT")
+            && e.clone()
+                .into_server_errors()
+                .is_some_and(|errs| errs.iter().any(|(_, s)| replica(s.code()))))
+}
+
 fn wrong_or_gone(e: &RedisError) -> bool {
     let replica = |code: &str| matches!(code, "READONLY" | "MASTERDOWN");
     e.is_io_error()
@@ -552,5 +570,28 @@ mod tests {
             ))));
         }
         assert!(!wrong_or_gone(&unexpected_reply()));
+    }
+
+    #[test]
+    fn only_commands_that_provably_did_not_run_are_tried_again() {
+        let refused = RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "refused",
+        ));
+        assert!(did_not_run(&refused));
+        let readonly = RedisError::from((
+            ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
+            "replica",
+        ));
+        assert!(did_not_run(&readonly));
+        // Sent, then nothing heard: it may have run.
+        for kind in [
+            std::io::ErrorKind::TimedOut,
+            std::io::ErrorKind::ConnectionReset,
+            std::io::ErrorKind::BrokenPipe,
+        ] {
+            let lost = RedisError::from(std::io::Error::new(kind, "lost"));
+            assert!(wrong_or_gone(&lost) && !did_not_run(&lost), "{kind:?}");
+        }
     }
 }

@@ -95,11 +95,12 @@ return 1
 /// The lockout rules' first step in one round trip (see `Store::reserve_attempt`): a live lock
 /// answers `{1, until}` and counts nothing; an ended lock is lifted and the window's counter
 /// starts over; then both counters count, each expiring `ARGV[i]` ms after its first count.
-/// KEYS: lock, window counter, in-a-row counter. ARGV: now, their two TTLs.
+/// KEYS: lock, window counter, in-a-row counter. ARGV: now, their two TTLs. A lock that is not
+/// plain digits is answered as a lock (the caller refuses it as corrupt), never lifted.
 const RESERVE_ATTEMPT: &str = r"
 local untl = redis.call('GET', KEYS[1])
 if untl then
-  if tonumber(untl) == nil or tonumber(untl) > tonumber(ARGV[1]) then
+  if not string.match(untl, '^%d+$') or tonumber(untl) > tonumber(ARGV[1]) then
     return {1, untl}
   end
   redis.call('DEL', KEYS[1], KEYS[2])
@@ -699,6 +700,9 @@ impl Store for RedisStore {
     }
 
     async fn clear_failures(&self, user: &str, buckets: &[u64]) -> StoreResult<()> {
+        if buckets.is_empty() {
+            return Ok(());
+        }
         let mut del = redis::cmd("DEL");
         for bucket in buckets {
             del.arg(self.failures_key(user, *bucket));

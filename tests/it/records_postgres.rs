@@ -425,6 +425,16 @@ async fn records_move_from_sqlite_to_postgres_by_export_and_import() {
         "an import into records with users needs --merge"
     );
     transfer::import_command(&to, &export, true).await.unwrap();
+    let records = twofa_proxy::records::AnyRecords::open(&to.records)
+        .await
+        .unwrap();
+    let doc = transfer::read_file(&export).unwrap();
+    let merged = records.import(&doc, true).await.unwrap();
+    assert_eq!(
+        (merged.users, merged.skipped),
+        (0, 1),
+        "a merge adds nobody twice"
+    );
 
     let moved = start_replica(upstream, &redis, &url, &clock).await;
     let ready = format!("http://{}/readyz", moved.admin_addr);
@@ -513,7 +523,12 @@ async fn a_postgres_restart_under_load_lets_nobody_past_the_second_factor() {
     )
     .await;
     t.assert_fail_closed();
-    let recovery = t.back_at().unwrap().saturating_duration_since(restart.1);
+    let back = t.back_at().unwrap();
+    assert!(
+        back > restart.0,
+        "sign-ins were served again before the server was back"
+    );
+    let recovery = back.saturating_duration_since(restart.1);
     eprintln!(
         "postgres restart under load: {} challenged, {} pages browsed, {} answers 503, none \
          let through; the server took {:?} to accept queries again, sign-ins were served \

@@ -19,16 +19,26 @@ pub struct Tally {
     pub refused_503: u64,
     /// A sign-in that skipped the challenge, a page that was not the app's, another status.
     pub wrong: Vec<String>,
-    /// When the last 503 came, and when each answer that was served came.
-    last_503: Option<Instant>,
-    served: Vec<Instant>,
+    /// When the last 503 of each kind came, and when each answer of each kind was served.
+    last_signin_503: Option<Instant>,
+    last_browse_503: Option<Instant>,
+    challenged_at: Vec<Instant>,
+    browsed_at: Vec<Instant>,
 }
 
 impl Tally {
-    /// The first served answer after the last 503, if the outage was seen and ended.
+    /// When both kinds were served again after their last 503: the first challenge after the
+    /// last refused sign-in, and (if browsing was refused too) the first page after the last
+    /// refused one. None if the outage was not seen, or either kind never came back.
     pub fn back_at(&self) -> Option<Instant> {
-        let last = self.last_503?;
-        self.served.iter().copied().find(|at| *at > last)
+        let after = |last: Option<Instant>, served: &[Instant]| match last {
+            None => Some(None),
+            Some(last) => served.iter().copied().find(|at| *at > last).map(Some),
+        };
+        self.last_signin_503.or(self.last_browse_503)?;
+        let signin = after(self.last_signin_503, &self.challenged_at)?;
+        let browse = after(self.last_browse_503, &self.browsed_at)?;
+        signin.max(browse)
     }
 
     /// Fails on anything wrong and when the outage was not seen or never ended.
@@ -79,11 +89,11 @@ pub async fn run<F: std::future::Future<Output = ()>>(
                         match (res.status.as_u16(), res.header("location")) {
                             (303, Some("/_2fa/challenge")) => {
                                 t.challenged += 1;
-                                t.served.push(Instant::now());
+                                t.challenged_at.push(Instant::now());
                             }
                             (503, _) => {
                                 t.refused_503 += 1;
-                                t.last_503 = Some(Instant::now());
+                                t.last_signin_503 = Some(Instant::now());
                             }
                             (s, l) => t.wrong.push(format!("sign-in: {s} {l:?}")),
                         }
@@ -95,11 +105,11 @@ pub async fn run<F: std::future::Future<Output = ()>>(
                         match res.status.as_u16() {
                             200 => {
                                 t.browsed += 1;
-                                t.served.push(Instant::now());
+                                t.browsed_at.push(Instant::now());
                             }
                             503 => {
                                 t.refused_503 += 1;
-                                t.last_503 = Some(Instant::now());
+                                t.last_browse_503 = Some(Instant::now());
                             }
                             s => t.wrong.push(format!("browse: {s}")),
                         }
