@@ -167,7 +167,8 @@ async fn confirm_records(state: &AdminState, req: &Request<Incoming>) -> Respons
     if let Some(refused) = unauthorized(state, req, "confirm-records") {
         return refused;
     }
-    match crate::records::identity::confirm(&state.store, &state.core.records).await {
+    let now = state.core.clock.now();
+    match crate::records::identity::confirm(&state.store, &state.core.records, now).await {
         Ok(()) => text(StatusCode::OK, "records confirmed\n"),
         Err(e) => {
             tracing::error!(error = %e, "confirming the records failed");

@@ -102,10 +102,14 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> anyhow::Res
     );
     // Checked before the first request: records that may have been replaced serve nothing.
     let mut verdict = None;
-    identity::log_change(&mut verdict, &identity::check(&store, &records).await);
+    identity::log_change(
+        &mut verdict,
+        &identity::check(&store, &records, clock.now()).await,
+    );
     tokio::spawn(identity::watch(
         store.clone(),
         Arc::downgrade(&records),
+        clock.clone(),
         verdict,
     ));
     let sealer = Sealer::from_config(&config.secrets)?;

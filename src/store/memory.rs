@@ -6,7 +6,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::{
-    EmailCode, Enrollment, LegacyRecord, PendingLogin, Reserved, SessionRecord, Store, StoreResult,
+    EmailCode, Enrollment, LegacyRecord, PendingLogin, Reserved, SessionRecord, StepClaim, Store,
+    StoreResult,
 };
 use crate::clock::SharedClock;
 
@@ -32,6 +33,8 @@ struct Maps {
     failures: HashMap<(String, u64), Expiring<u32>>,
     locks: HashMap<String, Expiring<u64>>,
     records_identity: Option<String>,
+    /// TOTP steps up to this one are refused (see `Store::remember_records_identity`).
+    step_floor: u64,
 }
 
 pub struct MemoryStore {
@@ -116,8 +119,10 @@ impl Store for MemoryStore {
         Ok(self.lock().records_identity.clone())
     }
 
-    async fn remember_records_identity(&self, id: &str) -> StoreResult<()> {
-        self.lock().records_identity = Some(id.to_owned());
+    async fn remember_records_identity(&self, id: &str, step_floor: u64) -> StoreResult<()> {
+        let mut m = self.lock();
+        m.records_identity = Some(id.to_owned());
+        m.step_floor = m.step_floor.max(step_floor);
         Ok(())
     }
 
@@ -373,13 +378,23 @@ impl Store for MemoryStore {
         Ok(n)
     }
 
-    async fn claim_totp_step(&self, user: &str, step: u64, ttl: Duration) -> StoreResult<bool> {
+    async fn claim_totp_step(
+        &self,
+        user: &str,
+        step: u64,
+        ttl: Duration,
+    ) -> StoreResult<StepClaim> {
         let now = self.clock.now();
         let expires = self.expiry(ttl);
         let mut m = self.lock();
+        // No check of the identity here: this store is emptied only by a restart, which the
+        // identity check at start sees (and sets the floor).
         let last = live(&m.totp_steps, &user.to_owned(), now).copied();
+        if step <= m.step_floor {
+            return Ok(StepClaim::BeforeFloor);
+        }
         if last.is_some_and(|last| step <= last) {
-            return Ok(false);
+            return Ok(StepClaim::AlreadyUsed);
         }
         m.totp_steps.insert(
             user.to_owned(),
@@ -388,7 +403,7 @@ impl Store for MemoryStore {
                 expires,
             },
         );
-        Ok(true)
+        Ok(StepClaim::Claimed)
     }
 
     async fn reserve_attempt(

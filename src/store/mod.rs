@@ -104,7 +104,15 @@ pub trait Store: Send + Sync + 'static {
     /// The identity of the records store this store last served with (see
     /// [`crate::records::identity`]); kept without expiry.
     fn records_identity(&self) -> impl Future<Output = StoreResult<Option<String>>> + Send;
-    fn remember_records_identity(&self, id: &str) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Remembers the records' identity, and that TOTP steps up to `step_floor` are not to be
+    /// accepted: a store that learns the identity again has lost its memory of the steps used
+    /// (emptied, a failover to an empty replica, a restart), so codes of the steps before it
+    /// learned are refused rather than accepted a second time.
+    fn remember_records_identity(
+        &self,
+        id: &str,
+        step_floor: u64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
     /// 2FA records written by proxies that kept them in this store (before [`crate::records`]),
     /// with their recovery-code hashes: imported once, so an upgrade turns nobody's 2FA off.
     fn legacy_two_factor(&self) -> impl Future<Output = StoreResult<Vec<LegacyRecord>>> + Send;
@@ -223,13 +231,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<u32>> + Send;
 
     /// Accepts TOTP time step `step` for `user` only if it is later than every step accepted
-    /// before (RFC 6238 5.2: each code once). Atomic compare-and-set.
+    /// before (RFC 6238 5.2: each code once) and than the floor of
+    /// [`Store::remember_records_identity`]. Atomic compare-and-set. A shared store that no
+    /// longer knows the records' identity was emptied since: `Unavailable`, until the identity
+    /// check learns it again (with a new floor).
     fn claim_totp_step(
         &self,
         user: &str,
         step: u64,
         ttl: Duration,
-    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    ) -> impl Future<Output = StoreResult<StepClaim>> + Send;
 
     /// Takes one attempt of `user` at a code, in one step: if the account is locked past `now`,
     /// `Locked` and nothing is counted; otherwise a lock that has ended is lifted and the
@@ -258,6 +269,23 @@ pub trait Store: Send + Sync + 'static {
     /// When the lock set by [`Store::lock_account`] ends, if there is one (past or not).
     fn locked_until(&self, user: &str) -> impl Future<Output = StoreResult<Option<u64>>> + Send;
     fn unlock_account(&self, user: &str) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// What [`Store::claim_totp_step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepClaim {
+    /// The step is now the user's last: the code passes.
+    Claimed,
+    /// The user already used this step or a later one.
+    AlreadyUsed,
+    /// At or before the floor: the store cannot tell whether it was used. Nothing claimed.
+    BeforeFloor,
+}
+
+impl StepClaim {
+    pub fn is_claimed(self) -> bool {
+        self == Self::Claimed
+    }
 }
 
 /// What [`Store::reserve_attempt`] found.
@@ -297,7 +325,7 @@ macro_rules! delegate {
 delegate! {
     fn ping(&self) -> StoreResult<()>;
     fn records_identity(&self) -> StoreResult<Option<String>>;
-    fn remember_records_identity(&self, id: &str) -> StoreResult<()>;
+    fn remember_records_identity(&self, id: &str, step_floor: u64) -> StoreResult<()>;
     fn legacy_two_factor(&self) -> StoreResult<Vec<LegacyRecord>>;
     fn put_session(&self, id: &str, session: &SessionRecord, ttl: Duration) -> StoreResult<()>;
     fn put_bound_session(&self, id: &str, session: &SessionRecord, ttl: Duration, app_hash: &str, bind_ttl: Duration) -> StoreResult<()>;
@@ -319,7 +347,7 @@ delegate! {
     fn take_email_code(&self, key: &str) -> StoreResult<Option<EmailCode>>;
     fn hold_login_capped(&self, id: &str, login: &PendingLogin, ttl: Duration, bucket: u64, cap: u32) -> StoreResult<bool>;
     fn count_email_send(&self, user: &str, bucket: u64, ttl: Duration) -> StoreResult<u32>;
-    fn claim_totp_step(&self, user: &str, step: u64, ttl: Duration) -> StoreResult<bool>;
+    fn claim_totp_step(&self, user: &str, step: u64, ttl: Duration) -> StoreResult<StepClaim>;
     fn reserve_attempt(&self, user: &str, now: u64, window: (u64, Duration), in_a_row: (u64, Duration)) -> StoreResult<Reserved>;
     fn clear_failures(&self, user: &str, buckets: &[u64]) -> StoreResult<()>;
     fn lock_account(&self, user: &str, until: u64, ttl: Duration) -> StoreResult<()>;

@@ -8,7 +8,8 @@
 //! bound to an app session, `Pp:H(id)` pending login, `Ppa:H(id)` its attempt count,
 //! `Pe:user` enrollment, `Pec:H(key)` emailed code, `Pt:user` last TOTP step,
 //! `Pf:user:bucket` failure count, `Pls:user:bucket` and `Pes:user:bucket` sign-in and email
-//! counts, `Pl:user` lock end, `Precords-id` the records' identity (no TTL). Proxies before
+//! counts, `Pl:user` lock end, `Precords-id` the records' identity and `Ptotp-floor` the TOTP
+//! step up to which codes are refused since it was learned (both no TTL). Proxies before
 //! [`crate::records`] kept `Pu:user` 2FA records and `Prc:user` recovery-code sets here: they
 //! are imported into the records once, and left in place.
 //!
@@ -35,8 +36,8 @@ use serde::de::DeserializeOwned;
 
 use super::connection::{self, Conn};
 use super::{
-    EmailCode, Enrollment, LegacyRecord, PendingLogin, Reserved, SessionRecord, Store, StoreError,
-    StoreResult,
+    EmailCode, Enrollment, LegacyRecord, PendingLogin, Reserved, SessionRecord, StepClaim, Store,
+    StoreError, StoreResult,
 };
 use crate::config::{RedisMode, StoreBackend, StoreConfig};
 
@@ -80,15 +81,39 @@ end
 return n
 ";
 
-/// Compare-and-set of the last TOTP step. Steps are compared as decimal strings (length first)
-/// so u64 values beyond Lua's 2^53 doubles still compare exactly.
+/// Compare-and-set of the last TOTP step (KEYS[1]). Steps are compared as decimal strings
+/// (length first) so u64 values beyond Lua's 2^53 doubles still compare exactly. No records
+/// identity (KEYS[2]): the store was emptied since it learned it, and has forgotten which steps
+/// were used: -1, refused until the identity is learned again. Steps up to the floor (KEYS[3]):
+/// 2. A step used already: 0. Claimed: 1.
 const CLAIM_STEP: &str = r"
-local last = redis.call('GET', KEYS[1])
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  return -1
+end
 local step = ARGV[1]
-if last and (#last > #step or (#last == #step and last >= step)) then
+local function at_most(a, b)
+  return #a < #b or (#a == #b and a <= b)
+end
+local floor = redis.call('GET', KEYS[3])
+if floor and at_most(step, floor) then
+  return 2
+end
+local last = redis.call('GET', KEYS[1])
+if last and at_most(step, last) then
   return 0
 end
 redis.call('SET', KEYS[1], step, 'PX', ARGV[2])
+return 1
+";
+
+/// The records identity (KEYS[1]) and the step floor (KEYS[2]), which only ever rises.
+const REMEMBER_RECORDS: &str = r"
+redis.call('SET', KEYS[1], ARGV[1])
+local floor = redis.call('GET', KEYS[2])
+local new = ARGV[2]
+if not floor or #floor < #new or (#floor == #new and floor < new) then
+  redis.call('SET', KEYS[2], new)
+end
 return 1
 ";
 
@@ -141,6 +166,7 @@ pub struct RedisStore {
     claim_step: Script,
     reserve_attempt: Script,
     hold_capped: Script,
+    remember_records: Script,
 }
 
 impl RedisStore {
@@ -186,6 +212,7 @@ impl RedisStore {
             claim_step: Script::new(CLAIM_STEP),
             reserve_attempt: Script::new(RESERVE_ATTEMPT),
             hold_capped: Script::new(HOLD_CAPPED),
+            remember_records: Script::new(REMEMBER_RECORDS),
         })
     }
 
@@ -381,11 +408,13 @@ impl Store for RedisStore {
         Ok(out)
     }
 
-    async fn remember_records_identity(&self, id: &str) -> StoreResult<()> {
-        redis::cmd("SET")
-            .arg(format!("{}records-id", self.prefix))
+    async fn remember_records_identity(&self, id: &str, step_floor: u64) -> StoreResult<()> {
+        self.remember_records
+            .key(format!("{}records-id", self.prefix))
+            .key(format!("{}totp-floor", self.prefix))
             .arg(id)
-            .exec_async(&mut self.conn())
+            .arg(step_floor.to_string())
+            .invoke_async::<()>(&mut self.conn())
             .await
             .map_err(|e| failure("remember records identity", &e))
     }
@@ -644,16 +673,35 @@ impl Store for RedisStore {
         .await
     }
 
-    async fn claim_totp_step(&self, user: &str, step: u64, ttl: Duration) -> StoreResult<bool> {
+    async fn claim_totp_step(
+        &self,
+        user: &str,
+        step: u64,
+        ttl: Duration,
+    ) -> StoreResult<StepClaim> {
         let claimed: i64 = self
             .claim_step
             .key(self.key("t", user))
+            .key(format!("{}records-id", self.prefix))
+            .key(format!("{}totp-floor", self.prefix))
             .arg(step.to_string())
             .arg(millis(ttl))
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| failure("claim TOTP step", &e))?;
-        Ok(claimed == 1)
+        match claimed {
+            1 => Ok(StepClaim::Claimed),
+            0 => Ok(StepClaim::AlreadyUsed),
+            2 => Ok(StepClaim::BeforeFloor),
+            -1 => Err(StoreError::Unavailable(
+                "store emptied: the TOTP steps used before are unknown until the records \
+                 identity is checked again"
+                    .into(),
+            )),
+            _ => Err(StoreError::Corrupt(
+                "claim TOTP step: unexpected reply".into(),
+            )),
+        }
     }
 
     async fn reserve_attempt(

@@ -8,7 +8,9 @@ use std::time::Duration;
 use twofa_proxy::clock::ManualClock;
 use twofa_proxy::store::memory::MemoryStore;
 use twofa_proxy::store::redis::RedisStore;
-use twofa_proxy::store::{EmailCode, Enrollment, PendingLogin, Reserved, SessionRecord, Store};
+use twofa_proxy::store::{
+    EmailCode, Enrollment, PendingLogin, Reserved, SessionRecord, Store, StoreError,
+};
 
 use crate::support::redis::RedisServer;
 
@@ -45,6 +47,12 @@ pub(crate) async fn contract<S: Store + 'static>(store: Arc<S>, tag: &str) {
     let alice = format!("alice-{tag}");
     let bob = format!("bob-{tag}");
     store.ping().await.unwrap();
+    // What the identity check does before anything is served (a shared store refuses TOTP
+    // claims without it).
+    store
+        .remember_records_identity(&format!("records-{tag}"), 0)
+        .await
+        .unwrap();
 
     // Sessions: round trip, delete, end all of a user's but one.
     let (s1, s2, s3, s4) = (
@@ -237,18 +245,46 @@ pub(crate) async fn contract<S: Store + 'static>(store: Arc<S>, tag: &str) {
     assert_eq!(hold("c5", &alice, 4).await, (true, true), "per bucket");
 
     // TOTP steps: only later steps, once; concurrent claims of one step: one winner.
-    assert!(store.claim_totp_step(&alice, 100, TTL).await.unwrap());
-    assert!(!store.claim_totp_step(&alice, 100, TTL).await.unwrap());
-    assert!(!store.claim_totp_step(&alice, 99, TTL).await.unwrap());
     assert!(
-        store.claim_totp_step(&bob, 100, TTL).await.unwrap(),
+        store
+            .claim_totp_step(&alice, 100, TTL)
+            .await
+            .unwrap()
+            .is_claimed()
+    );
+    assert!(
+        !store
+            .claim_totp_step(&alice, 100, TTL)
+            .await
+            .unwrap()
+            .is_claimed()
+    );
+    assert!(
+        !store
+            .claim_totp_step(&alice, 99, TTL)
+            .await
+            .unwrap()
+            .is_claimed()
+    );
+    assert!(
+        store
+            .claim_totp_step(&bob, 100, TTL)
+            .await
+            .unwrap()
+            .is_claimed(),
         "steps are per user"
     );
     let claims: Vec<_> = (0..16)
         .map(|_| {
             let store = store.clone();
             let alice = alice.clone();
-            tokio::spawn(async move { store.claim_totp_step(&alice, 101, TTL).await.unwrap() })
+            tokio::spawn(async move {
+                store
+                    .claim_totp_step(&alice, 101, TTL)
+                    .await
+                    .unwrap()
+                    .is_claimed()
+            })
         })
         .collect();
     let mut claimed = 0;
@@ -317,6 +353,86 @@ pub(crate) async fn contract<S: Store + 'static>(store: Arc<S>, tag: &str) {
     store.lock_account(&alice, 12345, TTL).await.unwrap();
     store.unlock_account(&alice).await.unwrap();
     assert_eq!(store.locked_until(&alice).await.unwrap(), None);
+}
+
+/// The TOTP step floor: steps up to it are refused once the store learned the identity with
+/// it; it only rises. On Redis, a store emptied since it learned refuses every claim
+/// (`Unavailable`) until it learns again: it no longer knows which steps were used.
+async fn totp_floor<S: Store>(store: &S, emptied: Option<&dyn Fn()>) {
+    store.remember_records_identity("r", 1_000).await.unwrap();
+    assert!(
+        !store
+            .claim_totp_step("u", 999, TTL)
+            .await
+            .unwrap()
+            .is_claimed()
+    );
+    assert!(
+        !store
+            .claim_totp_step("u", 1_000, TTL)
+            .await
+            .unwrap()
+            .is_claimed()
+    );
+    assert!(
+        store
+            .claim_totp_step("u", 1_001, TTL)
+            .await
+            .unwrap()
+            .is_claimed()
+    );
+    store.remember_records_identity("r", 10).await.unwrap();
+    assert!(
+        !store
+            .claim_totp_step("v", 1_000, TTL)
+            .await
+            .unwrap()
+            .is_claimed(),
+        "the floor went down"
+    );
+    if let Some(empty) = emptied {
+        empty();
+        assert!(matches!(
+            store.claim_totp_step("u", 1_002, TTL).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        store.remember_records_identity("r", 1_005).await.unwrap();
+        assert!(
+            !store
+                .claim_totp_step("u", 1_005, TTL)
+                .await
+                .unwrap()
+                .is_claimed()
+        );
+        assert!(
+            store
+                .claim_totp_step("u", 1_006, TTL)
+                .await
+                .unwrap()
+                .is_claimed()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_keeps_a_totp_step_floor() {
+    totp_floor(&MemoryStore::new(ManualClock::new(1_000_000)), None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
+async fn redis_store_keeps_a_totp_step_floor_and_refuses_claims_once_emptied() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&server.url(), "floor:").await.unwrap();
+    let url = server.url();
+    let flush = move || {
+        let mut c = ::redis::Client::open(url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        ::redis::cmd("FLUSHALL").exec(&mut c).unwrap();
+    };
+    totp_floor(&store, Some(&flush)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
