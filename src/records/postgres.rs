@@ -4,7 +4,7 @@
 //! - A small pool (deadpool) of tokio-postgres connections; a connection the server closed (a
 //!   restart, a failover, an idle timeout) is dropped and replaced at the next checkout, so a
 //!   restart costs the requests that were in flight, not the ones after it.
-//! - Every call is bounded by [`CALL_TIMEOUT`] (checkout, connect and query together) and fails
+//! - Every call is bounded by `CALL_TIMEOUT` (5 s) (checkout, connect and query together) and fails
 //!   as [`StoreError::Unavailable`] past it: the caller answers 503, nothing is forwarded.
 //! - A call that finds its connection closed is tried once more on a fresh one, except using up
 //!   a recovery code: its DELETE may have committed before the connection broke, and a second
