@@ -140,6 +140,110 @@ fn start_redis() -> Option<(Process, SocketAddr)> {
     Some((Process(child), addr))
 }
 
+/// A port whose cluster bus port (+10000) is also free and below the ephemeral range.
+fn free_low_port() -> u16 {
+    (20_000..22_767)
+        .find(|p| {
+            TcpListener::bind(("127.0.0.1", *p)).is_ok()
+                && TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok()
+        })
+        .unwrap()
+}
+
+/// A redis-server on `port` (no persistence) with `extra` arguments, run in `dir`.
+fn redis_on(dir: &std::path::Path, port: u16, extra: &[&str]) -> Option<Process> {
+    let child = Command::new("redis-server")
+        .args(extra)
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no"])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .ok()?;
+    wait_for(SocketAddr::from(([127, 0, 0, 1], port)));
+    Some(Process(child))
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// Redis under Sentinel: a master, one replica, one sentinel (quorum 1). The store's data path
+/// is the master's; the sentinel is asked at start and once a second.
+fn start_sentinel(dir: &std::path::Path) -> Option<(Vec<Process>, u16)> {
+    let (master, replica, sentinel) = (free_low_port(), free_addr().port(), free_addr().port());
+    let mut procs = vec![redis_on(dir, master, &[])?];
+    procs.push(redis_on(
+        dir,
+        replica,
+        &["--replicaof", "127.0.0.1", &master.to_string()],
+    )?);
+    let conf = dir.join(format!("sentinel-{sentinel}.conf"));
+    std::fs::write(
+        &conf,
+        format!("sentinel monitor mymaster 127.0.0.1 {master} 1\nsentinel down-after-milliseconds mymaster 5000\n"),
+    )
+    .ok()?;
+    let child = Command::new("redis-server")
+        .arg(&conf)
+        .args([
+            "--sentinel",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &sentinel.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .ok()?;
+    wait_for(SocketAddr::from(([127, 0, 0, 1], sentinel)));
+    procs.push(Process(child));
+    Some((procs, sentinel))
+}
+
+/// A Cluster of 3 masters, no replicas (throughput, not failover).
+fn start_cluster(dir: &std::path::Path) -> Option<(Vec<Process>, Vec<u16>)> {
+    let mut procs = Vec::new();
+    let mut ports = Vec::new();
+    for _ in 0..3 {
+        let port = free_low_port();
+        let conf = format!("nodes-{port}.conf");
+        procs.push(redis_on(
+            dir,
+            port,
+            &["--cluster-enabled", "yes", "--cluster-config-file", &conf],
+        )?);
+        ports.push(port);
+    }
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let made = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .arg("--cluster-yes")
+        .stdout(Stdio::null())
+        .status()
+        .ok()?;
+    if !made.success() {
+        return None;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ports
+        .iter()
+        .any(|p| !redis_cli(*p, &["cluster", "info"]).contains("cluster_state:ok"))
+    {
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Some((procs, ports))
+}
+
 /// A fresh database `name` on the machine's PostgreSQL (`LOAD_PG_URL`, default the local
 /// server on 5432 with trust auth) for PostgreSQL records; None when there is no server.
 async fn postgres_database(name: &str) -> Option<String> {
@@ -717,6 +821,27 @@ fn main() {
             );
             start_proxy(upstream, &dir, "redis-pg", &extra)
         });
+    let key = "[secrets]\nencryption_key = \"YmVuY2gta2V5LWJlbmNoLWtleS1iZW5jaC1rZXktMTI=\"\n";
+    let sentinel = start_sentinel(&dir);
+    let sentinel_proxy = sentinel.as_ref().map(|(_, port)| {
+        let extra = format!(
+            "{login_app}[store]\nbackend = \"redis\"\nmode = \"sentinel\"\n\
+             sentinels = [\"127.0.0.1:{port}\"]\nmaster_name = \"mymaster\"\n{key}"
+        );
+        start_proxy(upstream, &dir, "sentinel", &extra)
+    });
+    let cluster = start_cluster(&dir);
+    let cluster_proxy = cluster.as_ref().map(|(_, ports)| {
+        let nodes: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+        let extra = format!(
+            "{login_app}[store]\nbackend = \"redis\"\nmode = \"cluster\"\nnodes = [{}]\n{key}",
+            nodes.join(", ")
+        );
+        start_proxy(upstream, &dir, "cluster", &extra)
+    });
+    if sentinel.is_none() || cluster.is_none() {
+        println!("(redis-server or redis-cli missing: Sentinel or Cluster left out)");
+    }
     let memory_cookie = rt.block_on(sign_in(memory));
     let mut targets = vec![Target {
         name: "direct",
@@ -753,6 +878,20 @@ fn main() {
             cookie: Some(rt.block_on(sign_in(*addr))),
             pid: Some(proc.0.id()),
         });
+    }
+
+    for (name, proxy) in [
+        ("proxy sentinel", &sentinel_proxy),
+        ("proxy cluster", &cluster_proxy),
+    ] {
+        if let Some((proc, addr)) = proxy {
+            targets.push(Target {
+                name,
+                addr: *addr,
+                cookie: Some(rt.block_on(sign_in(*addr))),
+                pid: Some(proc.0.id()),
+            });
+        }
     }
 
     let small = wanted("small").then(|| {
@@ -798,6 +937,12 @@ fn main() {
     let mut login_targets = vec![("memory+sqlite", memory)];
     if let Some((_, addr)) = &redis_proxy {
         login_targets.push(("redis+sqlite", *addr));
+    }
+    if let Some((_, addr)) = &sentinel_proxy {
+        login_targets.push(("sentinel+sqlite", *addr));
+    }
+    if let Some((_, addr)) = &cluster_proxy {
+        login_targets.push(("cluster+sqlite", *addr));
     }
     if let Some((_, addr)) = &memory_pg {
         login_targets.push(("memory+postgres", *addr));

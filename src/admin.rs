@@ -192,7 +192,8 @@ async fn confirm_records(state: &AdminState, req: &Request<Incoming>) -> Respons
     if let Some(refused) = unauthorized(&core, req, "confirm-records") {
         return refused;
     }
-    match crate::records::identity::confirm(&core.store, &core.records).await {
+    let now = core.clock.now();
+    match crate::records::identity::confirm(&core.store, &core.records, now).await {
         Ok(()) => text(StatusCode::OK, "records confirmed\n"),
         Err(e) => {
             tracing::error!(error = %e, "confirming the records failed");

@@ -103,9 +103,9 @@ pub async fn open_store(config: &Config, clock: &SharedClock) -> anyhow::Result<
     Ok(match config.store.backend {
         StoreBackend::Memory => AnyStore::Memory(Box::new(MemoryStore::new(clock.clone()))),
         StoreBackend::Redis => AnyStore::Redis(Box::new(
-            RedisStore::connect(&config.store.url, &config.store.key_prefix)
+            RedisStore::open(&config.store)
                 .await
-                .map_err(|e| anyhow::anyhow!("store.url: {e}"))?,
+                .map_err(|e| anyhow::anyhow!("[store]: {e}"))?,
         )),
     })
 }
@@ -353,10 +353,14 @@ impl Serving {
         }
         // Checked before the first request: records that may have been replaced serve nothing.
         let mut verdict = None;
-        identity::log_change(&mut verdict, &identity::check(&store, &self.records).await);
+        identity::log_change(
+            &mut verdict,
+            &identity::check(&store, &self.records, self.clock.now()).await,
+        );
         tokio::spawn(identity::watch(
             store.clone(),
             Arc::downgrade(&self.records),
+            self.clock.clone(),
             verdict,
         ));
         let _ = self.store.set(store.clone());

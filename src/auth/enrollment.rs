@@ -16,7 +16,7 @@ use crate::records::Records;
 use crate::records::TwoFactorRecord;
 use crate::session::Current;
 use crate::state::Core;
-use crate::store::{Enrollment, SessionRecord, Store, StoreResult};
+use crate::store::{Enrollment, SessionRecord, StepClaim, Store, StoreResult};
 use crate::words::Language;
 
 /// How long a started enrollment (its new key) waits for the first code.
@@ -136,11 +136,17 @@ pub async fn enable_totp(
         Err(refused) => return Ok(refused),
     };
     // Mark the step used so the first code cannot log in. If it is already claimed (the current
-    // code of the same 30 s window was), it cannot log in either: nothing more to check.
-    let claimed = core
+    // code of the same 30 s window was), it cannot log in either: nothing more to check; nor if
+    // it is before the store's floor (a store that just learned the records refuses those
+    // steps at sign-in anyway).
+    let claimed = match core
         .store
         .claim_totp_step(user, new_step, verify::step_ttl(core))
-        .await?;
+        .await?
+    {
+        StepClaim::Claimed | StepClaim::BeforeFloor => true,
+        StepClaim::AlreadyUsed => false,
+    };
     if !claimed && !changing {
         // A first enrollment racing itself (a double submit): one finishes, the other does not.
         return Ok(Enabled::WrongCode);

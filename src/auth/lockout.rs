@@ -10,7 +10,7 @@ use crate::auth::notices;
 use crate::auth::verify::Outcome;
 use crate::mail::Notice;
 use crate::state::Core;
-use crate::store::{Store, StoreResult};
+use crate::store::{Reserved, Store, StoreResult};
 
 /// The consecutive-failure counter's bucket: it only ever resets on a success or an
 /// administrator's reset.
@@ -45,28 +45,28 @@ pub async fn locked_for(core: &Core, user: &str) -> StoreResult<Option<u64>> {
 /// this attempt is over a limit.
 pub async fn reserve(core: &Core, user: &str) -> StoreResult<Result<Reservation, Outcome>> {
     let now = core.clock.now();
-    match core.store.locked_until(user).await? {
-        Some(until) if until > now => {
+    let tf = &core.config.twofactor;
+    // One round trip: a live lock refuses, an ended one starts the window over, else count.
+    let (in_window, in_a_row) = match core
+        .store
+        .reserve_attempt(
+            user,
+            now,
+            (bucket(core), tf.lockout_window),
+            (CONSECUTIVE, CONSECUTIVE_TTL),
+        )
+        .await?
+    {
+        Reserved::Locked(until) => {
             return Ok(Err(Outcome::Locked {
-                retry_after: until - now,
+                retry_after: until.saturating_sub(now),
             }));
         }
-        // The lock has run its time: the window starts over.
-        Some(_) => {
-            core.store.clear_failures(user, bucket(core)).await?;
-            core.store.unlock_account(user).await?;
-        }
-        None => {}
-    }
-    let tf = &core.config.twofactor;
-    let in_window = core
-        .store
-        .count_failure(user, bucket(core), tf.lockout_window)
-        .await?;
-    let in_a_row = core
-        .store
-        .count_failure(user, CONSECUTIVE, CONSECUTIVE_TTL)
-        .await?;
+        Reserved::Counted {
+            in_window,
+            in_a_row,
+        } => (in_window, in_a_row),
+    };
     if in_window > tf.lockout_threshold || in_a_row > CONSECUTIVE_LIMIT {
         return Ok(Err(lock(core, user).await?));
     }
@@ -85,8 +85,9 @@ pub async fn settle(
 ) -> StoreResult<Outcome> {
     let tf = &core.config.twofactor;
     if ok {
-        core.store.clear_failures(user, bucket(core)).await?;
-        core.store.clear_failures(user, CONSECUTIVE).await?;
+        core.store
+            .clear_failures(user, &[bucket(core), CONSECUTIVE])
+            .await?;
         return Ok(Outcome::Passed);
     }
     let failures = reservation.failures;
@@ -124,8 +125,9 @@ async fn lock(core: &Core, user: &str) -> StoreResult<Outcome> {
 /// row nothing else clears them, and the window's count would lock again at the next slip.
 pub async fn forgive(core: &Core, user: &str) -> StoreResult<()> {
     core.store.unlock_account(user).await?;
-    core.store.clear_failures(user, bucket(core)).await?;
-    core.store.clear_failures(user, CONSECUTIVE).await
+    core.store
+        .clear_failures(user, &[bucket(core), CONSECUTIVE])
+        .await
 }
 
 #[cfg(test)]

@@ -71,16 +71,6 @@ pub async fn after_password(core: &Core, login: Accepted<'_>) -> StoreResult<Aft
     // Each held-back login keeps the app's answer: their number per account is bounded.
     let tf = &core.config.twofactor;
     let window = tf.challenge_ttl.as_secs().max(1);
-    let started = core
-        .store
-        .count_login_started(user, core.clock.now() / window, tf.challenge_ttl)
-        .await?;
-    if started > tf.max_pending_logins {
-        tracing::warn!(target: "audit", event = "pending_logins_capped", user);
-        return Ok(AfterPassword::Capped {
-            retry_after: window,
-        });
-    }
     let id = random_token();
     let pending = PendingLogin {
         user: user.to_owned(),
@@ -91,9 +81,23 @@ pub async fn after_password(core: &Core, login: Accepted<'_>) -> StoreResult<Aft
         email: login.email,
         client: Some(login.client.to_owned()),
     };
-    core.store
-        .hold_login(&id, &pending, tf.challenge_ttl)
+    // Counted and held in one round trip.
+    let held = core
+        .store
+        .hold_login_capped(
+            &id,
+            &pending,
+            tf.challenge_ttl,
+            core.clock.now() / window,
+            tf.max_pending_logins,
+        )
         .await?;
+    if !held {
+        tracing::warn!(target: "audit", event = "pending_logins_capped", user);
+        return Ok(AfterPassword::Capped {
+            retry_after: window,
+        });
+    }
     tracing::info!(target: "audit", event = "challenge_issued", user, method = record.method.as_str());
     if let (SecondFactor::Email, Some(address)) = (record.method, &record.email) {
         // A failed send is shown on the challenge page, which offers to try again.

@@ -43,7 +43,11 @@ pub async fn totp_matches(core: &Core, user: &str, secret: &[u8], code: &str) ->
     let Some(step) = totp::check(secret, &code, core.clock.now(), core.config.totp.skew) else {
         return Ok(false);
     };
-    core.store.claim_totp_step(user, step, step_ttl(core)).await
+    Ok(core
+        .store
+        .claim_totp_step(user, step, step_ttl(core))
+        .await?
+        .is_claimed())
 }
 
 /// A code from the user's authenticator app, or (if it looks like one) a recovery code.

@@ -235,8 +235,37 @@ pub enum StoreBackend {
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     pub backend: StoreBackend,
+    /// Standalone Redis only (`mode = "standalone"`); may carry a password, so never logged.
     pub url: String,
     pub key_prefix: String,
+    /// How the Redis store finds its server(s).
+    pub mode: RedisMode,
+    /// The data nodes' ACL user and password (Sentinel and Cluster; standalone takes them from
+    /// the URL, and these override it).
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// TLS to every Redis connection (standalone: the URL is `rediss://`).
+    pub tls: bool,
+    /// PEM CA bundle trusted for the Redis servers' certificates instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `[store] mode`: one server, a Sentinel-watched master, or a Cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisMode {
+    Standalone,
+    /// The master named `master_name`, as the sentinels at `sentinels` know it.
+    Sentinel {
+        sentinels: Vec<(String, u16)>,
+        master_name: String,
+        /// `requirepass` of the sentinels themselves, if they have one.
+        sentinel_password: Option<Secret>,
+        db: i64,
+    },
+    /// Any of the cluster's nodes; the rest are discovered.
+    Cluster {
+        nodes: Vec<(String, u16)>,
+    },
 }
 
 /// `[records]`: where the durable 2FA records live (see [`crate::records`]).
@@ -250,6 +279,8 @@ pub struct RecordsConfig {
     pub url: Secret,
     /// PEM certificates that vouch for the PostgreSQL server, besides the system roots.
     pub ca_file: Option<PathBuf>,
+    /// The records' identity as the operator pinned it (see [`crate::records::identity`]).
+    pub identity: Option<String>,
 }
 
 fn is_loopback_name(host: &str) -> bool {
@@ -926,24 +957,154 @@ fn read_store(r: &mut Reader) -> StoreConfig {
             ("redis", StoreBackend::Redis),
         ],
     );
+    let url_set = r.is_set("store.url");
     let url = r.string("store.url", "redis://127.0.0.1:6379/0");
-    if backend == StoreBackend::Redis {
-        if url.starts_with("redis+sentinel://") || url.starts_with("redis+cluster://") {
-            r.problem(
-                "store.url",
-                "Redis Sentinel and Cluster are not supported yet; use redis:// or rediss://",
-            );
-        } else if !url.starts_with("redis://") && !url.starts_with("rediss://") {
-            r.problem(
-                "store.url",
-                format!("expected a redis:// or rediss:// URL, got {url:?}"),
-            );
+    let mode_name = r.choice(
+        "store.mode",
+        "standalone",
+        &[
+            ("standalone", "standalone"),
+            ("sentinel", "sentinel"),
+            ("cluster", "cluster"),
+        ],
+    );
+    // `None`: an entry was refused (and reported); `Some(empty)`: none given.
+    let sentinels = host_ports(r, "store.sentinels");
+    let master_name = r.opt_string("store.master_name");
+    let sentinel_password = r.secret("store.sentinel_password");
+    let db_set = r.is_set("store.db");
+    let db = r.uint("store.db", 0, 0..=65_535);
+    let nodes = host_ports(r, "store.nodes");
+    let username = r.opt_string("store.username");
+    let password = r.secret("store.password");
+    let tls_set = r.is_set("store.tls");
+    let tls = r.bool("store.tls", false);
+    let ca_file = r.path("store.ca_file");
+    let redis = backend == StoreBackend::Redis;
+    // Keys that belong to another mode are refused rather than ignored: a Sentinel setting
+    // silently unused would leave the proxy on one server the operator thinks is replicated.
+    let unused = |r: &mut Reader, key: &str, set: bool, mode: &str| {
+        if redis && set {
+            r.problem(key, format!("not used with store.mode = {mode:?}"));
         }
+    };
+    let mode = match mode_name {
+        "sentinel" => {
+            unused(r, "store.url", url_set, "sentinel");
+            unused(
+                r,
+                "store.nodes",
+                nodes.as_ref().is_none_or(|n| !n.is_empty()),
+                "sentinel",
+            );
+            if redis && sentinels.as_ref().is_some_and(Vec::is_empty) {
+                r.problem(
+                    "store.sentinels",
+                    "store.mode = \"sentinel\" needs the sentinels' addresses, like [\"10.0.0.1:26379\"]",
+                );
+            }
+            if redis && master_name.as_deref().is_none_or(str::is_empty) {
+                r.problem(
+                    "store.master_name",
+                    "store.mode = \"sentinel\" needs the name the sentinels monitor the master under",
+                );
+            }
+            RedisMode::Sentinel {
+                sentinels: sentinels.unwrap_or_default(),
+                master_name: master_name.unwrap_or_default(),
+                sentinel_password,
+                db: i64::try_from(db).unwrap_or(0),
+            }
+        }
+        "cluster" => {
+            unused(r, "store.url", url_set, "cluster");
+            unused(
+                r,
+                "store.sentinels",
+                sentinels.as_ref().is_none_or(|s| !s.is_empty()),
+                "cluster",
+            );
+            unused(r, "store.master_name", master_name.is_some(), "cluster");
+            unused(
+                r,
+                "store.sentinel_password",
+                sentinel_password.is_some(),
+                "cluster",
+            );
+            if redis && db_set {
+                r.problem("store.db", "a Redis Cluster has database 0 only");
+            }
+            if redis && nodes.as_ref().is_some_and(Vec::is_empty) {
+                r.problem(
+                    "store.nodes",
+                    "store.mode = \"cluster\" needs one or more nodes' addresses, like [\"10.0.0.1:6379\"]",
+                );
+            }
+            RedisMode::Cluster {
+                nodes: nodes.unwrap_or_default(),
+            }
+        }
+        _ => {
+            unused(
+                r,
+                "store.sentinels",
+                sentinels.as_ref().is_none_or(|s| !s.is_empty()),
+                "standalone",
+            );
+            unused(r, "store.master_name", master_name.is_some(), "standalone");
+            unused(
+                r,
+                "store.sentinel_password",
+                sentinel_password.is_some(),
+                "standalone",
+            );
+            unused(
+                r,
+                "store.nodes",
+                nodes.as_ref().is_none_or(|n| !n.is_empty()),
+                "standalone",
+            );
+            if redis && db_set {
+                r.problem(
+                    "store.db",
+                    "standalone: the database is the URL's path, redis://host:6379/0",
+                );
+            }
+            if redis && tls_set {
+                r.problem(
+                    "store.tls",
+                    "standalone: TLS is the URL's scheme, rediss://",
+                );
+            }
+            if redis && !url.starts_with("redis://") && !url.starts_with("rediss://") {
+                // Never echo the URL: it may carry a password.
+                r.problem(
+                    "store.url",
+                    "expected a redis:// or rediss:// URL (Sentinel and Cluster: set store.mode)",
+                );
+            }
+            RedisMode::Standalone
+        }
+    };
+    let tls = match mode {
+        RedisMode::Standalone => url.starts_with("rediss://"),
+        _ => tls,
+    };
+    if redis && ca_file.is_some() && !tls {
+        r.problem(
+            "store.ca_file",
+            "a CA file is for TLS: use a rediss:// URL (standalone) or store.tls = true",
+        );
     }
     StoreConfig {
         backend,
         url,
         key_prefix: r.string("store.key_prefix", "twofa:"),
+        mode,
+        username,
+        password,
+        tls,
+        ca_file,
     }
 }
 
@@ -979,14 +1140,57 @@ fn read_records(r: &mut Reader) -> RecordsConfig {
             }
             url
         }
-        (RecordsBackend::Sqlite, url) => url.unwrap_or_else(|| Secret::new(String::new())),
+        (RecordsBackend::Sqlite, url) => {
+            // A PostgreSQL setting without `backend = "postgres"` would leave each replica on
+            // its own file while the operator thinks they share one.
+            if url.is_some() {
+                r.problem("records.url", "only read with backend = \"postgres\"");
+            }
+            if ca_file.is_some() {
+                r.problem("records.ca_file", "only read with backend = \"postgres\"");
+            }
+            Secret::new(String::new())
+        }
     };
     RecordsConfig {
         backend,
         path,
         url,
         ca_file,
+        identity: r.opt_string("records.identity"),
     }
+}
+
+/// A list of `host:port` addresses (no scheme, no credentials: those have keys of their own).
+fn host_ports(r: &mut Reader, key: &str) -> Option<Vec<(String, u16)>> {
+    let mut out = Some(Vec::new());
+    for entry in r.strings(key, &[]) {
+        let parsed = entry
+            .rsplit_once(':')
+            .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
+            .filter(|(host, port)| !host.is_empty() && !host.contains(['/', '@']) && *port != 0);
+        match parsed {
+            // A bracketed IPv6 address is given to the client without its brackets.
+            Some((host, port)) => {
+                if let Some(out) = &mut out {
+                    out.push((
+                        host.trim_start_matches('[')
+                            .trim_end_matches(']')
+                            .to_owned(),
+                        port,
+                    ));
+                }
+            }
+            None => {
+                r.problem(
+                    key,
+                    "expected \"host:port\" entries (no scheme and no password: see store.password)",
+                );
+                out = None;
+            }
+        }
+    }
+    out
 }
 
 fn read_secrets(r: &mut Reader) -> SecretsConfig {
@@ -1233,11 +1437,102 @@ mod tests {
         );
         // Missing or malformed URLs are refused, and a password in one is never echoed.
         assert!(Config::from_toml("[records]\nbackend = \"postgres\"\n", no_env()).is_err());
+        assert!(
+            Config::from_toml("[records]\nurl = \"postgres://h/db\"\n", no_env()).is_err(),
+            "a url without backend = \"postgres\" is not silently unused"
+        );
         let err = Config::from_toml(&pg("mysql://u:hunter2@h/db"), no_env()).unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
         let err = Config::from_toml(&pg("postgres://u:hunter2@h/db?sslmode=bogus"), no_env())
             .unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn redis_sentinel_and_cluster_are_read_and_bad_combinations_named() {
+        let redis = |extra: &str| {
+            Config::from_toml(
+                &format!(
+                    "[store]\nbackend = \"redis\"\n{extra}\n[secrets]\nencryption_key = \"{}\"\n",
+                    "dGVzdC1rZXktdGVzdC1rZXktdGVzdC1rZXktMTIzNDU="
+                ),
+                no_env(),
+            )
+        };
+        let c = redis("").unwrap();
+        assert_eq!(c.store.mode, RedisMode::Standalone);
+        assert!(!c.store.tls);
+        let c = redis(
+            "mode = \"sentinel\"\nsentinels = [\"10.0.0.1:26379\", \"[::1]:26380\"]\n\
+             master_name = \"mymaster\"\npassword = \"pw\"\ntls = true\nca_file = \"/ca.pem\"\ndb = 2",
+        )
+        .unwrap();
+        let RedisMode::Sentinel {
+            sentinels,
+            master_name,
+            db,
+            ..
+        } = &c.store.mode
+        else {
+            panic!("not sentinel: {:?}", c.store.mode);
+        };
+        assert_eq!(
+            sentinels,
+            &[("10.0.0.1".to_owned(), 26379), ("::1".to_owned(), 26380)]
+        );
+        assert_eq!((master_name.as_str(), *db), ("mymaster", 2));
+        assert!(c.store.tls && c.store.ca_file.is_some() && c.store.password.is_some());
+        let c = redis("mode = \"cluster\"\nnodes = [\"127.0.0.1:7000\"]").unwrap();
+        assert_eq!(
+            c.store.mode,
+            RedisMode::Cluster {
+                nodes: vec![("127.0.0.1".into(), 7000)]
+            }
+        );
+        let c = redis("url = \"rediss://h:6380/0\"\nca_file = \"/ca.pem\"").unwrap();
+        assert!(c.store.tls);
+
+        for (extra, key) in [
+            (
+                "mode = \"sentinel\"\nmaster_name = \"m\"",
+                "store.sentinels",
+            ),
+            (
+                "mode = \"sentinel\"\nsentinels = [\"h:1\"]",
+                "store.master_name",
+            ),
+            (
+                "mode = \"sentinel\"\nsentinels = [\"h:1\"]\nmaster_name = \"m\"\nurl = \"redis://h\"",
+                "store.url",
+            ),
+            ("mode = \"cluster\"", "store.nodes"),
+            ("mode = \"cluster\"\nnodes = [\"h:1\"]\ndb = 1", "store.db"),
+            (
+                "mode = \"cluster\"\nnodes = [\"h:1\"]\nmaster_name = \"m\"",
+                "store.master_name",
+            ),
+            (
+                "mode = \"cluster\"\nnodes = [\"redis://:pw@h:1\"]",
+                "store.nodes",
+            ),
+            ("mode = \"cluster\"\nnodes = [\"h\"]", "store.nodes"),
+            ("sentinels = [\"h:1\"]", "store.sentinels"),
+            ("tls = true", "store.tls"),
+            ("ca_file = \"/ca.pem\"", "store.ca_file"),
+            (
+                "mode = \"cluster\"\nnodes = [\"h:1\"]\nca_file = \"/ca.pem\"",
+                "store.ca_file",
+            ),
+            ("mode = \"replicated\"", "store.mode"),
+            ("url = \"redis+sentinel://:hunter2@h\"", "store.url"),
+        ] {
+            let errs = redis(extra).unwrap_err();
+            let keys: Vec<&str> = errs.0.iter().map(|p| p.key.as_str()).collect();
+            assert_eq!(keys, [key], "{extra}: {errs}");
+            assert!(!errs.to_string().contains("hunter2"), "a password echoed");
+        }
+        // The memory store ignores what only Redis reads.
+        assert!(Config::from_toml("[store]\nmode = \"cluster\"\n", no_env()).is_ok());
     }
 
     #[test]

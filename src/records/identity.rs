@@ -9,16 +9,19 @@
 //!   and settings answer 503 (sessions already issued keep working), and `/readyz` fails, until
 //!   an operator confirms the records with `twofa-proxy admin confirm-records`.
 //!
-//! A store and records emptied together look like a first start: what this cannot see.
+//! A store and records emptied together look like a first start, unless the operator pinned
+//! the identity in the config (`[records] identity`, printed by `twofa-proxy migrate`): pinned,
+//! records with another identity are refused whatever the store remembers.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::{AnyRecords, Records};
-use crate::store::{AnyStore, Store, StoreResult};
+use crate::store::{AnyStore, Store, StoreError, StoreResult};
 
-/// How often a running proxy compares the identities again.
-pub const CHECK_EVERY: Duration = Duration::from_secs(10);
+/// How often a running proxy compares the identities again: also how long TOTP sign-ins answer
+/// 503 after the store was emptied (until it learns the identity again). One read of each.
+pub const CHECK_EVERY: Duration = Duration::from_secs(2);
 /// How soon it tries again after a check could not be made (records or store down, as at a
 /// start before the database is up): the proxy serves again about this long after they return.
 pub const RETRY_EVERY: Duration = Duration::from_secs(1);
@@ -35,16 +38,35 @@ pub enum Verdict {
 
 /// Compares the identities and trusts the records only when they match (or the store knew
 /// none). Any failure leaves them untrusted: an unanswered question is not a yes.
-pub async fn check(store: &AnyStore, records: &AnyRecords) -> StoreResult<Verdict> {
-    let verdict = compare(store, records).await;
+/// `now` (unix seconds, the proxy's clock) sets the TOTP step floor when the store learns.
+pub async fn check(store: &AnyStore, records: &AnyRecords, now: u64) -> StoreResult<Verdict> {
+    let verdict = compare(store, records, step_floor(now)).await;
     records.set_trusted(matches!(verdict, Ok(Verdict::Same | Verdict::Learned)));
     verdict
 }
 
-async fn compare(store: &AnyStore, records: &AnyRecords) -> StoreResult<Verdict> {
+/// A store that learns the identity (again) does not know which TOTP steps were used before:
+/// codes of the current step and earlier are refused from then on (a code typed just before an
+/// emptied store could otherwise pass twice). Users wait for their next code at most 30 s.
+fn step_floor(now: u64) -> u64 {
+    now / crate::auth::totp::STEP_SECONDS
+}
+
+async fn compare(store: &AnyStore, records: &AnyRecords, floor: u64) -> StoreResult<Verdict> {
     let found = records.identity().await?;
-    Ok(match store.records_identity().await? {
+    let remembered = store.records_identity().await?;
+    let pinned = records.pinned_identity();
+    if pinned.is_some_and(|p| p != found) {
+        // The operator's word in the config outranks what any store remembers.
+        return Ok(Verdict::Replaced);
+    }
+    Ok(match remembered {
         Some(remembered) if remembered == found => Verdict::Same,
+        // Pinned and matching: the store is the stranger (emptied, or another one).
+        Some(_) if pinned.is_some() => {
+            store.remember_records_identity(&found, floor).await?;
+            Verdict::Learned
+        }
         Some(_) => Verdict::Replaced,
         None => {
             // A store from before the records kept the 2FA records itself: bring them over
@@ -60,7 +82,7 @@ async fn compare(store: &AnyStore, records: &AnyRecords) -> StoreResult<Verdict>
                     "2FA records imported from the store's old layout (left in place there)"
                 );
             }
-            store.remember_records_identity(&found).await?;
+            store.remember_records_identity(&found, floor).await?;
             Verdict::Learned
         }
     })
@@ -68,9 +90,16 @@ async fn compare(store: &AnyStore, records: &AnyRecords) -> StoreResult<Verdict>
 
 /// The operator's word that these are the right records (restored from a backup, moved to a
 /// new volume): the store learns their identity and they are served again.
-pub async fn confirm(store: &AnyStore, records: &AnyRecords) -> StoreResult<()> {
+pub async fn confirm(store: &AnyStore, records: &AnyRecords, now: u64) -> StoreResult<()> {
     let found = records.identity().await?;
-    store.remember_records_identity(&found).await?;
+    if records.pinned_identity().is_some_and(|p| p != found) {
+        return Err(StoreError::Unavailable(
+            "records: [records] identity names other records; change it to confirm these".into(),
+        ));
+    }
+    store
+        .remember_records_identity(&found, step_floor(now))
+        .await?;
     records.set_trusted(true);
     tracing::warn!(target: "audit", event = "records_confirmed", by = "admin");
     Ok(())
@@ -81,6 +110,7 @@ pub async fn confirm(store: &AnyStore, records: &AnyRecords) -> StoreResult<()> 
 pub async fn watch(
     store: Arc<AnyStore>,
     records: std::sync::Weak<AnyRecords>,
+    clock: crate::clock::SharedClock,
     mut last: Option<Result<Verdict, ()>>,
 ) {
     loop {
@@ -92,7 +122,7 @@ pub async fn watch(
         let Some(records) = records.upgrade() else {
             return;
         };
-        let verdict = check(&store, &records).await;
+        let verdict = check(&store, &records, clock.now()).await;
         log_change(&mut last, &verdict);
     }
 }

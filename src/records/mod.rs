@@ -71,6 +71,15 @@ pub trait Records: Send + Sync {
     fn export_all(&self) -> impl Future<Output = StoreResult<Vec<UserRecords>>> + Send;
     /// Takes `id` as this database's identity (an import of another database's records).
     fn adopt_identity(&self, id: &str) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Writes `users` in one transaction, never over a user the records have (a user who
+    /// enrolled meanwhile keeps their own): refused when the records hold users and `merge` is
+    /// false; records that were empty take `identity` in the same transaction.
+    fn import_all(
+        &self,
+        users: &[UserRecords],
+        identity: &str,
+        merge: bool,
+    ) -> impl Future<Output = StoreResult<transfer::Imported>> + Send;
 }
 
 /// One user's records as [`Records::export_all`] gives them.
@@ -88,6 +97,8 @@ pub struct UserRecords {
 pub struct AnyRecords {
     backend: Backend,
     trusted: AtomicBool,
+    /// `[records] identity`: the only identity these records may have.
+    pinned: Option<String>,
 }
 
 enum Backend {
@@ -110,6 +121,7 @@ impl AnyRecords {
         Ok(Self {
             backend,
             trusted: AtomicBool::new(false),
+            pinned: config.identity.clone(),
         })
     }
 
@@ -118,6 +130,7 @@ impl AnyRecords {
         Self {
             backend: Backend::Sqlite(records),
             trusted: AtomicBool::new(true),
+            pinned: None,
         }
     }
 
@@ -126,11 +139,16 @@ impl AnyRecords {
         Self {
             backend: Backend::Postgres(records),
             trusted: AtomicBool::new(false),
+            pinned: None,
         }
     }
 
     pub fn trusted(&self) -> bool {
         self.trusted.load(Ordering::Acquire)
+    }
+
+    pub fn pinned_identity(&self) -> Option<&str> {
+        self.pinned.as_deref()
     }
 
     pub(crate) fn set_trusted(&self, trusted: bool) {
@@ -205,6 +223,15 @@ macro_rules! delegate {
 
             async fn adopt_identity(&self, id: &str) -> StoreResult<()> {
                 dispatch!(&self.backend, r => r.adopt_identity(id))
+            }
+
+            async fn import_all(
+                &self,
+                users: &[UserRecords],
+                identity: &str,
+                merge: bool,
+            ) -> StoreResult<transfer::Imported> {
+                dispatch!(&self.backend, r => r.import_all(users, identity, merge))
             }
 
             $(

@@ -4,7 +4,7 @@
 //! - A small pool (deadpool) of tokio-postgres connections; a connection the server closed (a
 //!   restart, a failover, an idle timeout) is dropped and replaced at the next checkout, so a
 //!   restart costs the requests that were in flight, not the ones after it.
-//! - Every call is bounded by [`CALL_TIMEOUT`] (checkout, connect and query together) and fails
+//! - Every call is bounded by `CALL_TIMEOUT` (5 s) (checkout, connect and query together) and fails
 //!   as [`StoreError::Unavailable`] past it: the caller answers 503, nothing is forwarded.
 //! - A call that finds its connection closed is tried once more on a fresh one, except using up
 //!   a recovery code: its DELETE may have committed before the connection broke, and a second
@@ -65,6 +65,10 @@ const MIGRATION_LOCK: i64 = 0x7477_6f66_6172_6563; // "twofarec"
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long opening a TCP connection to the server may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// See [`PostgresRecords::open`]: how long unacknowledged data may wait, and the idle time before
+/// keepalive probes.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(6);
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
 /// Connections kept per process: records are read at sign-in and written at enrollment, never
 /// per forwarded request.
 const POOL_SIZE: usize = 8;
@@ -113,6 +117,20 @@ impl PostgresRecords {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
+        // A server that vanished without a reset (a moved VIP, a partition) must not keep the
+        // pool's connections looking alive: unacknowledged data fails the socket after
+        // TCP_USER_TIMEOUT, and idle ones are probed. Without these the kernel's defaults hold
+        // a dead connection for about 15 minutes.
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(TCP_USER_TIMEOUT);
+        }
+        if config.get_keepalives_idle() > KEEPALIVE_IDLE {
+            config.keepalives_idle(KEEPALIVE_IDLE);
+        }
+        // Records are written as well as read, and a hot standby would answer reads with what
+        // it has replayed so far: a user enrolled since would read as "no 2FA". With several
+        // hosts in the URL only the primary is used, whatever the URL says.
+        config.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
         if config.get_application_name().is_none() {
             config.application_name("twofa-proxy");
         }
@@ -151,11 +169,12 @@ impl PostgresRecords {
             let mut tries = if retry { 2 } else { 1 };
             loop {
                 tries -= 1;
-                let client = self
-                    .pool
-                    .get()
-                    .await
-                    .map_err(|e| unavailable(op, with_causes(&e)))?;
+                let client = self.pool.get().await.map_err(|e| match e {
+                    // Connecting failed in the server (authentication, no such database): its
+                    // message, never its DETAIL.
+                    deadpool_postgres::PoolError::Backend(e) => failed(op, &e),
+                    e => unavailable(op, with_causes(&e)),
+                })?;
                 match f(client).await {
                     Ok(value) => return Ok(value),
                     Err(e) if e.is_closed() && tries > 0 => continue,
@@ -219,6 +238,9 @@ fn rustls_pki_types_certs(
 /// identity if there is none; refuses a database from a newer proxy.
 async fn migrate(mut c: Object) -> Result<(), tokio_postgres::Error> {
     let tx = c.transaction().await?;
+    // Bounded in the server too: a wait the client gave up on must not hold the connection.
+    tx.batch_execute("SET LOCAL lock_timeout = '4s'; SET LOCAL statement_timeout = '4s'")
+        .await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
     tx.batch_execute("CREATE TABLE IF NOT EXISTS twofa_schema (version integer NOT NULL)")
@@ -227,7 +249,7 @@ async fn migrate(mut c: Object) -> Result<(), tokio_postgres::Error> {
         .query_opt("SELECT version FROM twofa_schema", &[])
         .await?
     {
-        Some(row) => row.get(0),
+        Some(row) => row.try_get(0)?,
         None => {
             tx.execute("INSERT INTO twofa_schema (version) VALUES (0)", &[])
                 .await?;
@@ -260,15 +282,17 @@ async fn migrate(mut c: Object) -> Result<(), tokio_postgres::Error> {
 /// A `twofa_two_factor` row, checked: a row this proxy cannot read is an outage, not a user
 /// without 2FA.
 fn read_record(row: &Row) -> StoreResult<TwoFactorRecord> {
-    let method: String = row.get(0);
+    // `try_get`: a column of another type (a schema changed by hand) is an error, not a panic.
+    let corrupt = |e: tokio_postgres::Error| StoreError::Corrupt(format!("records: {e}"));
+    let method: String = row.try_get(0).map_err(corrupt)?;
     let method = SecondFactor::from_name(&method)
         .ok_or_else(|| StoreError::Corrupt(format!("records: unknown method {method:?}")))?;
-    let enabled_at: i64 = row.get(3);
-    let language: Option<String> = row.get(4);
+    let enabled_at: i64 = row.try_get(3).map_err(corrupt)?;
+    let language: Option<String> = row.try_get(4).map_err(corrupt)?;
     Ok(TwoFactorRecord {
         method,
-        totp_secret: row.get(1),
-        email: row.get(2),
+        totp_secret: row.try_get(1).map_err(corrupt)?,
+        email: row.try_get(2).map_err(corrupt)?,
         enabled_at: u64::try_from(enabled_at)
             .map_err(|_| StoreError::Corrupt("records: negative enabled_at".into()))?,
         language: language.as_deref().and_then(Language::from_tag),
@@ -287,8 +311,8 @@ impl Records for PostgresRecords {
         self.ensure_schema().await?;
         self.call("identity", true, |c| async move {
             c.query_one("SELECT id FROM twofa_installation", &[])
-                .await
-                .map(|r| r.get(0))
+                .await?
+                .try_get(0)
         })
         .await
     }
@@ -341,9 +365,9 @@ impl Records for PostgresRecords {
 
     async fn remove_two_factor(&self, user: &str) -> StoreResult<bool> {
         self.ensure_schema().await?;
-        // A retry after a commit whose answer was lost reads false ("there was none"): the
-        // caller's outcome (no 2FA left) is the same.
-        self.call("remove_two_factor", true, |mut c| async move {
+        // Not retried: after a commit whose answer was lost, a retry would read "there was
+        // none", and the caller tells the user (a reset notice) only when there was one.
+        self.call("remove_two_factor", false, |mut c| async move {
             let tx = c.transaction().await?;
             tx.execute(
                 "DELETE FROM twofa_recovery_code WHERE user_name = $1",
@@ -405,7 +429,7 @@ impl Records for PostgresRecords {
                 let count = c
                     .prepare_cached("SELECT count(*) FROM twofa_recovery_code WHERE user_name = $1")
                     .await?;
-                c.query_one(&count, &[&user]).await.map(|r| r.get(0))
+                c.query_one(&count, &[&user]).await?.try_get(0)
             })
             .await?;
         u32::try_from(n).map_err(|_| StoreError::Corrupt("records: recovery code count".into()))
@@ -443,10 +467,79 @@ impl Records for PostgresRecords {
         super::transfer::join(
             users
                 .iter()
-                .map(|row| Ok((row.get::<_, String>(5), read_record(row)?)))
+                .map(|row| {
+                    let user: String = row
+                        .try_get(5)
+                        .map_err(|e| StoreError::Corrupt(format!("records: {e}")))?;
+                    Ok((user, read_record(row)?))
+                })
                 .collect::<StoreResult<Vec<_>>>()?,
-            codes.iter().map(|r| (r.get(0), r.get(1))).collect(),
+            codes
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect::<Result<_, tokio_postgres::Error>>()
+                .map_err(|e| StoreError::Corrupt(format!("records: {e}")))?,
         )
+    }
+
+    async fn import_all(
+        &self,
+        users: &[UserRecords],
+        identity: &str,
+        merge: bool,
+    ) -> StoreResult<super::transfer::Imported> {
+        self.ensure_schema().await?;
+        // Not retried: a lost commit answer would read as "not empty" the second time.
+        let outcome = self
+            .call("import", false, |mut c| async move {
+                let tx = c.transaction().await?;
+                let existing: i64 = tx
+                    .query_one("SELECT count(*) FROM twofa_two_factor", &[])
+                    .await?
+                    .try_get(0)?;
+                if existing > 0 && !merge {
+                    return Ok(Err(existing));
+                }
+                let mut done = super::transfer::Imported::default();
+                for u in users {
+                    let enabled_at = i64::try_from(u.record.enabled_at).unwrap_or(i64::MAX);
+                    let added = tx
+                        .execute(
+                            "INSERT INTO twofa_two_factor
+                               (user_name, method, totp_secret, email, enabled_at, language)
+                             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_name) DO NOTHING",
+                            &[
+                                &u.user,
+                                &u.record.method.as_str(),
+                                &u.record.totp_secret,
+                                &u.record.email,
+                                &enabled_at,
+                                &u.record.language.map(Language::tag),
+                            ],
+                        )
+                        .await?;
+                    if added == 0 {
+                        done.skipped += 1;
+                        continue;
+                    }
+                    tx.execute(
+                        "INSERT INTO twofa_recovery_code (user_name, hash)
+                         SELECT $1, h FROM unnest($2::text[]) AS h ON CONFLICT DO NOTHING",
+                        &[&u.user, &u.recovery_hashes],
+                    )
+                    .await?;
+                    done.users += 1;
+                }
+                if existing == 0 {
+                    tx.execute("UPDATE twofa_installation SET id = $1", &[&identity])
+                        .await?;
+                    done.identity_adopted = true;
+                }
+                tx.commit().await?;
+                Ok(Ok(done))
+            })
+            .await?;
+        outcome.map_err(|n| super::transfer::not_empty(u64::try_from(n).unwrap_or(0)))
     }
 
     async fn adopt_identity(&self, id: &str) -> StoreResult<()> {

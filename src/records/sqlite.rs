@@ -295,6 +295,61 @@ impl Records for SqliteRecords {
         )
     }
 
+    async fn import_all(
+        &self,
+        users: &[UserRecords],
+        identity: &str,
+        merge: bool,
+    ) -> StoreResult<super::transfer::Imported> {
+        let users = users.to_vec();
+        let identity = identity.to_owned();
+        let outcome = self
+            .with(move |c| {
+                let tx = c.transaction()?;
+                let existing: i64 =
+                    tx.query_row("SELECT count(*) FROM two_factor", [], |r| r.get(0))?;
+                if existing > 0 && !merge {
+                    return Ok(Err(existing));
+                }
+                let mut done = super::transfer::Imported::default();
+                for u in &users {
+                    let enabled_at = i64::try_from(u.record.enabled_at).unwrap_or(i64::MAX);
+                    let added = tx.execute(
+                        "INSERT INTO two_factor
+                           (user, method, totp_secret, email, enabled_at, language)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (user) DO NOTHING",
+                        params![
+                            u.user,
+                            u.record.method.as_str(),
+                            u.record.totp_secret,
+                            u.record.email,
+                            enabled_at,
+                            u.record.language.map(Language::tag),
+                        ],
+                    )?;
+                    if added == 0 {
+                        done.skipped += 1;
+                        continue;
+                    }
+                    for hash in &u.recovery_hashes {
+                        tx.execute(
+                            "INSERT OR IGNORE INTO recovery_code (user, hash) VALUES (?1, ?2)",
+                            params![u.user, hash],
+                        )?;
+                    }
+                    done.users += 1;
+                }
+                if existing == 0 {
+                    tx.execute("UPDATE installation SET id = ?1", params![identity])?;
+                    done.identity_adopted = true;
+                }
+                tx.commit()?;
+                Ok(Ok(done))
+            })
+            .await?;
+        outcome.map_err(|n| super::transfer::not_empty(u64::try_from(n).unwrap_or(0)))
+    }
+
     async fn adopt_identity(&self, id: &str) -> StoreResult<()> {
         let id = id.to_owned();
         self.with(move |c| {

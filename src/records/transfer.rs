@@ -100,36 +100,17 @@ impl AnyRecords {
     /// Writes `export`'s users into these records (see the module's rules).
     pub async fn import(&self, export: &Export, merge: bool) -> StoreResult<Imported> {
         export.check()?;
-        let existing = self.export_all().await?;
-        if !existing.is_empty() && !merge {
-            return Err(StoreError::Corrupt(format!(
-                "these records already hold {} user(s): import into empty records, or pass \
-                 --merge to add only the users they do not have",
-                existing.len()
-            )));
-        }
-        let mut have: Vec<&str> = existing.iter().map(|u| u.user.as_str()).collect();
-        have.sort_unstable();
-        let mut done = Imported::default();
-        for user in &export.users {
-            if have.binary_search(&user.user.as_str()).is_ok() {
-                done.skipped += 1;
-                continue;
-            }
-            self.backend
-                .save_two_factor(&user.user, &user.record)
-                .await?;
-            self.backend
-                .set_recovery_codes(&user.user, &user.recovery_hashes)
-                .await?;
-            done.users += 1;
-        }
-        if existing.is_empty() {
-            self.adopt_identity(&export.identity).await?;
-            done.identity_adopted = true;
-        }
-        Ok(done)
+        self.import_all(&export.users, &export.identity, merge)
+            .await
     }
+}
+
+/// The refusal of an import into records that hold users, without `--merge`.
+pub(super) fn not_empty(users: u64) -> StoreError {
+    StoreError::Corrupt(format!(
+        "these records already hold {users} user(s): import into empty records, or pass --merge \
+         to add only the users they do not have"
+    ))
 }
 
 /// Writes `export` to a new file readable by its owner only (it holds email addresses and
@@ -222,8 +203,10 @@ pub async fn import_command(config: &Config, input: &Path, merge: bool) -> anyho
 pub async fn migrate_command(config: &Config) -> anyhow::Result<()> {
     let records = open_for_command(config, false).await?;
     // The identity is read after the schema is current: PostgreSQL migrates at the first call.
-    records.identity().await?;
+    let identity = records.identity().await?;
     eprintln!("records schema is current");
+    // On stdout, for `[records] identity` (it is an identifier, not a secret).
+    writeln!(std::io::stdout(), "records identity: {identity}")?;
     Ok(())
 }
 

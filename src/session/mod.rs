@@ -132,11 +132,15 @@ impl Sessions {
             app_cookie_prev: None,
         };
         let id = random_token();
-        self.store
-            .put_session(&id, &record, self.ttl(&record, now))
-            .await?;
-        if let Some(hash) = &record.app_cookie {
-            self.bind_app_session(&id, hash).await?;
+        let ttl = self.ttl(&record, now);
+        match &record.app_cookie {
+            // Written and bound in one step: one round trip on Redis.
+            Some(hash) => {
+                self.store
+                    .put_bound_session(&id, &record, ttl, hash, self.bind_ttl())
+                    .await?
+            }
+            None => self.store.put_session(&id, &record, ttl).await?,
         }
         Ok(Current { id, record })
     }
@@ -208,8 +212,14 @@ impl Sessions {
     /// Notes that session `id` now vouches for the app session `app_hash` (at its login, or
     /// after the app rotated its cookie).
     pub async fn bind_app_session(&self, id: &str, app_hash: &str) -> StoreResult<()> {
-        let ttl = Duration::from_secs(self.absolute);
-        self.store.bind_app_session(app_hash, id, ttl).await
+        self.store
+            .bind_app_session(app_hash, id, self.bind_ttl())
+            .await
+    }
+
+    /// A binding lives as long as a session can.
+    fn bind_ttl(&self) -> Duration {
+        Duration::from_secs(self.absolute)
     }
 
     /// Ends every session that vouches for the app session `app_hash`: a login on it is about

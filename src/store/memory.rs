@@ -5,7 +5,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::{EmailCode, Enrollment, LegacyRecord, PendingLogin, SessionRecord, Store, StoreResult};
+use super::{
+    EmailCode, Enrollment, LegacyRecord, PendingLogin, Reserved, SessionRecord, StepClaim, Store,
+    StoreResult,
+};
 use crate::clock::SharedClock;
 
 /// A value and the unix second after which it is gone.
@@ -30,6 +33,8 @@ struct Maps {
     failures: HashMap<(String, u64), Expiring<u32>>,
     locks: HashMap<String, Expiring<u64>>,
     records_identity: Option<String>,
+    /// TOTP steps up to this one are refused (see `Store::remember_records_identity`).
+    step_floor: u64,
 }
 
 pub struct MemoryStore {
@@ -114,8 +119,10 @@ impl Store for MemoryStore {
         Ok(self.lock().records_identity.clone())
     }
 
-    async fn remember_records_identity(&self, id: &str) -> StoreResult<()> {
-        self.lock().records_identity = Some(id.to_owned());
+    async fn remember_records_identity(&self, id: &str, step_floor: u64) -> StoreResult<()> {
+        let mut m = self.lock();
+        m.records_identity = Some(id.to_owned());
+        m.step_floor = m.step_floor.max(step_floor);
         Ok(())
     }
 
@@ -173,6 +180,20 @@ impl Store for MemoryStore {
 
     // Like Redis: the list may hold sessions that ended or were rebound since (pruned by the
     // sweep); ending those again is harmless.
+    async fn put_bound_session(
+        &self,
+        id: &str,
+        session: &SessionRecord,
+        ttl: Duration,
+        app_hash: &str,
+        bind_ttl: Duration,
+    ) -> StoreResult<()> {
+        // Two steps under one process: nothing can come between them that matters (a reader
+        // that sees the session before its binding sees what the binding does not change).
+        self.put_session(id, session, ttl).await?;
+        self.bind_app_session(app_hash, id, bind_ttl).await
+    }
+
     async fn bind_app_session(&self, app_hash: &str, id: &str, _ttl: Duration) -> StoreResult<()> {
         self.lock()
             .app_sessions
@@ -319,21 +340,34 @@ impl Store for MemoryStore {
             .map(|e| e.value))
     }
 
-    async fn count_login_started(
+    async fn hold_login_capped(
         &self,
-        user: &str,
-        bucket: u64,
+        id: &str,
+        login: &PendingLogin,
         ttl: Duration,
-    ) -> StoreResult<u32> {
+        bucket: u64,
+        cap: u32,
+    ) -> StoreResult<bool> {
         let now = self.clock.now();
         let expires = self.expiry(ttl);
         let mut m = self.lock();
-        Ok(bump(
+        let started = bump(
             &mut m.logins_started,
-            (user.to_owned(), bucket),
+            (login.user.clone(), bucket),
             now,
             expires,
-        ))
+        );
+        if started > cap {
+            return Ok(false);
+        }
+        m.pending.insert(
+            id.to_owned(),
+            Expiring {
+                value: login.clone(),
+                expires,
+            },
+        );
+        Ok(true)
     }
 
     async fn count_email_send(&self, user: &str, bucket: u64, ttl: Duration) -> StoreResult<u32> {
@@ -344,13 +378,23 @@ impl Store for MemoryStore {
         Ok(n)
     }
 
-    async fn claim_totp_step(&self, user: &str, step: u64, ttl: Duration) -> StoreResult<bool> {
+    async fn claim_totp_step(
+        &self,
+        user: &str,
+        step: u64,
+        ttl: Duration,
+    ) -> StoreResult<StepClaim> {
         let now = self.clock.now();
         let expires = self.expiry(ttl);
         let mut m = self.lock();
+        // No check of the identity here: this store is emptied only by a restart, which the
+        // identity check at start sees (and sets the floor).
         let last = live(&m.totp_steps, &user.to_owned(), now).copied();
+        if step <= m.step_floor {
+            return Ok(StepClaim::BeforeFloor);
+        }
         if last.is_some_and(|last| step <= last) {
-            return Ok(false);
+            return Ok(StepClaim::AlreadyUsed);
         }
         m.totp_steps.insert(
             user.to_owned(),
@@ -359,19 +403,49 @@ impl Store for MemoryStore {
                 expires,
             },
         );
-        Ok(true)
+        Ok(StepClaim::Claimed)
     }
 
-    async fn count_failure(&self, user: &str, bucket: u64, ttl: Duration) -> StoreResult<u32> {
-        let now = self.clock.now();
-        let expires = self.expiry(ttl);
+    async fn reserve_attempt(
+        &self,
+        user: &str,
+        now: u64,
+        window: (u64, Duration),
+        in_a_row: (u64, Duration),
+    ) -> StoreResult<Reserved> {
+        let (clock_now, window_expires, row_expires) = (
+            self.clock.now(),
+            self.expiry(window.1),
+            self.expiry(in_a_row.1),
+        );
         let mut m = self.lock();
-        let n = bump(&mut m.failures, (user.to_owned(), bucket), now, expires);
-        Ok(n)
+        let user = user.to_owned();
+        match live(&m.locks, &user, clock_now).copied() {
+            Some(until) if until > now => return Ok(Reserved::Locked(until)),
+            Some(_) => {
+                m.locks.remove(&user);
+                m.failures.remove(&(user.clone(), window.0));
+            }
+            None => {}
+        }
+        let in_window = bump(
+            &mut m.failures,
+            (user.clone(), window.0),
+            clock_now,
+            window_expires,
+        );
+        let in_a_row = bump(&mut m.failures, (user, in_a_row.0), clock_now, row_expires);
+        Ok(Reserved::Counted {
+            in_window,
+            in_a_row,
+        })
     }
 
-    async fn clear_failures(&self, user: &str, bucket: u64) -> StoreResult<()> {
-        self.lock().failures.remove(&(user.to_owned(), bucket));
+    async fn clear_failures(&self, user: &str, buckets: &[u64]) -> StoreResult<()> {
+        let mut m = self.lock();
+        for bucket in buckets {
+            m.failures.remove(&(user.to_owned(), *bucket));
+        }
         Ok(())
     }
 
@@ -427,7 +501,12 @@ mod tests {
             .await
             .unwrap();
         store
-            .count_failure("a", 1, Duration::from_secs(10))
+            .reserve_attempt(
+                "a",
+                1_000,
+                (1, Duration::from_secs(10)),
+                (2, Duration::from_secs(10)),
+            )
             .await
             .unwrap();
         clock.advance(11);

@@ -5,6 +5,7 @@
 //! Validity (idle and absolute timeouts, lock expiry) is decided by the caller against the
 //! injected clock from timestamps in the records; store TTLs only clean up.
 
+mod connection;
 pub mod memory;
 pub mod redis;
 
@@ -103,7 +104,15 @@ pub trait Store: Send + Sync + 'static {
     /// The identity of the records store this store last served with (see
     /// [`crate::records::identity`]); kept without expiry.
     fn records_identity(&self) -> impl Future<Output = StoreResult<Option<String>>> + Send;
-    fn remember_records_identity(&self, id: &str) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Remembers the records' identity, and that TOTP steps up to `step_floor` are not to be
+    /// accepted: a store that learns the identity again has lost its memory of the steps used
+    /// (emptied, a failover to an empty replica, a restart), so codes of the steps before it
+    /// learned are refused rather than accepted a second time.
+    fn remember_records_identity(
+        &self,
+        id: &str,
+        step_floor: u64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
     /// 2FA records written by proxies that kept them in this store (before [`crate::records`]),
     /// with their recovery-code hashes: imported once, so an upgrade turns nobody's 2FA off.
     fn legacy_two_factor(&self) -> impl Future<Output = StoreResult<Vec<LegacyRecord>>> + Send;
@@ -113,6 +122,15 @@ pub trait Store: Send + Sync + 'static {
         id: &str,
         session: &SessionRecord,
         ttl: Duration,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// [`Store::put_session`] and [`Store::bind_app_session`] together, atomically.
+    fn put_bound_session(
+        &self,
+        id: &str,
+        session: &SessionRecord,
+        ttl: Duration,
+        app_hash: &str,
+        bind_ttl: Duration,
     ) -> impl Future<Output = StoreResult<()>> + Send;
     fn session(&self, id: &str) -> impl Future<Output = StoreResult<Option<SessionRecord>>> + Send;
     /// Rewrites a session only if it still exists: a refresh racing a logout or an "end all
@@ -193,14 +211,17 @@ pub trait Store: Send + Sync + 'static {
         &self,
         key: &str,
     ) -> impl Future<Output = StoreResult<Option<EmailCode>>> + Send;
-    /// Counts one sign-in of `user` held back in `bucket` (the cap on pending logins per
-    /// account); returns the count.
-    fn count_login_started(
+    /// Holds a sign-in back as [`Store::hold_login`] does, unless its user already started
+    /// `cap` in `bucket` (the cap on held-back logins per account): counts it, and holds it
+    /// only within the cap; false when over it. One round trip.
+    fn hold_login_capped(
         &self,
-        user: &str,
-        bucket: u64,
+        id: &str,
+        login: &PendingLogin,
         ttl: Duration,
-    ) -> impl Future<Output = StoreResult<u32>> + Send;
+        bucket: u64,
+        cap: u32,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Counts one code email to `user` in `bucket` (the hourly send cap); returns the count.
     fn count_email_send(
         &self,
@@ -210,27 +231,33 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<u32>> + Send;
 
     /// Accepts TOTP time step `step` for `user` only if it is later than every step accepted
-    /// before (RFC 6238 5.2: each code once). Atomic compare-and-set.
+    /// before (RFC 6238 5.2: each code once) and than the floor of
+    /// [`Store::remember_records_identity`]. Atomic compare-and-set. A shared store that no
+    /// longer knows the records' identity was emptied since: `Unavailable`, until the identity
+    /// check learns it again (with a new floor).
     fn claim_totp_step(
         &self,
         user: &str,
         step: u64,
         ttl: Duration,
-    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    ) -> impl Future<Output = StoreResult<StepClaim>> + Send;
 
-    /// Counts one failed code for `user` in the window bucket `bucket` (callers derive it from
-    /// the clock); returns the count in that bucket.
-    fn count_failure(
+    /// Takes one attempt of `user` at a code, in one step: if the account is locked past `now`,
+    /// `Locked` and nothing is counted; otherwise a lock that has ended is lifted and the
+    /// `window` counter starts over, then both counters (`window`, `in_a_row`: a bucket and its
+    /// TTL each) count the attempt. One round trip for what the lockout rules check first.
+    fn reserve_attempt(
         &self,
         user: &str,
-        bucket: u64,
-        ttl: Duration,
-    ) -> impl Future<Output = StoreResult<u32>> + Send;
-    /// Forgets the failures counted in `bucket`.
+        now: u64,
+        window: (u64, Duration),
+        in_a_row: (u64, Duration),
+    ) -> impl Future<Output = StoreResult<Reserved>> + Send;
+    /// Forgets the failures counted in `buckets`.
     fn clear_failures(
         &self,
         user: &str,
-        bucket: u64,
+        buckets: &[u64],
     ) -> impl Future<Output = StoreResult<()>> + Send;
     /// Locks the account until the unix time `until`.
     fn lock_account(
@@ -242,6 +269,32 @@ pub trait Store: Send + Sync + 'static {
     /// When the lock set by [`Store::lock_account`] ends, if there is one (past or not).
     fn locked_until(&self, user: &str) -> impl Future<Output = StoreResult<Option<u64>>> + Send;
     fn unlock_account(&self, user: &str) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// What [`Store::claim_totp_step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepClaim {
+    /// The step is now the user's last: the code passes.
+    Claimed,
+    /// The user already used this step or a later one.
+    AlreadyUsed,
+    /// At or before the floor: the store cannot tell whether it was used. Nothing claimed.
+    BeforeFloor,
+}
+
+impl StepClaim {
+    pub fn is_claimed(self) -> bool {
+        self == Self::Claimed
+    }
+}
+
+/// What [`Store::reserve_attempt`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reserved {
+    /// Locked until this unix time.
+    Locked(u64),
+    /// Counted: the window's count and the in-a-row count, this attempt included.
+    Counted { in_window: u32, in_a_row: u32 },
 }
 
 /// The backend chosen by config, dispatched statically.
@@ -272,9 +325,10 @@ macro_rules! delegate {
 delegate! {
     fn ping(&self) -> StoreResult<()>;
     fn records_identity(&self) -> StoreResult<Option<String>>;
-    fn remember_records_identity(&self, id: &str) -> StoreResult<()>;
+    fn remember_records_identity(&self, id: &str, step_floor: u64) -> StoreResult<()>;
     fn legacy_two_factor(&self) -> StoreResult<Vec<LegacyRecord>>;
     fn put_session(&self, id: &str, session: &SessionRecord, ttl: Duration) -> StoreResult<()>;
+    fn put_bound_session(&self, id: &str, session: &SessionRecord, ttl: Duration, app_hash: &str, bind_ttl: Duration) -> StoreResult<()>;
     fn session(&self, id: &str) -> StoreResult<Option<SessionRecord>>;
     fn refresh_session(&self, id: &str, session: &SessionRecord, ttl: Duration) -> StoreResult<()>;
     fn delete_session(&self, id: &str) -> StoreResult<()>;
@@ -291,11 +345,11 @@ delegate! {
     fn put_email_code(&self, key: &str, code: &EmailCode, ttl: Duration) -> StoreResult<()>;
     fn email_code(&self, key: &str) -> StoreResult<Option<EmailCode>>;
     fn take_email_code(&self, key: &str) -> StoreResult<Option<EmailCode>>;
-    fn count_login_started(&self, user: &str, bucket: u64, ttl: Duration) -> StoreResult<u32>;
+    fn hold_login_capped(&self, id: &str, login: &PendingLogin, ttl: Duration, bucket: u64, cap: u32) -> StoreResult<bool>;
     fn count_email_send(&self, user: &str, bucket: u64, ttl: Duration) -> StoreResult<u32>;
-    fn claim_totp_step(&self, user: &str, step: u64, ttl: Duration) -> StoreResult<bool>;
-    fn count_failure(&self, user: &str, bucket: u64, ttl: Duration) -> StoreResult<u32>;
-    fn clear_failures(&self, user: &str, bucket: u64) -> StoreResult<()>;
+    fn claim_totp_step(&self, user: &str, step: u64, ttl: Duration) -> StoreResult<StepClaim>;
+    fn reserve_attempt(&self, user: &str, now: u64, window: (u64, Duration), in_a_row: (u64, Duration)) -> StoreResult<Reserved>;
+    fn clear_failures(&self, user: &str, buckets: &[u64]) -> StoreResult<()>;
     fn lock_account(&self, user: &str, until: u64, ttl: Duration) -> StoreResult<()>;
     fn locked_until(&self, user: &str) -> StoreResult<Option<u64>>;
     fn unlock_account(&self, user: &str) -> StoreResult<()>;

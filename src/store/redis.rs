@@ -1,13 +1,26 @@
-//! The shared store: Redis (or Valkey) through a reconnecting `ConnectionManager`, so replicas
-//! see one set of sessions, pending logins and counters. Every key starts with
-//! `[store] key_prefix`; everything that expires carries a TTL. Records are JSON.
+//! The shared store: Redis (or Valkey) standalone, behind Sentinel, or a Cluster
+//! (`store/connection.rs` says how each is reached), so replicas see one set of
+//! sessions, pending logins and counters. Every key starts with `[store] key_prefix`;
+//! everything that expires carries a TTL. Records are JSON.
 //!
 //! Keys (`P` is the prefix, `H(x)` the unpadded base64url SHA-256 of a bearer id):
-//! `Ps:H(id)` session, `Pus:user` set of the user's `H(id)`s, `Pp:H(id)` pending login,
-//! `Ppa:H(id)` its attempt count, `Pe:user` enrollment, `Pt:user` last TOTP step,
-//! `Pf:user:bucket` failure count, `Pl:user` lock end, `Precords-id` the records' identity
-//! (no TTL). Proxies before [`crate::records`] kept `Pu:user` 2FA records and `Prc:user`
-//! recovery-code sets here: they are imported into the records once, and left in place.
+//! `Ps:H(id)` session, `Pus:user` set of the user's `H(id)`s, `Pab:hash` set of the `H(id)`s
+//! bound to an app session, `Pp:H(id)` pending login, `Ppa:H(id)` its attempt count,
+//! `Pe:user` enrollment, `Pec:H(key)` emailed code, `Pt:user` last TOTP step,
+//! `Pf:user:bucket` failure count, `Pls:user:bucket` and `Pes:user:bucket` sign-in and email
+//! counts, `Pl:user` lock end, `Precords-id` the records' identity and `Ptotp-floor` the TOTP
+//! step up to which codes are refused since it was learned (both no TTL). Proxies before
+//! [`crate::records`] kept `Pu:user` 2FA records and `Prc:user` recovery-code sets here: they
+//! are imported into the records once, and left in place.
+//!
+//! On a Cluster the prefix becomes a hash tag, `{P}` (`twofa:` → `{twofa:}s:H(id)`): every key
+//! of the deployment lives in one slot, so the scripts and MULTIs that touch several keys
+//! (a session and its user's set, the end-all-sessions transactions, a pending login and its
+//! count) run as on one server, with the same atomicity, instead of failing with CROSSSLOT.
+//! Per-key slots cannot keep `PUT_SESSION` atomic: a session is looked up by its id alone, so
+//! its key cannot carry the user's tag. The Cluster then gives failover, not sharding; the
+//! store's working set (sessions, logins in flight, counters) is small. Standalone and Sentinel
+//! keep the untagged names, so an existing deployment's keys still read.
 //!
 //! Session and pending-login ids are hashed before they become key names: key names show up in
 //! `MONITOR`, `SLOWLOG`, keyspace notifications and dumps, and the raw id is the credential.
@@ -17,36 +30,35 @@ use std::time::Duration;
 use aws_lc_rs::digest;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::io::tcp::TcpSettings;
-use redis::io::tcp::socket2::TcpKeepalive;
-use redis::{IntoConnectionInfo, RedisError, Script};
+use redis::{RedisError, Script};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::connection::{self, Conn};
 use super::{
-    EmailCode, Enrollment, LegacyRecord, PendingLogin, SessionRecord, Store, StoreError,
-    StoreResult,
+    EmailCode, Enrollment, LegacyRecord, PendingLogin, Reserved, SessionRecord, StepClaim, Store,
+    StoreError, StoreResult,
 };
+use crate::config::{RedisMode, StoreBackend, StoreConfig};
 
-/// Connect and response timeout: a dead server fails a request in about this long instead of
-/// holding it.
-const TIMEOUT: Duration = Duration::from_secs(2);
-/// Reconnect attempts per outage before commands fail; the next command starts a new round.
-const RECONNECT_RETRIES: usize = 2;
-const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(500);
-/// Idle time before TCP probes the server, so a silently dead connection is noticed.
-const KEEPALIVE: Duration = Duration::from_secs(15);
 /// Redis refuses expiries that overflow its clock; nothing here needs more than centuries.
 const MAX_TTL_MS: u64 = 1 << 50;
 
 /// Adds the session to the user's set and stretches the set's TTL to cover it (never shortens
 /// it: another session of the user may live longer). No `PEXPIRE GT`: that needs Redis 7.
+/// With a third key, also binds it to an app session (that set lives at least `ARGV[4]` ms):
+/// a new sign-in's session in one round trip.
 const PUT_SESSION: &str = r"
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[3])
 if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
+end
+if KEYS[3] then
+  redis.call('SADD', KEYS[3], ARGV[3])
+  if redis.call('PTTL', KEYS[3]) < tonumber(ARGV[4]) then
+    redis.call('PEXPIRE', KEYS[3], ARGV[4])
+  end
 end
 return 1
 ";
@@ -69,56 +81,143 @@ end
 return n
 ";
 
-/// Compare-and-set of the last TOTP step. Steps are compared as decimal strings (length first)
-/// so u64 values beyond Lua's 2^53 doubles still compare exactly.
+/// Compare-and-set of the last TOTP step (KEYS[1]). Steps are compared as decimal strings
+/// (length first) so u64 values beyond Lua's 2^53 doubles still compare exactly. No records
+/// identity (KEYS[2]): the store was emptied since it learned it, and has forgotten which steps
+/// were used: -1, refused until the identity is learned again. Steps up to the floor (KEYS[3]):
+/// 2. A step used already: 0. Claimed: 1.
 const CLAIM_STEP: &str = r"
-local last = redis.call('GET', KEYS[1])
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  return -1
+end
 local step = ARGV[1]
-if last and (#last > #step or (#last == #step and last >= step)) then
+local function at_most(a, b)
+  return #a < #b or (#a == #b and a <= b)
+end
+local floor = redis.call('GET', KEYS[3])
+if floor and at_most(step, floor) then
+  return 2
+end
+local last = redis.call('GET', KEYS[1])
+if last and at_most(step, last) then
   return 0
 end
 redis.call('SET', KEYS[1], step, 'PX', ARGV[2])
 return 1
 ";
 
+/// The records identity (KEYS[1]) and the step floor (KEYS[2]), which only ever rises.
+const REMEMBER_RECORDS: &str = r"
+redis.call('SET', KEYS[1], ARGV[1])
+local floor = redis.call('GET', KEYS[2])
+local new = ARGV[2]
+if not floor or #floor < #new or (#floor == #new and floor < new) then
+  redis.call('SET', KEYS[2], new)
+end
+return 1
+";
+
+/// The lockout rules' first step in one round trip (see `Store::reserve_attempt`): a live lock
+/// answers `{1, until}` and counts nothing; an ended lock is lifted and the window's counter
+/// starts over; then both counters count, each expiring `ARGV[i]` ms after its first count.
+/// KEYS: lock, window counter, in-a-row counter. ARGV: now, their two TTLs. A lock that is not
+/// plain digits is answered as a lock (the caller refuses it as corrupt), never lifted.
+const RESERVE_ATTEMPT: &str = r"
+local untl = redis.call('GET', KEYS[1])
+if untl then
+  if not string.match(untl, '^%d+$') or tonumber(untl) > tonumber(ARGV[1]) then
+    return {1, untl}
+  end
+  redis.call('DEL', KEYS[1], KEYS[2])
+end
+local counts = {0}
+for i = 2, 3 do
+  counts[i] = redis.call('INCR', KEYS[i])
+  if redis.call('PTTL', KEYS[i]) < 0 then
+    redis.call('PEXPIRE', KEYS[i], ARGV[i])
+  end
+end
+return counts
+";
+
+/// Counts a sign-in of the user in its bucket (KEYS[1], expiring with the login) and holds it
+/// back (KEYS[2]) only within the cap `ARGV[3]`: 1 held, 0 over the cap.
+const HOLD_CAPPED: &str = r"
+local n = redis.call('INCR', KEYS[1])
+if redis.call('PTTL', KEYS[1]) < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+if n > tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return 1
+";
+
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
+    /// `[store] key_prefix`, as a hash tag on a Cluster (see the module's doc).
     prefix: String,
+    /// A Cluster: `SCAN` sees one node only, and no proxy before this one ran on a Cluster.
+    cluster: bool,
     put_session: Script,
     add_to_set: Script,
     count: Script,
     claim_step: Script,
+    reserve_attempt: Script,
+    hold_capped: Script,
+    remember_records: Script,
 }
 
 impl RedisStore {
-    /// Connects once to check the URL and credentials; later outages are retried per command.
+    /// One standalone server at `url` (tests and benches).
     pub async fn connect(url: &str, prefix: &str) -> StoreResult<Self> {
-        // The URL may carry a password: never echo it or the parser's message about it.
-        let info = url.into_connection_info().map_err(|e| {
-            StoreError::Unavailable(format!("store URL not usable ({})", e.category()))
-        })?;
-        let client = redis::Client::open(info.set_tcp_settings(tcp_settings()))
-            .map_err(|e| failure("connect", &e))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT))
-            .set_number_of_retries(RECONNECT_RETRIES)
-            .set_max_delay(RECONNECT_MAX_DELAY);
-        let conn = ConnectionManager::new_with_config(client, config)
+        Self::open(&StoreConfig {
+            backend: StoreBackend::Redis,
+            url: url.to_owned(),
+            key_prefix: prefix.to_owned(),
+            mode: RedisMode::Standalone,
+            username: None,
+            password: None,
+            tls: url.starts_with("rediss://"),
+            ca_file: None,
+        })
+        .await
+    }
+
+    /// Connects as `[store]` says, once, to check addresses and credentials; later outages are
+    /// retried per command.
+    pub async fn open(config: &StoreConfig) -> StoreResult<Self> {
+        let certs = config
+            .ca_file
+            .as_deref()
+            .map(connection::read_ca_file)
+            .transpose()?;
+        // The URL and the errors about it may carry a password: report the error's kind only.
+        let conn = Conn::open(config, certs)
             .await
             .map_err(|e| failure("connect", &e))?;
+        let cluster = matches!(config.mode, RedisMode::Cluster { .. });
         Ok(Self {
             conn,
-            prefix: prefix.to_owned(),
+            prefix: if cluster {
+                cluster_prefix(&config.key_prefix)
+            } else {
+                config.key_prefix.clone()
+            },
+            cluster,
             put_session: Script::new(PUT_SESSION),
             add_to_set: Script::new(ADD_TO_SET),
             count: Script::new(COUNT),
             claim_step: Script::new(CLAIM_STEP),
+            reserve_attempt: Script::new(RESERVE_ATTEMPT),
+            hold_capped: Script::new(HOLD_CAPPED),
+            remember_records: Script::new(REMEMBER_RECORDS),
         })
     }
 
-    /// A handle for one call; clones share the one multiplexed connection.
-    fn conn(&self) -> ConnectionManager {
+    /// A handle for one call; clones share the one multiplexed connection (per node).
+    fn conn(&self) -> Conn {
         self.conn.clone()
     }
 
@@ -176,16 +275,12 @@ impl RedisStore {
     }
 }
 
-/// Nagle off: small request/reply traffic. Keepalive and (on Linux) a user timeout make the
-/// kernel drop a connection whose peer vanished without a reset, so the manager reconnects
-/// instead of timing out every command on a dead socket.
-fn tcp_settings() -> TcpSettings {
-    let settings = TcpSettings::default()
-        .set_nodelay(true)
-        .set_keepalive(TcpKeepalive::new().with_time(KEEPALIVE));
-    #[cfg(target_os = "linux")]
-    let settings = settings.set_user_timeout(TIMEOUT * 3);
-    settings
+/// `P` → `{P}`: one hash tag for every key. Braces inside the prefix would end the tag early
+/// (or leave it empty, which Redis reads as no tag), so they are dropped from it.
+fn cluster_prefix(prefix: &str) -> String {
+    let tag: String = prefix.chars().filter(|c| !matches!(c, '{' | '}')).collect();
+    let tag = if tag.is_empty() { "twofa" } else { &tag };
+    format!("{{{tag}}}")
 }
 
 /// The name under which a bearer id (session, pending login) is stored.
@@ -262,6 +357,12 @@ impl Store for RedisStore {
     }
 
     async fn legacy_two_factor(&self) -> StoreResult<Vec<LegacyRecord>> {
+        // Old records were written by proxies that knew only a standalone server; on a Cluster
+        // there are none to import (and SCAN would see one node's keys only). Under Sentinel
+        // the SCAN below runs on the master, which holds every key.
+        if self.cluster {
+            return Ok(Vec::new());
+        }
         // SCAN, not KEYS: it runs once at start, but must not stall a shared Redis either.
         let pattern = format!("{}u:*", self.prefix);
         // (`Pus:` keys are sets of sessions: the `:` right after `u` keeps them out.)
@@ -307,11 +408,13 @@ impl Store for RedisStore {
         Ok(out)
     }
 
-    async fn remember_records_identity(&self, id: &str) -> StoreResult<()> {
-        redis::cmd("SET")
-            .arg(format!("{}records-id", self.prefix))
+    async fn remember_records_identity(&self, id: &str, step_floor: u64) -> StoreResult<()> {
+        self.remember_records
+            .key(format!("{}records-id", self.prefix))
+            .key(format!("{}totp-floor", self.prefix))
             .arg(id)
-            .exec_async(&mut self.conn())
+            .arg(step_floor.to_string())
+            .invoke_async::<()>(&mut self.conn())
             .await
             .map_err(|e| failure("remember records identity", &e))
     }
@@ -330,6 +433,29 @@ impl Store for RedisStore {
             .arg(json)
             .arg(millis(ttl))
             .arg(&tok)
+            .invoke_async::<()>(&mut self.conn())
+            .await
+            .map_err(|e| failure("put session", &e))
+    }
+
+    async fn put_bound_session(
+        &self,
+        id: &str,
+        session: &SessionRecord,
+        ttl: Duration,
+        app_hash: &str,
+        bind_ttl: Duration,
+    ) -> StoreResult<()> {
+        let tok = token(id);
+        let json = encode("session", session)?;
+        self.put_session
+            .key(self.key("s", &tok))
+            .key(self.key("us", &session.user))
+            .key(self.key("ab", app_hash))
+            .arg(json)
+            .arg(millis(ttl))
+            .arg(&tok)
+            .arg(millis(bind_ttl))
             .invoke_async::<()>(&mut self.conn())
             .await
             .map_err(|e| failure("put session", &e))
@@ -516,18 +642,26 @@ impl Store for RedisStore {
         decode("email code", raw)
     }
 
-    async fn count_login_started(
+    async fn hold_login_capped(
         &self,
-        user: &str,
-        bucket: u64,
+        id: &str,
+        login: &PendingLogin,
         ttl: Duration,
-    ) -> StoreResult<u32> {
-        self.count(
-            &self.key("ls", &format!("{user}:{bucket}")),
-            ttl,
-            "count login started",
-        )
-        .await
+        bucket: u64,
+        cap: u32,
+    ) -> StoreResult<bool> {
+        let json = encode("pending login", login)?;
+        let held: i64 = self
+            .hold_capped
+            .key(self.key("ls", &format!("{}:{bucket}", login.user)))
+            .key(self.key("p", &token(id)))
+            .arg(json)
+            .arg(millis(ttl))
+            .arg(cap)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| failure("hold login", &e))?;
+        Ok(held == 1)
     }
 
     async fn count_email_send(&self, user: &str, bucket: u64, ttl: Duration) -> StoreResult<u32> {
@@ -539,26 +673,91 @@ impl Store for RedisStore {
         .await
     }
 
-    async fn claim_totp_step(&self, user: &str, step: u64, ttl: Duration) -> StoreResult<bool> {
+    async fn claim_totp_step(
+        &self,
+        user: &str,
+        step: u64,
+        ttl: Duration,
+    ) -> StoreResult<StepClaim> {
         let claimed: i64 = self
             .claim_step
             .key(self.key("t", user))
+            .key(format!("{}records-id", self.prefix))
+            .key(format!("{}totp-floor", self.prefix))
             .arg(step.to_string())
             .arg(millis(ttl))
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| failure("claim TOTP step", &e))?;
-        Ok(claimed == 1)
+        match claimed {
+            1 => Ok(StepClaim::Claimed),
+            0 => Ok(StepClaim::AlreadyUsed),
+            2 => Ok(StepClaim::BeforeFloor),
+            -1 => Err(StoreError::Unavailable(
+                "store emptied: the TOTP steps used before are unknown until the records \
+                 identity is checked again"
+                    .into(),
+            )),
+            _ => Err(StoreError::Corrupt(
+                "claim TOTP step: unexpected reply".into(),
+            )),
+        }
     }
 
-    async fn count_failure(&self, user: &str, bucket: u64, ttl: Duration) -> StoreResult<u32> {
-        self.count(&self.failures_key(user, bucket), ttl, "count failure")
+    async fn reserve_attempt(
+        &self,
+        user: &str,
+        now: u64,
+        window: (u64, Duration),
+        in_a_row: (u64, Duration),
+    ) -> StoreResult<Reserved> {
+        let reply: Vec<redis::Value> = self
+            .reserve_attempt
+            .key(self.key("l", user))
+            .key(self.failures_key(user, window.0))
+            .key(self.failures_key(user, in_a_row.0))
+            .arg(now)
+            .arg(millis(window.1))
+            .arg(millis(in_a_row.1))
+            .invoke_async(&mut self.conn())
             .await
+            .map_err(|e| failure("reserve attempt", &e))?;
+        let corrupt = || StoreError::Corrupt("reserve attempt: unexpected reply".into());
+        let number = |v: &redis::Value| -> Option<i64> {
+            match v {
+                redis::Value::Int(n) => Some(*n),
+                redis::Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+                _ => None,
+            }
+        };
+        // A count that does not fit (or went negative by hand) fails closed: too many.
+        let count = |v: &redis::Value| number(v).map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+        match reply.as_slice() {
+            [flag, until] if number(flag) == Some(1) => {
+                let until = number(until)
+                    .and_then(|n| u64::try_from(n).ok())
+                    .ok_or_else(|| StoreError::Corrupt("account lock: not a unix time".into()))?;
+                Ok(Reserved::Locked(until))
+            }
+            [flag, in_window, in_a_row] if number(flag) == Some(0) => Ok(Reserved::Counted {
+                in_window: count(in_window).ok_or_else(corrupt)?,
+                in_a_row: count(in_a_row).ok_or_else(corrupt)?,
+            }),
+            _ => Err(corrupt()),
+        }
     }
 
-    async fn clear_failures(&self, user: &str, bucket: u64) -> StoreResult<()> {
-        self.del(&self.failures_key(user, bucket), "clear failures")
+    async fn clear_failures(&self, user: &str, buckets: &[u64]) -> StoreResult<()> {
+        if buckets.is_empty() {
+            return Ok(());
+        }
+        let mut del = redis::cmd("DEL");
+        for bucket in buckets {
+            del.arg(self.failures_key(user, *bucket));
+        }
+        del.exec_async(&mut self.conn())
             .await
+            .map_err(|e| failure("clear failures", &e))
     }
 
     async fn lock_account(&self, user: &str, until: u64, ttl: Duration) -> StoreResult<()> {
@@ -584,5 +783,19 @@ impl Store for RedisStore {
 
     async fn unlock_account(&self, user: &str) -> StoreResult<()> {
         self.del(&self.key("l", user), "unlock account").await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_prefix_is_one_nonempty_hash_tag() {
+        assert_eq!(cluster_prefix("twofa:"), "{twofa:}");
+        // Braces would end the tag early or leave it empty (no tag: every key its own slot).
+        assert_eq!(cluster_prefix("a{b}c:"), "{abc:}");
+        assert_eq!(cluster_prefix("}"), "{twofa}");
+        assert_eq!(cluster_prefix(""), "{twofa}");
     }
 }

@@ -49,3 +49,5 @@ mod realapps; // python3 with flask, hypercorn and aiosmtpd; oathtool
 mod realapps2_django; // python3 with django; oathtool
 #[cfg(feature = "external-tools")]
 mod realapps2_tomcat; // java, Tomcat 10 in /usr/share/tomcat10; oathtool
+#[cfg(feature = "external-tools")]
+mod store_ha; // redis-server (Sentinel, Cluster, TLS), redis-cli; oathtool

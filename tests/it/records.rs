@@ -10,7 +10,7 @@ use twofa_proxy::records::TwoFactorRecord;
 use twofa_proxy::records::sqlite::SqliteRecords;
 use twofa_proxy::words::Language;
 
-use crate::support::agent::Agent;
+use crate::support::agent::{Agent, input_value};
 use crate::support::site::*;
 use crate::support::*;
 
@@ -223,7 +223,8 @@ async fn a_restart_keeps_2fa_on() {
 }
 
 /// The failure the records exist for: Redis restarted empty (a FLUSHALL, an eviction or a
-/// failover to an empty replica do the same) must not turn anyone's 2FA off.
+/// failover to an empty replica do the same) must not turn anyone's 2FA off; and the code
+/// used just before cannot be used again, though the emptied store forgot it was used.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn an_emptied_redis_turns_nobodys_2fa_off() {
@@ -237,6 +238,13 @@ async fn an_emptied_redis_turns_nobodys_2fa_off() {
     let mut agent = Agent::new(site.proxy.addr);
     password_login(&mut agent, "alice", "wonderland").await;
     let secret = enroll_totp_over_api(&mut agent, &site.clock).await;
+    // A sign-in with the code of this step, just before the store is lost.
+    site.clock.advance(30);
+    let mut before = Agent::new(site.proxy.addr);
+    let res = password_login(&mut before, "alice", "wonderland").await;
+    let used = oathtool(&secret, site.clock.now_secs());
+    let passed = answer_totp_challenge(&mut before, &res, &secret, &site.clock).await;
+    assert_eq!(passed.status, 303, "{}", passed.text());
 
     site.redis.as_mut().unwrap().restart();
     let mut fresh = Agent::new(site.proxy.addr);
@@ -250,9 +258,35 @@ async fn an_emptied_redis_turns_nobodys_2fa_off() {
     }
     assert_eq!(res.status, 303, "{}", res.text());
     assert_eq!(res.header("location"), Some("/_2fa/challenge"));
-    // The key still works: a code from the next step passes.
+    // Until the proxy learns the identity again (its check runs every 2 s) a code cannot be
+    // checked against the forgotten steps; then the step of the lost sign-in stays refused.
+    let client = ::redis::Client::open(site.redis.as_ref().unwrap().url()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    for _ in 0..100 {
+        let learned: bool = ::redis::cmd("EXISTS")
+            .arg("twofa:records-id")
+            .query(&mut conn)
+            .unwrap();
+        if learned {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let page = fresh.follow(&res).await;
+    let csrf = input_value(&page.text(), "csrf");
+    let replay = fresh
+        .post_form("/_2fa/challenge", &[("csrf", &csrf), ("code", &used)])
+        .await;
+    assert_eq!(
+        replay.status, 401,
+        "a code used before the store was lost passed again"
+    );
+    // The next code works: the key itself was never in the store.
     site.clock.advance(30);
-    let passed = answer_totp_challenge(&mut fresh, &res, &secret, &site.clock).await;
+    let code = oathtool(&secret, site.clock.now_secs());
+    let passed = fresh
+        .post_form("/_2fa/challenge", &[("csrf", &csrf), ("code", &code)])
+        .await;
     assert_eq!(passed.status, 303, "{}", passed.text());
     assert_eq!(fresh.get("/").await.status, 200);
 }
@@ -265,6 +299,7 @@ async fn records_that_are_not_the_ones_served_with_are_refused_until_confirmed()
     use twofa_proxy::records::identity::{Verdict, check, confirm};
     use twofa_proxy::store::AnyStore;
     use twofa_proxy::store::memory::MemoryStore;
+    const NOW: u64 = 1_800_000_000;
 
     let dir = TempDir::new("identity");
     let store = AnyStore::Memory(Box::new(MemoryStore::new(
@@ -275,27 +310,54 @@ async fn records_that_are_not_the_ones_served_with_are_refused_until_confirmed()
         path: dir.path(name),
         url: twofa_proxy::config::Secret::new(String::new()),
         ca_file: None,
+        identity: None,
     };
     let first = AnyRecords::open(&config("first.db")).await.unwrap();
     // Untrusted until checked: reads fail instead of answering "no 2FA".
     assert!(first.two_factor("alice").await.is_err());
-    assert_eq!(check(&store, &first).await.unwrap(), Verdict::Learned);
+    assert_eq!(check(&store, &first, NOW).await.unwrap(), Verdict::Learned);
     assert_eq!(first.two_factor("alice").await.unwrap(), None);
-    assert_eq!(check(&store, &first).await.unwrap(), Verdict::Same);
+    assert_eq!(check(&store, &first, NOW).await.unwrap(), Verdict::Same);
     // The same file opened again is the same records.
     let again = AnyRecords::open(&config("first.db")).await.unwrap();
-    assert_eq!(check(&store, &again).await.unwrap(), Verdict::Same);
+    assert_eq!(check(&store, &again, NOW).await.unwrap(), Verdict::Same);
 
     let other = AnyRecords::open(&config("other.db")).await.unwrap();
-    assert_eq!(check(&store, &other).await.unwrap(), Verdict::Replaced);
+    assert_eq!(check(&store, &other, NOW).await.unwrap(), Verdict::Replaced);
     assert!(!other.trusted());
     assert!(other.two_factor("alice").await.is_err());
     assert!(other.save_two_factor("alice", &sample()).await.is_err());
-    confirm(&store, &other).await.unwrap();
+    confirm(&store, &other, NOW).await.unwrap();
     assert!(other.trusted());
-    assert_eq!(check(&store, &other).await.unwrap(), Verdict::Same);
+    assert_eq!(check(&store, &other, NOW).await.unwrap(), Verdict::Same);
     // Now the first records are the strangers.
-    assert_eq!(check(&store, &first).await.unwrap(), Verdict::Replaced);
+    assert_eq!(check(&store, &first, NOW).await.unwrap(), Verdict::Replaced);
+
+    // Pinned in the config: records with another identity are refused even by a store that
+    // knows none (both emptied together), and cannot be confirmed; the pinned ones are served
+    // whatever the store remembers.
+    let first_id = first.identity().await.unwrap();
+    let pinned = |name: &str, id: &str| twofa_proxy::config::RecordsConfig {
+        identity: Some(id.to_owned()),
+        ..config(name)
+    };
+    let empty_store = AnyStore::Memory(Box::new(MemoryStore::new(
+        twofa_proxy::clock::ManualClock::at_now(),
+    )));
+    let stranger = AnyRecords::open(&pinned("third.db", &first_id))
+        .await
+        .unwrap();
+    assert_eq!(
+        check(&empty_store, &stranger, NOW).await.unwrap(),
+        Verdict::Replaced
+    );
+    assert!(confirm(&empty_store, &stranger, NOW).await.is_err());
+    assert!(!stranger.trusted());
+    let right = AnyRecords::open(&pinned("first.db", &first_id))
+        .await
+        .unwrap();
+    assert_eq!(check(&store, &right, NOW).await.unwrap(), Verdict::Learned);
+    assert_eq!(check(&store, &right, NOW).await.unwrap(), Verdict::Same);
 }
 
 fn sample() -> TwoFactorRecord {

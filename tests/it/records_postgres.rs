@@ -425,6 +425,16 @@ async fn records_move_from_sqlite_to_postgres_by_export_and_import() {
         "an import into records with users needs --merge"
     );
     transfer::import_command(&to, &export, true).await.unwrap();
+    let records = twofa_proxy::records::AnyRecords::open(&to.records)
+        .await
+        .unwrap();
+    let doc = transfer::read_file(&export).unwrap();
+    let merged = records.import(&doc, true).await.unwrap();
+    assert_eq!(
+        (merged.users, merged.skipped),
+        (0, 1),
+        "a merge adds nobody twice"
+    );
 
     let moved = start_replica(upstream, &redis, &url, &clock).await;
     let ready = format!("http://{}/readyz", moved.admin_addr);
@@ -471,16 +481,6 @@ async fn postgres_over_tls_verifies_the_server_certificate() {
     assert!(PostgresRecords::open(&url, Some(&empty)).is_err());
 }
 
-/// What one sign-in or page load under load came back with.
-#[derive(Default, Debug)]
-struct Tally {
-    challenged: u64,
-    browsed: u64,
-    refused_503: u64,
-    /// Anything else: a sign-in that skipped the challenge, a page that was not the app's.
-    wrong: Vec<String>,
-}
-
 /// Failover under load (bounded: 8 clients for about 6 s): signing in and browsing while
 /// PostgreSQL stops and comes back. No sign-in ever skips the challenge, every refusal is a
 /// clean 503, signed-in browsing goes on (it never reads the records), and sign-ins are served
@@ -488,19 +488,14 @@ struct Tally {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(not(feature = "external-tools"), ignore = "needs external-tools")]
 async fn a_postgres_restart_under_load_lets_nobody_past_the_second_factor() {
-    use std::sync::Mutex;
+    use crate::support::under_load;
     init();
     let mut pg = PostgresServer::start();
     let url = pg.url("load");
     let redis = RedisServer::start();
     let (upstream, _stop) = demo_upstream().await;
     let clock = twofa_proxy::clock::ManualClock::at_now();
-    // Held-back sign-ins are capped per account and window (429 past it): small windows that
-    // the test's clock moves on, so the cap is never what answers.
-    let windows = [
-        ("TWOFA_TWOFACTOR__CHALLENGE_TTL", "10s".to_owned()),
-        ("TWOFA_TWOFACTOR__MAX_PENDING_LOGINS", "100".to_owned()),
-    ];
+    let windows = under_load::WINDOWS.map(|(k, v)| (k, v.to_owned()));
     let proxy = start_replica_with(upstream, &redis, &url, &clock, &windows).await;
     let mut alice = Agent::new(proxy.addr);
     password_login(&mut alice, "alice", "wonderland").await;
@@ -510,99 +505,38 @@ async fn a_postgres_restart_under_load_lets_nobody_past_the_second_factor() {
     let res = password_login(&mut browser, "alice", "wonderland").await;
     let passed = answer_totp_challenge(&mut browser, &res, &secret, &clock).await;
     assert_eq!(passed.status, 303);
-    let cookies = browser.cookies.clone();
 
-    let tally = Arc::new(Mutex::new(Tally::default()));
-    // Last time a sign-in was refused and first time one was served after it.
-    let last_503 = Arc::new(Mutex::new(None::<Instant>));
-    let served_after = Arc::new(Mutex::new(Vec::<Instant>::new()));
-    let end = Instant::now() + Duration::from_secs(6);
-    let addr = proxy.addr;
-    let ticker = {
-        let clock = clock.clone();
-        tokio::spawn(async move {
-            while Instant::now() < end {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                clock.advance(10);
-            }
-        })
-    };
-    let clients: Vec<_> = (0..8)
-        .map(|i| {
-            let (tally, last_503, served_after) =
-                (tally.clone(), last_503.clone(), served_after.clone());
-            let cookies = cookies.clone();
-            tokio::spawn(async move {
-                for _ in 0..10_000 {
-                    if Instant::now() > end {
-                        break;
-                    }
-                    if i % 2 == 0 {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        let mut fresh = Agent::new(addr);
-                        let res = password_login(&mut fresh, "alice", "wonderland").await;
-                        let mut t = tally.lock().unwrap();
-                        match (res.status.as_u16(), res.header("location")) {
-                            (303, Some("/_2fa/challenge")) => {
-                                t.challenged += 1;
-                                served_after.lock().unwrap().push(Instant::now());
-                            }
-                            (503, _) => {
-                                t.refused_503 += 1;
-                                *last_503.lock().unwrap() = Some(Instant::now());
-                            }
-                            (s, l) => t.wrong.push(format!("sign-in: {s} {l:?}")),
-                        }
-                    } else {
-                        let mut signed_in = Agent::new(addr);
-                        signed_in.cookies = cookies.clone();
-                        let res = signed_in.get("/").await;
-                        let mut t = tally.lock().unwrap();
-                        match res.status.as_u16() {
-                            200 => t.browsed += 1,
-                            s => t.wrong.push(format!("browse: {s}")),
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
-
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    tokio::task::block_in_place(|| pg.stop());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let restarting = Instant::now();
-    tokio::task::block_in_place(|| pg.restart());
-    let restarted = Instant::now();
-    for c in clients {
-        c.await.unwrap();
-    }
-    ticker.await.unwrap();
-    let t = tally.lock().unwrap();
+    let mut restart = (Instant::now(), Instant::now());
+    let t = under_load::run(
+        proxy.addr,
+        browser.cookies.clone(),
+        clock.clone(),
+        Duration::from_secs(6),
+        async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::task::block_in_place(|| pg.stop());
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            restart.0 = Instant::now();
+            tokio::task::block_in_place(|| pg.restart());
+            restart.1 = Instant::now();
+        },
+    )
+    .await;
+    t.assert_fail_closed();
+    let back = t.back_at().unwrap();
     assert!(
-        t.wrong.is_empty(),
-        "{:?}",
-        &t.wrong[..t.wrong.len().min(10)]
+        back > restart.0,
+        "sign-ins were served again before the server was back"
     );
-    assert!(t.refused_503 > 0, "the outage was not seen: {t:?}");
-    assert!(t.challenged > 0 && t.browsed > 0, "{t:?}");
-    let last = last_503.lock().unwrap().unwrap();
-    let back = served_after
-        .lock()
-        .unwrap()
-        .iter()
-        .copied()
-        .find(|at| *at > last)
-        .expect("no sign-in was served after the restart");
-    let recovery = back.saturating_duration_since(restarted);
+    let recovery = back.saturating_duration_since(restart.1);
     eprintln!(
-        "postgres restart under load: {} challenged, {} pages browsed, {} sign-ins refused with \
-         503, none let through; the server took {:?} to accept queries again, sign-ins were \
-         served {recovery:?} after that (0 = by the time it answered pg_isready)",
+        "postgres restart under load: {} challenged, {} pages browsed, {} answers 503, none \
+         let through; the server took {:?} to accept queries again, sign-ins were served \
+         {recovery:?} after that (0 = by the time it answered pg_isready)",
         t.challenged,
         t.browsed,
         t.refused_503,
-        restarted - restarting
+        restart.1 - restart.0
     );
     assert!(recovery < Duration::from_secs(3), "{recovery:?}");
 }

@@ -9,8 +9,10 @@ pub mod lenient_app;
 pub mod postgres;
 pub mod realapp;
 pub mod redis;
+pub mod redis_ha;
 pub mod site;
 pub mod smtp;
+pub mod under_load;
 
 // Only the tier-2 files use these (tests/it/main.rs).
 #[cfg(feature = "external-tools")]
