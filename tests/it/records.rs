@@ -248,14 +248,7 @@ async fn an_emptied_redis_turns_nobodys_2fa_off() {
 
     site.redis.as_mut().unwrap().restart();
     let mut fresh = Agent::new(site.proxy.addr);
-    let mut res = password_login(&mut fresh, "alice", "wonderland").await;
-    for _ in 0..50 {
-        if res.status != 503 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        res = password_login(&mut fresh, "alice", "wonderland").await;
-    }
+    let res = password_login_once_served(&mut fresh, "alice", "wonderland", 50).await;
     assert_eq!(res.status, 303, "{}", res.text());
     assert_eq!(res.header("location"), Some("/_2fa/challenge"));
     // Until the proxy learns the identity again (its check runs every 2 s) a code cannot be

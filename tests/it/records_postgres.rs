@@ -238,14 +238,7 @@ async fn postgres_stopped_refuses_sign_in_then_recovers() {
 
     pg.restart();
     let back = Instant::now();
-    let mut res = password_login(&mut fresh, "alice", "wonderland").await;
-    for _ in 0..100 {
-        if res.status != 503 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        res = password_login(&mut fresh, "alice", "wonderland").await;
-    }
+    let res = password_login_once_served(&mut fresh, "alice", "wonderland", 100).await;
     eprintln!(
         "postgres back: sign-ins served again after {:?}",
         back.elapsed()
@@ -497,14 +490,7 @@ async fn a_postgres_restart_under_load_lets_nobody_past_the_second_factor() {
     let clock = twofa_proxy::clock::ManualClock::at_now();
     let windows = under_load::WINDOWS.map(|(k, v)| (k, v.to_owned()));
     let proxy = start_replica_with(upstream, &redis, &url, &clock, &windows).await;
-    let mut alice = Agent::new(proxy.addr);
-    password_login(&mut alice, "alice", "wonderland").await;
-    let secret = enroll_totp_over_api(&mut alice, &clock).await;
-    clock.advance(30);
-    let mut browser = Agent::new(proxy.addr);
-    let res = password_login(&mut browser, "alice", "wonderland").await;
-    let passed = answer_totp_challenge(&mut browser, &res, &secret, &clock).await;
-    assert_eq!(passed.status, 303);
+    let browser = under_load::enrolled_browser(proxy.addr, &clock).await;
 
     let mut restart = (Instant::now(), Instant::now());
     let t = under_load::run(

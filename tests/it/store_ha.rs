@@ -510,14 +510,7 @@ async fn emptied_redis_keeps_2fa(env: &[(&str, &str)], flush: impl Fn()) {
         "the session outlived the store"
     );
     let mut fresh = Agent::new(proxy.addr);
-    let mut res = password_login(&mut fresh, "alice", "wonderland").await;
-    for _ in 0..50 {
-        if res.status != 503 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        res = password_login(&mut fresh, "alice", "wonderland").await;
-    }
+    let res = password_login_once_served(&mut fresh, "alice", "wonderland", 50).await;
     assert_eq!(
         res.header("location"),
         Some("/_2fa/challenge"),
@@ -596,14 +589,7 @@ async fn loaded_site(
     let proxy = twofa_proxy::app::start_with_clock(config, clock.clone())
         .await
         .unwrap();
-    let mut alice = Agent::new(proxy.addr);
-    password_login(&mut alice, "alice", "wonderland").await;
-    let secret = enroll_totp_over_api(&mut alice, &clock).await;
-    clock.advance(30);
-    let mut browser = Agent::new(proxy.addr);
-    let res = password_login(&mut browser, "alice", "wonderland").await;
-    let passed = answer_totp_challenge(&mut browser, &res, &secret, &clock).await;
-    assert_eq!(passed.status, 303);
+    let browser = under_load::enrolled_browser(proxy.addr, &clock).await;
     (proxy, browser, clock, stop)
 }
 

@@ -105,6 +105,25 @@ pub async fn password_login(agent: &mut Agent, user: &str, password: &str) -> An
         .await
 }
 
+/// [`password_login`], tried again every 100 ms while the proxy answers 503 (a store or the
+/// records coming back), at most `tries` times; the last answer.
+pub async fn password_login_once_served(
+    agent: &mut Agent,
+    user: &str,
+    password: &str,
+    tries: u32,
+) -> Answer {
+    let mut res = password_login(agent, user, password).await;
+    for _ in 1..tries {
+        if res.status != 503 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        res = password_login(agent, user, password).await;
+    }
+    res
+}
+
 /// The otpauth URI inside the page's QR code, read the way a phone would: rasterised and
 /// decoded by zbar.
 pub fn decode_qr(html: &str) -> String {

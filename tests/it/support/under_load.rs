@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use twofa_proxy::clock::ManualClock;
 
 use super::agent::Agent;
-use super::site::password_login;
+use super::site::{answer_totp_challenge, enroll_totp_over_api, password_login};
 
 /// What the clients saw.
 #[derive(Default, Debug)]
@@ -52,6 +52,20 @@ impl Tally {
         assert!(self.challenged > 0 && self.browsed > 0, "{self:?}");
         assert!(self.back_at().is_some(), "nothing served after the outage");
     }
+}
+
+/// Enrolls alice (an authenticator app) on the proxy at `addr` and returns a browser signed in
+/// with her second factor: the browsing side of [`run`].
+pub async fn enrolled_browser(addr: SocketAddr, clock: &ManualClock) -> Agent {
+    let mut alice = Agent::new(addr);
+    password_login(&mut alice, "alice", "wonderland").await;
+    let secret = enroll_totp_over_api(&mut alice, clock).await;
+    clock.advance(30);
+    let mut browser = Agent::new(addr);
+    let res = password_login(&mut browser, "alice", "wonderland").await;
+    let passed = answer_totp_challenge(&mut browser, &res, &secret, clock).await;
+    assert_eq!(passed.status, 303, "{}", passed.text());
+    browser
 }
 
 /// Runs 4 sign-in and 4 browsing clients against `addr` for `length` while `disrupt` runs.
