@@ -167,11 +167,11 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> anyhow::Res
         .map(|(handle, cell)| {
             (
                 handle.clone(),
-                Probed {
+                Probed(Arc::new(ProbedParts {
                     cell: cell.clone(),
                     health: health.clone(),
                     probes: probes.clone(),
-                },
+                })),
             )
         })
         .collect();
@@ -498,9 +498,12 @@ impl Probes {
 }
 
 /// The outermost layer of every worker: the probe routes, then the stack in force, or 503
-/// while the store has not been reached.
+/// while the store has not been reached. Cloned for every request (hyper's service is), so its
+/// parts sit behind one `Arc`: one reference count per request, not five.
 #[derive(Clone)]
-struct Probed {
+struct Probed(Arc<ProbedParts>);
+
+struct ProbedParts {
     cell: Cell,
     health: Arc<Health>,
     probes: Probes,
@@ -519,17 +522,18 @@ impl tower::Service<Request<Incoming>> for Probed {
         // Probes answer GET and HEAD only; other methods go on (and are the router's own 404s).
         let probe = matches!(*req.method(), http::Method::GET | http::Method::HEAD);
         let path = req.uri().path();
-        if probe && path == &*self.probes.live {
+        let parts = &*self.0;
+        if probe && path == &*parts.probes.live {
             return ProbedFuture::Ready(Some(health::text(http::StatusCode::OK, "ok\n")));
         }
-        if probe && path == &*self.probes.ready {
-            let health = self.health.clone();
+        if probe && path == &*parts.probes.ready {
+            let health = parts.health.clone();
             return ProbedFuture::Boxed(Box::pin(async move {
                 let readiness = health.readiness().await;
                 health::text(readiness.status(), readiness.text())
             }));
         }
-        let stack = self.cell.read().ok().and_then(|s| s.clone());
+        let stack = parts.cell.read().ok().and_then(|s| s.clone());
         match stack {
             Some(stack) => ProbedFuture::Inner(stack.oneshot(req)),
             None => {
